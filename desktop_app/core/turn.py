@@ -1,0 +1,213 @@
+"""The data a turn carries through the pipeline, and the trace of who added what.
+
+Plugins receive a :class:`Turn` in ``prepare_turn`` and enrich it only through its
+``add_*`` / ``set_option`` methods, so every addition is labelled with the plugin that made
+it. The plugin host sets :data:`current_plugin` around each hook call; a plugin never has
+to name itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+__all__ = [
+    "Adapter",
+    "ChatMessage",
+    "ContextBlock",
+    "GenerationOptions",
+    "Tool",
+    "TraceEntry",
+    "Turn",
+    "TurnResult",
+    "current_plugin",
+]
+
+#: Name of the plugin whose hook is running; "core" outside any hook.
+current_plugin: contextvars.ContextVar[str] = contextvars.ContextVar("current_plugin", default="core")
+
+
+@dataclass
+class ChatMessage:
+    """One message as the model sees it: ``role`` is system, user, assistant or tool."""
+
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        """Return the ``{"role", "content"}`` dict chat templates expect."""
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass
+class GenerationOptions:
+    """Sampling and length options for one answer.
+
+    ``temperature`` 0 means greedy decoding. ``seed`` -1 picks a fresh random seed.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    max_tokens: int = 1024
+    stop: list[str] = field(default_factory=list)
+    seed: int = -1
+    grammar: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the options as plain JSON-ready data."""
+        return asdict(self)
+
+
+@dataclass
+class ContextBlock:
+    """Retrieved text put in front of the model, with where it came from (e.g. a file and page)."""
+
+    text: str
+    source: str
+    score: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Tool:
+    """A function the model may call. ``parameters`` is a JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    function: Callable[..., Any]
+    requires_approval: bool = True
+
+
+@dataclass
+class Adapter:
+    """A LoRA adapter file and the scale to apply it at."""
+
+    name: str
+    path: str
+    scale: float = 1.0
+
+
+@dataclass
+class TraceEntry:
+    """One labelled part of the prompt: which plugin added what, of which kind."""
+
+    plugin: str
+    kind: str
+    content: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return JSON-ready data for the store."""
+        content = self.content
+        if isinstance(content, (ChatMessage, ContextBlock, Adapter)):
+            content = asdict(content)
+        elif isinstance(content, Tool):
+            content = {"name": content.name, "description": content.description,
+                       "parameters": content.parameters}
+        elif isinstance(content, list):
+            content = [asdict(c) if isinstance(c, ChatMessage) else c for c in content]
+        return {"plugin": self.plugin, "kind": self.kind, "content": content}
+
+
+@dataclass
+class Turn:
+    """A user's message on its way to the model.
+
+    ``history`` is the conversation so far (oldest first, without the new message);
+    ``user_message`` is what the user just typed. Plugins add to the rest.
+    """
+
+    conversation_id: int | None
+    user_message: str
+    history: list[ChatMessage] = field(default_factory=list)
+    system_prompt: str = ""
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    examples: list[ChatMessage] = field(default_factory=list)
+    context_blocks: list[ContextBlock] = field(default_factory=list)
+    tools: list[Tool] = field(default_factory=list)
+    adapters: list[Adapter] = field(default_factory=list)
+    plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trace: list[TraceEntry] = field(default_factory=list)
+
+    def _record(self, kind: str, content: Any) -> None:
+        self.trace.append(TraceEntry(current_plugin.get(), kind, content))
+
+    def add_system(self, text: str) -> None:
+        """Append ``text`` to the system prompt (a blank line separates additions)."""
+        self.system_prompt = f"{self.system_prompt}\n\n{text}" if self.system_prompt else text
+        self._record("system", text)
+
+    def replace_system(self, text: str) -> None:
+        """Replace the whole system prompt, e.g. with a template's own."""
+        self.system_prompt = text
+        self._record("system_replaced", text)
+
+    def add_example(self, user: str, assistant: str) -> None:
+        """Add a few-shot example pair, inserted as real chat turns before the history."""
+        pair = [ChatMessage("user", user), ChatMessage("assistant", assistant)]
+        self.examples.extend(pair)
+        self._record("example", pair)
+
+    def add_context(self, block: ContextBlock) -> None:
+        """Add retrieved context with its source; it is shown to the model before the question."""
+        self.context_blocks.append(block)
+        self._record("context", block)
+
+    def add_tool(self, tool: Tool) -> None:
+        """Offer a tool to the model for this turn."""
+        self.tools.append(tool)
+        self._record("tool", tool)
+
+    def add_adapter(self, adapter: Adapter) -> None:
+        """Ask for a LoRA adapter to be active while this turn generates."""
+        self.adapters.append(adapter)
+        self._record("adapter", adapter)
+
+    def set_user_message(self, text: str) -> None:
+        """Replace the user's message as the model sees it (e.g. wrapped by a template)."""
+        self.user_message = text
+        self._record("user_message", text)
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Change one generation option (temperature, max_tokens, stop, ...)."""
+        if not hasattr(self.options, name):
+            raise AttributeError(f"Unknown generation option {name!r}")
+        setattr(self.options, name, value)
+        self._record("option", {name: value})
+
+    def messages(self) -> list[ChatMessage]:
+        """Return the chat messages in the order the model sees them.
+
+        System prompt first (with context blocks appended as numbered sources), then
+        few-shot examples, the history and the new user message.
+        """
+        system = self.system_prompt
+        if self.context_blocks:
+            sources = "\n\n".join(
+                f"[{i}] ({block.source})\n{block.text}" for i, block in enumerate(self.context_blocks, 1)
+            )
+            system = (system + "\n\n" if system else "") + (
+                "Use the following sources to answer, and cite them by number.\n\n" + sources
+            )
+        out: list[ChatMessage] = []
+        if system:
+            out.append(ChatMessage("system", system))
+        out.extend(self.examples)
+        out.extend(self.history)
+        out.append(ChatMessage("user", self.user_message))
+        return out
+
+
+@dataclass
+class TurnResult:
+    """What a turn produced: the answer text, why it stopped, and its stats."""
+
+    text: str
+    finish_reason: str
+    stats: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    samples: list[str] = field(default_factory=list)
