@@ -91,7 +91,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("model.flash_attention", bool, False, "Use flash attention where the build supports it.", True),
     Option("model.mmap", bool, True, "Memory-map the model file instead of reading it all.", True),
     Option("model.seed", int, -1, "Random seed; -1 picks a new one each time.", False, minimum=-1),
-    Option("chat.system_prompt", str, DEFAULT_SYSTEM_PROMPT, "System prompt for new conversations."),
+    Option("chat.system_prompt", str, "", "System prompt for conversations without their own; "
+           "empty = the model's recommended prompt."),
     Option("generation.temperature", float, 0.7, "Sampling temperature; 0 = always the likeliest token.", minimum=0.0),
     Option("generation.top_p", float, 0.95, "Nucleus sampling threshold.", minimum=0.0, maximum=1.0),
     Option("generation.top_k", int, 40, "Sample from the k likeliest tokens; 0 = no limit.", minimum=0),

@@ -1,0 +1,43 @@
+"""The plugin API: the only module a plugin needs to import.
+
+A minimal plugin::
+
+    from desktop_app.api import hookimpl
+
+    @hookimpl
+    def prepare_turn(turn):
+        turn.add_system("Answer in French.")
+
+Everything here is kept stable: names are only added, never renamed.
+"""
+
+from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
+from desktop_app.core.settings import Option
+from desktop_app.core.turn import (
+    Adapter,
+    ChatMessage,
+    ContextBlock,
+    GenerationOptions,
+    Tool,
+    TraceEntry,
+    Turn,
+    TurnResult,
+)
+from desktop_app.hookspecs import hookimpl
+
+__all__ = [
+    "Adapter",
+    "ChatMessage",
+    "ContextBlock",
+    "EngineError",
+    "GenerationOptions",
+    "ModelFileError",
+    "ModelLoadError",
+    "Option",
+    "ParleyError",
+    "Tool",
+    "TraceEntry",
+    "Turn",
+    "TurnResult",
+    "hookimpl",
+]

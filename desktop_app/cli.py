@@ -1,0 +1,364 @@
+"""The ``parley`` command: the desktop app by default, and headless subcommands.
+
+Only argparse is imported at start-up; the store, the engine and llama.cpp are imported
+by the command that needs them, so ``parley --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["main", "build_parser"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from desktop_app.core.paths import AppPaths
+    from desktop_app.core.settings import Settings
+    from desktop_app.plugins import PluginHost
+
+    paths = AppPaths.default()
+    # Plugins may add subcommands, so they are loaded before parsing (they are light by contract).
+    settings_file = paths.settings_file
+    disabled = Settings.load(settings_file).get("plugins.disabled") if settings_file.exists() else []
+    host = PluginHost(disabled=disabled, plugins_dir=paths.plugins_dir).load_all()
+    parser = build_parser(host)
+    args = parser.parse_args(argv)
+    handler: Callable[..., Any] = getattr(args, "handler", _run_gui)
+    from desktop_app.context import build_context
+    from desktop_app.core.errors import ParleyError
+    from desktop_app.core.store import StoreError
+
+    try:
+        context = build_context(paths, host=host)
+    except StoreError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 1
+    for warning in context.warnings:
+        print(f"parley: warning: {warning}", file=sys.stderr)
+    try:
+        code = handler(args, context)
+    except (ParleyError, StoreError, KeyError, ValueError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"parley: {message}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        context.close()
+    return int(code or 0)
+
+
+def build_parser(host: Any = None) -> argparse.ArgumentParser:
+    """Build the argument parser, including subcommands plugins register."""
+    from desktop_app import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley: a private chat app for local GGUF models. Without a command, opens the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    chat = sub.add_parser("chat", help="ask a question and stream the answer to the terminal")
+    chat.add_argument("question", nargs="?", help="the question; read from stdin when omitted")
+    chat.add_argument("-m", "--model", help="model name from the library, or a path to a GGUF file")
+    chat.add_argument("-s", "--system", help="system prompt for a new conversation")
+    chat.add_argument("-c", "--conversation", type=int, help="continue the conversation with this id")
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--top-p", type=float, dest="top_p")
+    chat.add_argument("--top-k", type=int, dest="top_k")
+    chat.add_argument("--min-p", type=float, dest="min_p")
+    chat.add_argument("--repeat-penalty", type=float, dest="repeat_penalty")
+    chat.add_argument("--max-tokens", type=int, dest="max_tokens")
+    chat.add_argument("--seed", type=int)
+    chat.add_argument("--stop", action="append", help="stop the answer at this text (repeatable)")
+    chat.add_argument("--stats", action="store_true", help="print speed and token counts afterwards")
+    chat.set_defaults(handler=_cmd_chat)
+
+    models = sub.add_parser("models", help="the model library").add_subparsers(title="actions", metavar="ACTION", required=True)
+    p = models.add_parser("list", help="list models")
+    p.set_defaults(handler=_cmd_models_list)
+    p = models.add_parser("add", help="add a GGUF file")
+    p.add_argument("path")
+    p.add_argument("--copy", action="store_true", help="copy the file into Parley's data folder")
+    p.add_argument("--name")
+    p.set_defaults(handler=_cmd_models_add)
+    p = models.add_parser("info", help="show a model's metadata")
+    p.add_argument("name", nargs="?", help="name or path (default: the configured model)")
+    p.set_defaults(handler=_cmd_models_info)
+    p = models.add_parser("remove", help="remove a model from the library")
+    p.add_argument("name")
+    p.set_defaults(handler=_cmd_models_remove)
+    p = models.add_parser("use", help="make a model the default")
+    p.add_argument("name")
+    p.set_defaults(handler=_cmd_models_use)
+
+    plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(title="actions", metavar="ACTION", required=True)
+    p = plugins.add_parser("list", help="list plugins with their source and status")
+    p.set_defaults(handler=_cmd_plugins_list)
+    for action in ("enable", "disable"):
+        p = plugins.add_parser(action, help=f"{action} a plugin")
+        p.add_argument("name")
+        p.set_defaults(handler=_cmd_plugins_toggle, enable=action == "enable")
+
+    convs = sub.add_parser("conversations", help="stored conversations").add_subparsers(title="actions", metavar="ACTION", required=True)
+    p = convs.add_parser("list", help="list conversations, newest first")
+    p.set_defaults(handler=_cmd_conv_list)
+    p = convs.add_parser("show", help="print a conversation")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=_cmd_conv_show)
+    p = convs.add_parser("export", help="export a conversation as Markdown or JSON")
+    p.add_argument("id", type=int)
+    p.add_argument("--format", choices=("md", "json"), default="md")
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    p.set_defaults(handler=_cmd_conv_export)
+    p = convs.add_parser("import", help="import a conversation exported as JSON")
+    p.add_argument("file")
+    p.set_defaults(handler=_cmd_conv_import)
+    p = convs.add_parser("search", help="full-text search across conversations")
+    p.add_argument("query", nargs="+")
+    p.set_defaults(handler=_cmd_conv_search)
+    p = convs.add_parser("rename", help="rename a conversation")
+    p.add_argument("id", type=int)
+    p.add_argument("title")
+    p.set_defaults(handler=_cmd_conv_rename)
+    p = convs.add_parser("delete", help="delete a conversation")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=_cmd_conv_delete)
+
+    if host is not None:
+        host.hook.register_commands(subparsers=sub)
+    return parser
+
+
+# -- the app ---------------------------------------------------------------------------------
+def _run_gui(args: argparse.Namespace, context: Any) -> int:
+    print(
+        "The Parley window is not part of this version yet. Meanwhile you can chat in the "
+        "terminal: `parley chat` (type your messages, Ctrl+D to quit); see `parley --help`.",
+        file=sys.stderr,
+    )
+    if sys.stdin.isatty():
+        return _cmd_chat(argparse.Namespace(question=None, model=None, system=None, conversation=None,
+                                            stats=False, stop=None), context)
+    return 0
+
+
+# -- chat ------------------------------------------------------------------------------------
+def _cmd_chat(args: argparse.Namespace, context: Any) -> int:
+    from desktop_app.core.chat import TurnFailed, TurnFinished
+    from desktop_app.core.engine import TokenEvent
+
+    overrides = {k: getattr(args, k) for k in
+                 ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed")
+                 if getattr(args, k, None) is not None}
+    if getattr(args, "stop", None):
+        overrides["stop"] = list(args.stop)
+    interactive = args.question is None and sys.stdin.isatty()
+    if args.question is None and not interactive:
+        question = sys.stdin.read().strip()
+        if not question:
+            print("parley: no question given (pass it as an argument or on standard input)", file=sys.stderr)
+            return 2
+        questions = [question]
+    else:
+        questions = [args.question] if args.question is not None else []
+
+    for warning in context.load_model(args.model):
+        print(f"parley: warning: {warning}", file=sys.stderr)
+    if args.conversation is not None:
+        conversation = context.store.get_conversation(args.conversation)
+    else:
+        conversation = context.store.create_conversation(
+            model=context.engine.model_path.name, system_prompt=args.system
+        )
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, TokenEvent):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+
+    def ask(question: str) -> int:
+        # Ctrl+C stops the answer (it is kept, marked incomplete) instead of killing Parley.
+        previous = signal.signal(signal.SIGINT, lambda *_: context.engine.cancel())
+        try:
+            outcome = context.chat.send(conversation.id, question, on_event, options=overrides)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        sys.stdout.write("\n")
+        if isinstance(outcome, TurnFailed):
+            print(f"parley: {outcome.error}", file=sys.stderr)
+            return 1
+        assert isinstance(outcome, TurnFinished)
+        if outcome.result.finish_reason == "cancelled":
+            print("parley: stopped; the partial answer is saved.", file=sys.stderr)
+        if args.stats:
+            s = outcome.result.stats
+            print(
+                f"[{s['generated_tokens']} tokens, {s['tokens_per_second']:.1f} tokens/s, "
+                f"first token after {s['time_to_first_token']:.2f} s, prompt {s['prompt_tokens']} tokens "
+                f"({s['prompt_tokens_evaluated']} evaluated)]",
+                file=sys.stderr,
+            )
+        return 0
+
+    code = 0
+    for question in questions:
+        code = ask(question) or code
+    if interactive:
+        print(f"Chatting with {context.engine.model_path.name}. Ctrl+C stops an answer, Ctrl+D quits.",
+              file=sys.stderr)
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                print(file=sys.stderr)
+                break
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                continue
+            if line.strip():
+                code = ask(line)
+    print(f"(conversation {conversation.id}; continue it with --conversation {conversation.id})",
+          file=sys.stderr)
+    return code
+
+
+# -- models ----------------------------------------------------------------------------------
+def _cmd_models_list(args: argparse.Namespace, context: Any) -> int:
+    current = context.settings.get("model.path")
+    for entry in context.models.entries():
+        mark = "*" if (entry.name == current or (not current and entry.builtin)) else " "
+        kind = "built-in" if entry.builtin else ("copied" if entry.copied else "referenced")
+        print(f"{mark} {entry.name}\t{kind}\t{entry.path}")
+    return 0
+
+
+def _cmd_models_add(args: argparse.Namespace, context: Any) -> int:
+    entry = context.models.add(args.path, copy=args.copy, name=args.name)
+    print(f"Added {entry.name} ({entry.path}).")
+    return 0
+
+
+def _cmd_models_info(args: argparse.Namespace, context: Any) -> int:
+    target = args.name or context.settings.get("model.path") or str(context.model_path())
+    info = context.models.info(target)
+    data = info.summary()
+    data["file_size"] = f"{info.file_size / 1e6:.1f} MB"
+    data["parameter_count"] = f"{info.parameter_count / 1e6:.1f} M"
+    from desktop_app.core.engine import Engine
+
+    data["gpu_offload_supported"] = Engine.gpu_offload_supported()
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return 0
+
+
+def _cmd_models_remove(args: argparse.Namespace, context: Any) -> int:
+    entry = context.models.remove(args.name)
+    if context.settings.get("model.path") == entry.name:
+        context.settings.set("model.path", "")
+        context.settings.save()
+    print(f"Removed {entry.name}" + (" and deleted its copy." if entry.copied else "."))
+    return 0
+
+
+def _cmd_models_use(args: argparse.Namespace, context: Any) -> int:
+    entry = context.models.get(args.name)
+    in_library = any(e.name == entry.name for e in context.models.entries())
+    context.settings.set("model.path", "" if entry.builtin else entry.name if in_library else entry.path)
+    context.settings.save()
+    print(f"{entry.name} is now the default model.")
+    return 0
+
+
+# -- plugins ---------------------------------------------------------------------------------
+def _cmd_plugins_list(args: argparse.Namespace, context: Any) -> int:
+    records = list(context.plugins.records.values())
+    if not records:
+        print("No plugins installed.")
+    for r in records:
+        version = f" {r.version}" if r.version else ""
+        print(f"{r.name}{version}\t{r.source}\t{r.status}" + (f"\t{r.error}" if r.error else ""))
+    return 0
+
+
+def _cmd_plugins_toggle(args: argparse.Namespace, context: Any) -> int:
+    context.plugins.set_enabled(args.name, args.enable)
+    context.settings.set("plugins.disabled", sorted(context.plugins.disabled))
+    context.settings.save()
+    print(f"{args.name} {'enabled' if args.enable else 'disabled'}.")
+    return 0
+
+
+# -- conversations ---------------------------------------------------------------------------
+def _cmd_conv_list(args: argparse.Namespace, context: Any) -> int:
+    import time
+
+    for c in context.store.list_conversations():
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
+        print(f"{c.id}\t{when}\t{c.title}")
+    return 0
+
+
+def _cmd_conv_show(args: argparse.Namespace, context: Any) -> int:
+    sys.stdout.write(context.store.export_markdown(args.id))
+    return 0
+
+
+def _cmd_conv_export(args: argparse.Namespace, context: Any) -> int:
+    if args.format == "json":
+        text = json.dumps(context.store.export_json(args.id), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = context.store.export_markdown(args.id)
+    if args.output:
+        from desktop_app.core.paths import atomic_write_text
+
+        atomic_write_text(Path(args.output), text)
+        print(f"Wrote {args.output}.", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_conv_import(args: argparse.Namespace, context: Any) -> int:
+    try:
+        data = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{args.file} is not valid JSON ({exc}).") from None
+    conversation = context.store.import_json(data)
+    print(f"Imported as conversation {conversation.id}: {conversation.title}")
+    return 0
+
+
+def _cmd_conv_search(args: argparse.Namespace, context: Any) -> int:
+    hits = context.store.search(" ".join(args.query))
+    if not hits:
+        print("No matches.", file=sys.stderr)
+        return 1
+    for hit in hits:
+        print(f"{hit.conversation_id}\t{hit.conversation_title}\t{hit.role}: {hit.snippet}")
+    return 0
+
+
+def _cmd_conv_rename(args: argparse.Namespace, context: Any) -> int:
+    context.store.rename_conversation(args.id, args.title)
+    return 0
+
+
+def _cmd_conv_delete(args: argparse.Namespace, context: Any) -> int:
+    context.store.delete_conversation(args.id)
+    print(f"Deleted conversation {args.id}.")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

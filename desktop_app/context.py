@@ -1,0 +1,105 @@
+"""The application context: one object built at start-up and passed to whoever needs it.
+
+It holds the settings, the store, the model library, the engine, the plugin host and the
+chat service. Nothing here imports Qt; the GUI and the CLI both build one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from desktop_app.core.chat import ChatService
+from desktop_app.core.engine import Engine, LoadConfig
+from desktop_app.core.models import ModelLibrary, default_model_path
+from desktop_app.core.paths import AppPaths
+from desktop_app.core.settings import Settings
+from desktop_app.core.store import Store
+from desktop_app.plugins import PluginHost
+
+__all__ = ["AppContext", "build_context"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    """Everything the app is made of, created once per process."""
+
+    paths: AppPaths
+    settings: Settings
+    store: Store
+    models: ModelLibrary
+    engine: Engine
+    plugins: PluginHost
+    chat: ChatService
+    warnings: list[str] = field(default_factory=list)
+
+    def load_config(self) -> LoadConfig:
+        """The engine's load options from the settings."""
+        s = self.settings
+        return LoadConfig(
+            context_length=s.get("model.context_length"),
+            gpu_layers=s.get("model.gpu_layers"),
+            threads=s.get("model.threads"),
+            batch_size=s.get("model.batch_size"),
+            flash_attention=s.get("model.flash_attention"),
+            mmap=s.get("model.mmap"),
+            seed=s.get("model.seed"),
+        )
+
+    def model_path(self, name_or_path: str | None = None) -> Path:
+        """Resolve a model name or path; None means the configured model, else the built-in one."""
+        wanted = name_or_path or self.settings.get("model.path")
+        if not wanted:
+            return default_model_path()
+        return Path(self.models.get(wanted).path)
+
+    def load_model(self, name_or_path: str | None = None) -> list[str]:
+        """Load a model into the engine (see :meth:`Engine.load`) and tell the plugins."""
+        path = self.model_path(name_or_path)
+        if self.engine.loaded:
+            self.plugins.hook.model_unloading(engine=self.engine)
+        warnings = self.engine.load(path, self.load_config())
+        self.plugins.hook.model_loaded(engine=self.engine)
+        return warnings
+
+    def close(self) -> None:
+        """Free the model and close the store."""
+        self.engine.cancel()
+        if self.engine.loaded:
+            self.plugins.hook.model_unloading(engine=self.engine)
+        self.engine.unload()
+        self.store.close()
+
+
+def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = None) -> AppContext:
+    """Create folders, read settings, open the store and load the plugins (not the model).
+
+    Pass ``host`` to reuse a plugin host that is already loaded (the CLI loads it first
+    because plugins add subcommands).
+    """
+    paths = (paths or AppPaths.default()).ensure()
+    settings = Settings.load(paths.settings_file)
+    if host is None:
+        host = PluginHost(disabled=settings.get("plugins.disabled"), plugins_dir=paths.plugins_dir)
+        host.load_all()
+    _register_plugin_settings(host, settings)
+    store = Store(paths.database_file)
+    engine = Engine()
+    chat = ChatService(store, engine, settings, host.hook)
+    context = AppContext(paths, settings, store, ModelLibrary(paths), engine, host, chat,
+                         list(settings.warnings))
+    host.hook.app_started.call_historic(kwargs={"context": context})
+    return context
+
+
+def _register_plugin_settings(host: PluginHost, settings: Settings) -> None:
+    """Ask each plugin for its settings schema and add it under its own name."""
+    for name in list(host.records):
+        plugin = host.pm.get_plugin(name)
+        fn = getattr(plugin, "register_settings", None) if plugin is not None else None
+        if fn is None:
+            continue
+        fn(lambda options, name=name: settings.register(name, list(options)))

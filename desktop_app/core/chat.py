@@ -1,0 +1,241 @@
+"""The turn pipeline: history -> plugins -> prompt -> engine -> store.
+
+A turn is data flowing one way:
+
+1. the user's message is committed to the store before anything else (nothing typed is lost);
+2. a :class:`Turn` is built from the conversation's history and the settings;
+3. ``prepare_turn`` hooks enrich it, each addition labelled with its plugin (the trace);
+4. a ``generate_turn`` hook may own generation (e.g. self-consistency); by default one pass
+   streams from the engine, which renders the model's chat template and fits the context;
+5. the growing answer is saved every fraction of a second with status ``incomplete``, so a
+   killed process keeps it; when the answer ends it is saved with its stats and its trace;
+6. ``after_turn`` hooks run.
+
+The pipeline is synchronous and reports progress through a callback; the GUI runs it on
+its generation worker thread, the CLI on the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from desktop_app.core.engine import DoneEvent, Engine, ErrorEvent, TokenEvent
+from desktop_app.core.errors import EngineError, ModelFileError
+from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_path
+from desktop_app.core.settings import DEFAULT_SYSTEM_PROMPT, Settings
+from desktop_app.core.store import Message, Store
+from desktop_app.core.turn import ChatMessage, GenerationOptions, Turn, TurnResult
+
+__all__ = [
+    "ChatService",
+    "TurnFailed",
+    "TurnFinished",
+    "TurnStarted",
+    "options_from_settings",
+]
+
+log = logging.getLogger(__name__)
+
+#: How often the growing answer is written to the store while it streams.
+PARTIAL_SAVE_INTERVAL = 0.25
+
+
+@dataclass
+class TurnStarted:
+    """The user's message is stored and the answer's placeholder exists."""
+
+    user_message: Message
+    assistant_message_id: int
+
+
+@dataclass
+class TurnFinished:
+    """The answer is stored. ``message.status`` is incomplete when it was cancelled."""
+
+    message: Message
+    result: TurnResult
+
+
+@dataclass
+class TurnFailed:
+    """Generation failed; the partial answer (if any) is stored with status ``error``."""
+
+    error: str
+    message: Message | None = None
+
+
+ChatEvent = TurnStarted | TokenEvent | TurnFinished | TurnFailed
+
+
+def options_from_settings(settings: Settings) -> GenerationOptions:
+    """Build generation options from the user's sampling defaults."""
+    return GenerationOptions(
+        temperature=settings.get("generation.temperature"),
+        top_p=settings.get("generation.top_p"),
+        top_k=settings.get("generation.top_k"),
+        min_p=settings.get("generation.min_p"),
+        repeat_penalty=settings.get("generation.repeat_penalty"),
+        max_tokens=settings.get("generation.max_tokens"),
+        seed=settings.get("model.seed"),
+    )
+
+
+class _NoHooks:
+    """Stand-in hook relay when no plugin host is given: every hook returns nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return lambda **kwargs: [] if name != "generate_turn" else None
+
+
+@dataclass
+class _PartialWriter:
+    """Saves the growing answer at most every PARTIAL_SAVE_INTERVAL seconds."""
+
+    store: Store
+    message_id: int
+    text: str = ""
+    _last: float = field(default=0.0)
+
+    def add(self, piece: str) -> None:
+        self.text += piece
+        now = time.monotonic()
+        if now - self._last >= PARTIAL_SAVE_INTERVAL:
+            self._last = now
+            self.store.update_message(self.message_id, content=self.text)
+
+
+class ChatService:
+    """Runs turns for conversations in the store, through the plugins, on the engine."""
+
+    def __init__(self, store: Store, engine: Engine, settings: Settings, hooks: Any = None):
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.hooks = hooks if hooks is not None else _NoHooks()
+
+    def default_system_prompt(self) -> str:
+        """The system prompt used when neither the conversation nor the user set one.
+
+        The built-in SmolLM2-135M answers far better with the prompt it was trained with.
+        """
+        try:
+            if self.engine.model_path is not None and self.engine.model_path == default_model_path():
+                return DEFAULT_MODEL_SYSTEM_PROMPT
+        except ModelFileError:
+            pass
+        return DEFAULT_SYSTEM_PROMPT
+
+    def send(
+        self,
+        conversation_id: int,
+        text: str,
+        on_event: Callable[[ChatEvent], None] = lambda event: None,
+        *,
+        options: dict[str, Any] | None = None,
+        parent_id: int | None | type[...] = ...,
+    ) -> TurnFinished | TurnFailed:
+        """Store ``text`` as the user's message and answer it.
+
+        ``parent_id`` defaults to the conversation's current leaf; pass an earlier user
+        message's parent to edit and resend (the old branch is kept). ``options`` override
+        the generation settings for this turn.
+        """
+        if not text.strip():
+            raise ValueError("The message is empty.")
+        user = self.store.add_message(conversation_id, "user", text, parent_id=parent_id)
+        return self._run(user, on_event, options)
+
+    def regenerate(
+        self,
+        conversation_id: int,
+        on_event: Callable[[ChatEvent], None] = lambda event: None,
+        *,
+        options: dict[str, Any] | None = None,
+    ) -> TurnFinished | TurnFailed:
+        """Answer the last user message of the current branch again, as a new branch."""
+        history = self.store.history(conversation_id)
+        users = [m for m in history if m.role == "user"]
+        if not users:
+            raise ValueError("There is no message to answer again.")
+        return self._run(users[-1], on_event, options)
+
+    def _run(
+        self,
+        user: Message,
+        on_event: Callable[[ChatEvent], None],
+        overrides: dict[str, Any] | None,
+    ) -> TurnFinished | TurnFailed:
+        conversation = self.store.get_conversation(user.conversation_id)
+        earlier = self.store.history(user.conversation_id, user.parent_id) if user.parent_id else []
+        options = options_from_settings(self.settings)
+        for key, value in (overrides or {}).items():
+            setattr(options, key, value)
+        turn = Turn(
+            conversation_id=conversation.id,
+            user_message=user.content,
+            history=[ChatMessage(m.role, m.content) for m in earlier if m.role in ("user", "assistant") and m.content],
+            options=options,
+        )
+        system = conversation.system_prompt
+        if system is None:
+            system = self.settings.get("chat.system_prompt") or self.default_system_prompt()
+        if system:
+            turn.add_system(system)
+        self.hooks.prepare_turn(turn=turn)
+
+        model_name = self.engine.model_path.name if self.engine.model_path else None
+        answer = self.store.add_message(
+            conversation.id, "assistant", "", parent_id=user.id, status="incomplete",
+            model=model_name, options=turn.options.as_dict(),
+        )
+        on_event(TurnStarted(user, answer.id))
+        writer = _PartialWriter(self.store, answer.id)
+
+        def on_token(piece: str) -> None:
+            writer.add(piece)
+            on_event(TokenEvent(piece))
+
+        def generate(t: Turn, options: GenerationOptions | None = None,
+                     on_token: Callable[[str], None] | None = on_token) -> TurnResult:
+            return self._generate_once(t, options, on_token)
+
+        try:
+            result = self.hooks.generate_turn(turn=turn, generate=generate)
+            if result is None:
+                result = generate(turn)
+        except EngineError as exc:
+            partial = getattr(exc, "partial", "") or writer.text
+            self.store.update_message(answer.id, content=partial, status="error",
+                                      stats={"error": str(exc)})
+            failed = TurnFailed(str(exc), self.store.get_message(answer.id))
+            on_event(failed)
+            return failed
+
+        status = "incomplete" if result.finish_reason == "cancelled" else "complete"
+        stats = dict(result.stats, finish_reason=result.finish_reason)
+        if result.samples:
+            stats["samples"] = result.samples
+        self.store.update_message(answer.id, content=result.text, status=status, stats=stats)
+        self.store.save_trace(answer.id, result.prompt, [e.as_dict() for e in turn.trace])
+        finished = TurnFinished(self.store.get_message(answer.id), result)
+        self.hooks.after_turn(turn=turn, result=result)
+        on_event(finished)
+        return finished
+
+    def _generate_once(self, turn: Turn, options: GenerationOptions | None,
+                       on_token: Callable[[str], None] | None) -> TurnResult:
+        """One streamed pass through the engine; raises EngineError (with ``partial``) on failure."""
+        for event in self.engine.stream_chat(turn.messages(), options or turn.options):
+            if isinstance(event, TokenEvent):
+                if on_token is not None:
+                    on_token(event.text)
+            elif isinstance(event, DoneEvent):
+                return TurnResult(event.text, event.finish_reason, event.stats.as_dict(), event.prompt)
+            elif isinstance(event, ErrorEvent):
+                error = EngineError(event.message)
+                error.partial = event.text  # type: ignore[attr-defined]
+                raise error
+        raise EngineError("The engine stopped without finishing the answer.")

@@ -1,0 +1,148 @@
+"""The plugin contract: every hook a Parley plugin can implement.
+
+Plugins implement these with ``@hookimpl`` from :mod:`desktop_app.api`. A plugin that
+raises inside a hook is switched off for the rest of the session, its error recorded and
+shown; the chat goes on without it.
+
+Compatibility rule: arguments are only ever added, never renamed or removed, and an
+implementation may accept fewer arguments than the spec offers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from desktop_app.core.turn import Turn, TurnResult
+
+__all__ = ["hookspec", "hookimpl", "PROJECT_NAME"]
+
+PROJECT_NAME = "desktop_app"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_prompt_templates(register: Callable[[Any], None]) -> None:
+    """Add prompt templates by calling ``register(template)`` once per template.
+
+    :param register: records the template and the plugin that gave it; clashing names
+        are resolved by the host.
+    Called on the GUI or CLI main thread at start-up; must not block.
+    """
+
+
+@hookspec
+def register_tools(register: Callable[[Any], None]) -> None:
+    """Add tools the model may call by calling ``register(tool)`` with a :class:`desktop_app.api.Tool`.
+
+    Called on the main thread at start-up; must not block.
+    """
+
+
+@hookspec
+def register_adapters(register: Callable[[Any], None]) -> None:
+    """Add LoRA adapters by calling ``register(adapter)`` with a :class:`desktop_app.api.Adapter`.
+
+    Called on the main thread at start-up; must not block.
+    """
+
+
+@hookspec
+def register_settings(register: Callable[[list], None]) -> None:
+    """Declare this plugin's settings by calling ``register([Option, ...])`` once.
+
+    Options are stored under ``[plugins.<plugin name>]`` in settings.toml and shown in the
+    plugin's settings form. Read them with ``context.settings.get("plugins.<name>.<key>")``.
+    Called on the main thread at start-up; must not block.
+    """
+
+
+@hookspec
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``parley`` subcommands: ``p = subparsers.add_parser(...)``, then ``p.set_defaults(handler=fn)``.
+
+    ``fn(args, context)`` runs the command and returns an exit code (None means 0).
+    Called on the main thread while the command line is parsed; must not block.
+    """
+
+
+@hookspec
+def register_backends(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Add generation backends by calling ``register(name, factory)``.
+
+    ``factory(settings)`` returns an object with the :class:`desktop_app.core.engine.Engine`
+    interface (e.g. a client for an OpenAI-compatible server). The built-in backend is local
+    llama.cpp. Called on the main thread at start-up; must not block.
+    """
+
+
+@hookspec
+def prepare_turn(turn: "Turn") -> None:
+    """Enrich a turn before it is rendered: system text, few-shot examples, context, tools, options.
+
+    Use only the turn's ``add_*``/``set_*`` methods, so each addition is labelled with this
+    plugin in the trace. Every enabled plugin is called, in registration order (later
+    registered plugins run first, as in pluggy).
+    Called on the generation worker thread; may block briefly (e.g. a vector search).
+    """
+
+
+@hookspec(firstresult=True)
+def generate_turn(turn: "Turn", generate: Callable[..., Any]) -> "TurnResult | None":
+    """Own generation for this turn, e.g. sample several answers and vote.
+
+    :param generate: ``generate(turn, options=None, on_token=None) -> TurnResult`` runs one
+        pass through the engine; call it as often as needed. ``on_token(text)`` receives
+        streamed text; pass it through to show progress.
+    :return: the final :class:`TurnResult`, or None to let the next plugin (or the default
+        single pass) generate.
+    Stops at the first non-None result. Called on the generation worker thread; may block.
+    """
+
+
+@hookspec(firstresult=True)
+def approve_tool_call(call: dict[str, Any]) -> bool | None:
+    """Decide whether a tool call may run: True runs it, False refuses, None asks the user.
+
+    :param call: ``{"tool": name, "arguments": {...}}``.
+    Stops at the first non-None result. Called on the generation worker thread; must not
+    block waiting for the user (return None instead).
+    """
+
+
+@hookspec
+def model_loaded(engine: Any) -> None:
+    """A model has just been loaded into ``engine`` (e.g. re-apply LoRA adapters).
+
+    Called on the thread that loaded the model; may block briefly.
+    """
+
+
+@hookspec
+def model_unloading(engine: Any) -> None:
+    """The model in ``engine`` is about to be unloaded (free anything tied to it).
+
+    Called on the thread that unloads the model; may block briefly.
+    """
+
+
+@hookspec
+def after_turn(turn: "Turn", result: "TurnResult") -> None:
+    """A turn has finished and its answer is stored (e.g. logging, memory).
+
+    Called on the generation worker thread after the answer is saved; may block briefly.
+    Not called for turns that failed.
+    """
+
+
+@hookspec(historic=True)
+def app_started(context: Any) -> None:
+    """The application context is ready (settings, store, engine, plugin manager).
+
+    Historic: a plugin registered later still receives the call. Called on the main thread;
+    must not block.
+    """
