@@ -1,0 +1,79 @@
+import pytest
+
+from desktop_app.core.settings import CORE_OPTIONS, Option, Settings, SettingsError
+
+
+def test_every_option_is_fully_declared():
+    keys = set()
+    for option in CORE_OPTIONS:
+        assert "." in option.key and option.key not in keys
+        keys.add(option.key)
+        assert option.description.strip()
+        assert option.coerce(option.default) == option.default
+
+
+def test_defaults_without_a_file(paths):
+    s = Settings.load(paths.settings_file)
+    assert s.get("model.gpu_layers") == 0
+    assert s.get("model.threads") == 0
+    assert s.warnings == []
+
+
+def test_round_trip_writes_only_changed_values(paths):
+    s = Settings.load(paths.settings_file)
+    s.set("generation.temperature", "0.2")
+    s.set("model.flash_attention", "yes")
+    s.set("plugins.disabled", "a, b")
+    s.save()
+    text = paths.settings_file.read_text()
+    assert "temperature = 0.2" in text and "top_p" not in text
+    again = Settings.load(paths.settings_file)
+    assert again.get("generation.temperature") == 0.2
+    assert again.get("model.flash_attention") is True
+    assert again.get("plugins.disabled") == ["a", "b"]
+
+
+@pytest.mark.parametrize("key,value", [
+    ("generation.top_p", 1.5), ("ui.theme", "purple"), ("model.context_length", "lots"),
+    ("generation.max_tokens", 2.5), ("model.mmap", "maybe"),
+])
+def test_bad_values_are_refused_with_the_setting_named(paths, key, value):
+    s = Settings.load(paths.settings_file)
+    with pytest.raises(SettingsError, match=key.replace(".", r"\.")):
+        s.set(key, value)
+
+
+def test_unknown_setting_is_a_clear_error(paths):
+    with pytest.raises(SettingsError, match="no setting"):
+        Settings.load(paths.settings_file).get("nope.nothing")
+
+
+def test_corrupt_file_is_backed_up_and_replaced_by_defaults(paths):
+    paths.settings_file.write_text("[model\nthis is = = not toml")
+    s = Settings.load(paths.settings_file)
+    assert s.get("model.context_length") == 4096
+    assert s.warnings and "could not be read" in s.warnings[0]
+    backups = list(paths.config_dir.glob("settings.toml.corrupt-*"))
+    assert len(backups) == 1 and "not toml" in backups[0].read_text()
+    s.save()
+    assert Settings.load(paths.settings_file).warnings == []
+
+
+def test_an_invalid_value_in_the_file_falls_back_to_its_default(paths):
+    paths.settings_file.write_text('[generation]\ntemperature = "hot"\ntop_k = 7\n')
+    s = Settings.load(paths.settings_file)
+    assert s.get("generation.temperature") == 0.7
+    assert s.get("generation.top_k") == 7
+    assert any("generation.temperature" in w for w in s.warnings)
+
+
+def test_plugin_settings_live_under_the_plugin_and_survive_when_it_is_absent(paths):
+    paths.settings_file.write_text('[plugins.docs]\nchunk_size = 800\n[plugins.other]\nkeep = true\n')
+    s = Settings.load(paths.settings_file)
+    s.register("docs", [Option("chunk_size", int, 500, "Characters per chunk.")])
+    assert s.get("plugins.docs.chunk_size") == 800
+    s.set("plugins.docs.chunk_size", 500)  # back to the default
+    s.save()
+    text = paths.settings_file.read_text()
+    assert "chunk_size" not in text
+    assert "keep = true" in text
