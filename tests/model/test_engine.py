@@ -141,7 +141,8 @@ def test_long_history_is_fitted_into_a_small_context_without_error(model_path):
         assert isinstance(done, DoneEvent), done
         assert done.stats.prompt_tokens <= 512 - 32
         # Asking for more tokens than the window holds stops at the window, never overflows.
-        done = run(small, [SYSTEM, ChatMessage("user", "Write a long story.")],
+        long_question = "Here is some context: " + "the sky is blue and the grass is green. " * 40
+        done = run(small, [SYSTEM, ChatMessage("user", long_question + "Write a long story.")],
                    GenerationOptions(temperature=0, max_tokens=5000))[-1]
         assert isinstance(done, DoneEvent)
         assert done.stats.prompt_tokens + done.stats.generated_tokens <= 512
