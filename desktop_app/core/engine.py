@@ -85,7 +85,7 @@ class LoadConfig:
     gpu_layers: int = 0
     threads: int = 0
     batch_size: int = 512
-    flash_attention: bool = False
+    flash_attention: bool = True
     mmap: bool = True
     seed: int = -1
 
@@ -323,6 +323,15 @@ class Engine:
             half = (len(text) - cut) // 2
             kept[longest] = ChatMessage(kept[longest].role, text[:half] + " … " + text[len(text) - half:])
 
+    def clear_cache(self) -> None:
+        """Forget the KV cache: the next prompt is evaluated from its first token."""
+        import llama_cpp
+
+        with self._lock:
+            loaded = self._require()
+            loaded.cached_tokens.clear()
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(loaded.llm._ctx.ctx), True)
+
     # -- generation ------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop the running generation before its next token (safe from any thread)."""
@@ -390,6 +399,7 @@ class Engine:
             limit = min(options.max_tokens, loaded.n_ctx - len(tokens))
             finish = "length"
             hit_stop = False
+            end_token = None
             first_at = 0.0
             while stats.generated_tokens < limit:
                 if self._cancel.is_set():
@@ -397,7 +407,7 @@ class Engine:
                     break
                 token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
                 if llama_cpp.llama_vocab_is_eog(loaded.vocab, token):
-                    finish = "stop"
+                    finish, end_token = "stop", token
                     break
                 stats.generated_tokens += 1
                 if stats.generated_tokens == 1:
@@ -428,6 +438,12 @@ class Engine:
             stats.total_time = now - started
             if stats.generated_tokens > 1 and now > first_at:
                 stats.tokens_per_second = (stats.generated_tokens - 1) / (now - first_at)
+            if end_token is not None and len(loaded.cached_tokens) < loaded.n_ctx:
+                # The chat template closes the answer with this token in the next prompt;
+                # having it in the cache already makes the follow-up's prefix match longer.
+                one[0] = end_token
+                if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1)) == 0:
+                    loaded.cached_tokens.append(end_token)
             yield DoneEvent(text, finish, stats, prompt)
         except EngineError as exc:
             yield ErrorEvent(str(exc), text)

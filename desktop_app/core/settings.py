@@ -88,7 +88,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("model.gpu_layers", int, 0, "Layers to offload to the GPU: 0 = CPU only, -1 = all.", True, minimum=-1),
     Option("model.threads", int, 0, "CPU threads; 0 = all physical cores.", True, minimum=0),
     Option("model.batch_size", int, 512, "Prompt tokens evaluated per batch.", True, minimum=1),
-    Option("model.flash_attention", bool, False, "Use flash attention where the build supports it.", True),
+    Option("model.flash_attention", bool, True, "Use flash attention: faster, and the context takes less "
+           "memory. Turn it off if a model gives garbled answers.", True),
     Option("model.mmap", bool, True, "Memory-map the model file instead of reading it all.", True),
     Option("model.seed", int, -1, "Random seed; -1 picks a new one each time.", False, minimum=-1),
     Option("chat.system_prompt", str, "", "System prompt for conversations without their own; "

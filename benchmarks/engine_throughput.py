@@ -1,0 +1,163 @@
+"""Generation speed of Parley against llama-cpp-python's high-level API and llama.cpp itself.
+
+All three run in this process's run, on the same model, prompt, thread count and greedy
+sampling:
+
+- Parley's turn pipeline (store, plugins, engine), tokens/s after the first token;
+- llama-cpp-python's ``create_chat_completion(stream=True)``;
+- llama.cpp's own ``llama-bench`` (text generation), built by ``make bench-native``.
+
+It also compares the time to first token of a follow-up question after a 10-turn history
+with that of a first question of the same length (KV cache reuse).
+
+Run: ``make bench`` (or ``.venv/bin/python benchmarks/engine_throughput.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from desktop_app.core.chat import ChatService  # noqa: E402
+from desktop_app.core.engine import Engine, LoadConfig, physical_cores  # noqa: E402
+from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_path  # noqa: E402
+from desktop_app.core.settings import Settings  # noqa: E402
+from desktop_app.core.store import Store  # noqa: E402
+
+PROMPT = "Write a long, detailed essay about the history of the Roman Empire."
+CTX = 2048
+
+
+def parley_speed(service: ChatService, engine: Engine, tokens: int) -> tuple[float, int]:
+    conv = service.store.create_conversation()
+    engine.clear_cache()
+    outcome = service.send(conv.id, PROMPT, options={"max_tokens": tokens})
+    stats = outcome.result.stats
+    return stats["tokens_per_second"], stats["generated_tokens"]
+
+
+def high_level_speed(llm, tokens: int) -> tuple[float, int]:
+    llm.reset()
+    messages = [{"role": "system", "content": DEFAULT_MODEL_SYSTEM_PROMPT}, {"role": "user", "content": PROMPT}]
+    first = None
+    count = 0
+    for chunk in llm.create_chat_completion(messages, stream=True, temperature=0.0, max_tokens=tokens,
+                                            repeat_penalty=1.1, top_k=40, top_p=0.95, min_p=0.05):
+        if chunk["choices"][0]["delta"].get("content"):
+            count += 1
+            if first is None:
+                first = time.perf_counter()
+    end = time.perf_counter()
+    return (count - 1) / (end - first), count
+
+
+def native_speed(model: Path, threads: int, tokens: int, repetitions: int) -> float | None:
+    bench = ROOT / "native" / "llama-bench"
+    if not bench.exists():
+        return None
+    out = subprocess.run(
+        [str(bench), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(tokens), "-fa", "1",
+         "-r", str(repetitions), "-o", "json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return float(json.loads(out)[0]["avg_ts"])
+
+
+def ttft(service: ChatService, conversation_id: int, text: str) -> float:
+    outcome = service.send(conversation_id, text, options={"max_tokens": 8})
+    stats = outcome.result.stats
+    ttft.evaluated = stats["prompt_tokens_evaluated"]
+    return stats["time_to_first_token"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=128, help="tokens generated per run")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    model = default_model_path()
+    threads = physical_cores()
+    print(f"model {model.name}, {threads} threads, greedy, {args.tokens} tokens, median of {args.runs} runs")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.load(Path(tmp) / "settings.toml")
+        settings.set("generation.temperature", 0.0)
+        store = Store(Path(tmp) / "conversations.db")
+        engine = Engine()
+        engine.load(model, LoadConfig(context_length=CTX, threads=threads, flash_attention=True))
+        service = ChatService(store, engine, settings)
+
+        import llama_cpp
+
+        llm = llama_cpp.Llama(model_path=str(model), n_ctx=CTX, n_threads=threads, flash_attn=True,
+                              n_threads_batch=threads, n_batch=512, verbose=False)
+
+        parley_runs, high_runs, native_runs = [], [], []
+        for _ in range(args.runs):  # interleaved, so drifts in machine speed hit all three alike
+            parley_runs.append(parley_speed(service, engine, args.tokens))
+            high_runs.append(high_level_speed(llm, args.tokens))
+            speed = native_speed(model, threads, args.tokens, 1)
+            if speed is not None:
+                native_runs.append(speed)
+        parley = statistics.median(r[0] for r in parley_runs)
+        high = statistics.median(r[0] for r in high_runs)
+        native = statistics.median(native_runs) if native_runs else None
+        del llm
+
+        print(f"parley pipeline        {parley:7.1f} tok/s  (tokens per run: {sorted({r[1] for r in parley_runs})})")
+        print(f"high-level stream API  {high:7.1f} tok/s  (tokens per run: {sorted({r[1] for r in high_runs})})")
+        if native is None:
+            print("llama-bench (native)       n/a   (run `make bench-native` first)")
+        else:
+            print(f"llama-bench (native)   {native:7.1f} tok/s")
+        print(f"ratio parley / high-level API: {parley / high:.2f}x  (goal >= 1.0x)")
+        if native is not None:
+            print(f"ratio parley / native:         {parley / native:.2f}x  (goal >= 0.95x)")
+            print(f"ratio high-level API / native: {high / native:.2f}x")
+
+        # Time to first token: a follow-up after 10 turns vs a first question of the same length.
+        # A different question each time (same length), so no run finds its own prompt cached.
+        questions = iter(f"Now tell me one more interesting fact about topic {k}, please." for k in range(10, 99))
+        first_warm, first_cold, follow, follow_cold = [], [], [], []
+        for _ in range(args.runs):
+            conv = store.create_conversation()
+            engine.clear_cache()
+            first_cold.append(ttft(service, conv.id, next(questions)))
+            conv = store.create_conversation()  # same system prompt, cached as in daily use
+            first_warm.append(ttft(service, conv.id, next(questions)))
+            first_evaluated = ttft.evaluated
+        conv = store.create_conversation()
+        for i in range(10):
+            service.send(conv.id, f"Tell me about the number {i} in one sentence.", options={"max_tokens": 24})
+        history_tokens = 0
+        for _ in range(args.runs):
+            follow.append(ttft(service, conv.id, next(questions)))
+            follow_evaluated = ttft.evaluated
+            history_tokens = store.history(conv.id)[-1].stats["prompt_tokens"]
+            store.set_current_leaf(conv.id, store.history(conv.id)[-3].id)  # branch back: same 10 turns
+        engine.clear_cache()
+        follow_cold.append(ttft(service, conv.id, next(questions)))
+        fw, fc, fu = statistics.median(first_warm), statistics.median(first_cold), statistics.median(follow)
+        print(f"TTFT first turn (system prompt cached) {fw * 1000:7.1f} ms  ({first_evaluated} tokens evaluated)")
+        print(f"TTFT first turn (cold cache)           {fc * 1000:7.1f} ms")
+        print(f"TTFT follow-up after 10 turns          {fu * 1000:7.1f} ms  (prompt {history_tokens} tokens, {follow_evaluated} evaluated)")
+        print(f"TTFT same follow-up without KV reuse   {follow_cold[0] * 1000:7.1f} ms")
+        print(f"ratio follow-up / first-turn TTFT: {fu / fw:.2f}x  (goal <= 1.2x)")
+        engine.unload()
+        store.close()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PARLEY_LOAD_PLUGINS", "")
+    main()
