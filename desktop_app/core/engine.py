@@ -492,6 +492,10 @@ class Engine:
         return len(tokens) - common
 
 
+#: How many recent tokens the repeat penalty looks at (llama.cpp's usual default).
+PENALTY_LAST_N = 64
+
+
 def _build_sampler(loaded: _Loaded, options: GenerationOptions):
     """Build llama.cpp's native sampler chain for ``options``."""
     import llama_cpp
@@ -506,8 +510,16 @@ def _build_sampler(loaded: _Loaded, options: GenerationOptions):
             llama_cpp.llama_sampler_free(chain)
             raise EngineError("The output grammar is not valid GBNF.")
         add(chain, grammar)
-    if options.repeat_penalty and options.repeat_penalty != 1.0:
-        penalty_args = (64, options.repeat_penalty, 0.0, 0.0)
+    penalize = bool(options.repeat_penalty) and options.repeat_penalty != 1.0
+    if penalize:
+        # The repeat penalty only lowers the logits of the last PENALTY_LAST_N tokens, so the
+        # winners after it are always among the top (wanted + PENALTY_LAST_N) before it.
+        # Cutting to those first gives exactly the same tokens, but spares llama.cpp a
+        # penalty lookup for every entry of the vocabulary (tens of thousands) per token.
+        wanted = 1 if options.temperature <= 0 else options.top_k
+        if wanted > 0:
+            add(chain, llama_cpp.llama_sampler_init_top_k(wanted + PENALTY_LAST_N))
+        penalty_args = (PENALTY_LAST_N, options.repeat_penalty, 0.0, 0.0)
         init = llama_cpp.llama_sampler_init_penalties
         # Some llama.cpp versions also take the vocabulary size first.
         if len(getattr(init, "argtypes", ()) or ()) == 5:

@@ -256,3 +256,59 @@ def test_templates_run_sandboxed():
     out = template.render([{"role": "user", "content": "x"}])
     assert "subclasses" not in out and "class" not in out
     assert SecurityError  # imported to document what the sandbox raises
+
+
+def _reference_chain(engine, options):
+    """The textbook order: penalties over the whole vocabulary, then the rest."""
+    import llama_cpp
+
+    loaded = engine._loaded
+    params = llama_cpp.llama_sampler_chain_default_params()
+    chain = llama_cpp.llama_sampler_chain_init(params)
+    add = llama_cpp.llama_sampler_chain_add
+    init = llama_cpp.llama_sampler_init_penalties
+    args = (64, options.repeat_penalty, 0.0, 0.0)
+    if len(init.argtypes) == 5:
+        args = (llama_cpp.llama_vocab_n_tokens(loaded.vocab), *args)
+    add(chain, init(*args))
+    if options.temperature <= 0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    add(chain, llama_cpp.llama_sampler_init_top_k(options.top_k))
+    add(chain, llama_cpp.llama_sampler_init_top_p(options.top_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_min_p(options.min_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_temp(options.temperature))
+    add(chain, llama_cpp.llama_sampler_init_dist(options.seed))
+    return chain
+
+
+@pytest.mark.parametrize("options", [
+    GenerationOptions(temperature=0, repeat_penalty=1.3),
+    GenerationOptions(temperature=0.9, top_k=40, repeat_penalty=1.3, seed=11),
+])
+def test_the_fast_sampler_chain_picks_exactly_what_the_textbook_chain_picks(engine, options):
+    import llama_cpp
+
+    from desktop_app.core.engine import _build_sampler
+
+    loaded = engine._loaded
+    ctx = loaded.llm._ctx.ctx
+    prompt = engine.tokenize(engine.render([SYSTEM, ChatMessage("user", "List ten animals, one per line.")]))
+
+    def generate(chain):
+        engine.clear_cache()
+        array = (llama_cpp.llama_token * len(prompt))(*prompt)
+        assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(prompt))) == 0
+        out, one = [], (llama_cpp.llama_token * 1)()
+        for _ in range(60):
+            one[0] = llama_cpp.llama_sampler_sample(chain, ctx, -1)
+            out.append(one[0])
+            assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1)) == 0
+        llama_cpp.llama_sampler_free(chain)
+        return out
+
+    with engine._lock:
+        fast = generate(_build_sampler(loaded, options))
+        reference = generate(_reference_chain(engine, options))
+        engine.clear_cache()
+    assert fast == reference
