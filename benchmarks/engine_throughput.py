@@ -73,6 +73,60 @@ def native_speed(model: Path, threads: int, tokens: int, repetitions: int) -> fl
     return float(json.loads(out)[0]["avg_ts"])
 
 
+def decode_only_speed(engine: Engine, tokens: int) -> float:
+    """The same context decoding fixed tokens with no sampling, as llama-bench does."""
+    import llama_cpp
+
+    loaded = engine._loaded
+    ctx = loaded.llm._ctx.ctx
+    prompt = engine.tokenize(engine.render([_system(), _user(PROMPT)]))
+    with engine._lock:
+        engine.clear_cache()
+        array = (llama_cpp.llama_token * len(prompt))(*prompt)
+        llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(prompt)))
+        one = (llama_cpp.llama_token * 1)()
+        start = time.perf_counter()
+        for i in range(tokens - 1):
+            one[0] = 1000 + i
+            llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1))
+        elapsed = time.perf_counter() - start
+        engine.clear_cache()
+    return (tokens - 1) / elapsed
+
+
+def decode_time(engine: Engine, position: int, count: int) -> float:
+    """llama.cpp's own time to evaluate ``count`` new tokens after ``position`` cached ones."""
+    import llama_cpp
+
+    ctx = engine._loaded.llm._ctx.ctx
+    memory = llama_cpp.llama_get_memory(ctx)
+    with engine._lock:
+        engine.clear_cache()
+        filler = (llama_cpp.llama_token * position)(*range(1000, 1000 + position))
+        llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(filler, position))
+        times = []
+        for _ in range(7):
+            llama_cpp.llama_memory_seq_rm(memory, 0, position, -1)
+            new = (llama_cpp.llama_token * count)(*range(2000, 2000 + count))
+            start = time.perf_counter()
+            llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(new, count))
+            times.append(time.perf_counter() - start)
+        engine.clear_cache()
+    return statistics.median(times)
+
+
+def _system():
+    from desktop_app.core.turn import ChatMessage
+
+    return ChatMessage("system", DEFAULT_MODEL_SYSTEM_PROMPT)
+
+
+def _user(text: str):
+    from desktop_app.core.turn import ChatMessage
+
+    return ChatMessage("user", text)
+
+
 def ttft(service: ChatService, conversation_id: int, text: str) -> float:
     outcome = service.send(conversation_id, text, options={"max_tokens": 8})
     stats = outcome.result.stats
@@ -103,9 +157,10 @@ def main() -> None:
         llm = llama_cpp.Llama(model_path=str(model), n_ctx=CTX, n_threads=threads, flash_attn=True,
                               n_threads_batch=threads, n_batch=512, verbose=False)
 
-        parley_runs, high_runs, native_runs = [], [], []
-        for _ in range(args.runs):  # interleaved, so drifts in machine speed hit all three alike
+        parley_runs, high_runs, native_runs, decode_runs = [], [], [], []
+        for _ in range(args.runs):  # interleaved, so drifts in machine speed hit all alike
             parley_runs.append(parley_speed(service, engine, args.tokens))
+            decode_runs.append(decode_only_speed(engine, args.tokens))
             high_runs.append(high_level_speed(llm, args.tokens))
             speed = native_speed(model, threads, args.tokens, 1)
             if speed is not None:
@@ -113,6 +168,7 @@ def main() -> None:
         parley = statistics.median(r[0] for r in parley_runs)
         high = statistics.median(r[0] for r in high_runs)
         native = statistics.median(native_runs) if native_runs else None
+        decode_only = statistics.median(decode_runs)
         del llm
 
         print(f"parley pipeline        {parley:7.1f} tok/s  (tokens per run: {sorted({r[1] for r in parley_runs})})")
@@ -125,6 +181,8 @@ def main() -> None:
         if native is not None:
             print(f"ratio parley / native:         {parley / native:.2f}x  (goal >= 0.95x)")
             print(f"ratio high-level API / native: {high / native:.2f}x")
+            print(f"  where the rest goes: Parley's loop decoding without sampling runs at "
+                  f"{decode_only:.1f} tok/s ({decode_only / native:.2f}x native); llama-bench never samples")
 
         # Time to first token: a follow-up after 10 turns vs a first question of the same length.
         # A different question each time (same length), so no run finds its own prompt cached.
@@ -154,6 +212,10 @@ def main() -> None:
         print(f"TTFT follow-up after 10 turns          {fu * 1000:7.1f} ms  (prompt {history_tokens} tokens, {follow_evaluated} evaluated)")
         print(f"TTFT same follow-up without KV reuse   {follow_cold[0] * 1000:7.1f} ms")
         print(f"ratio follow-up / first-turn TTFT: {fu / fw:.2f}x  (goal <= 1.2x)")
+        raw = decode_time(engine, history_tokens - follow_evaluated, follow_evaluated) / decode_time(
+            engine, CTX // 32, follow_evaluated)
+        print(f"  llama.cpp alone, {follow_evaluated} new tokens after {history_tokens - follow_evaluated} "
+              f"cached vs after {CTX // 32}: {raw:.2f}x (attention over the longer history)")
         engine.unload()
         store.close()
 
