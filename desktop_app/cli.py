@@ -140,15 +140,9 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
 
 # -- the app ---------------------------------------------------------------------------------
 def _run_gui(args: argparse.Namespace, context: Any) -> int:
-    print(
-        "The Parley window is not part of this version yet. Meanwhile you can chat in the "
-        "terminal: `parley chat` (type your messages, Ctrl+D to quit); see `parley --help`.",
-        file=sys.stderr,
-    )
-    if sys.stdin.isatty():
-        return _cmd_chat(argparse.Namespace(question=None, model=None, system=None, conversation=None,
-                                            stats=False, stop=None), context)
-    return 0
+    from desktop_app.ui.app import run
+
+    return run(context)
 
 
 # -- chat ------------------------------------------------------------------------------------

@@ -70,8 +70,12 @@ class PluginHost:
         default_plugins: Iterable[str] = DEFAULT_PLUGINS,
         entry_points: Callable[[], Iterable[importlib.metadata.EntryPoint]] | None = None,
     ):
+        from desktop_app.ui import hookspecs as ui_hookspecs
+
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
+        # The window's hooks are known everywhere, so a plugin with a panel also loads in the CLI.
+        self.pm.add_hookspecs(ui_hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self.disabled = set(disabled)
         self.plugins_dir = plugins_dir

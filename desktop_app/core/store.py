@@ -377,6 +377,37 @@ class Store:
             ).fetchall()
         return [_message(r) for r in rows]
 
+    def siblings(self, message: Message) -> list[Message]:
+        """Return the message and its alternatives (the other branches at the same point), oldest first."""
+        with self._lock:
+            if message.parent_id is None:
+                rows = self._db.execute(
+                    "SELECT * FROM messages WHERE conversation_id=? AND parent_id IS NULL ORDER BY id",
+                    (message.conversation_id,),
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM messages WHERE parent_id=? ORDER BY id", (message.parent_id,)
+                ).fetchall()
+        return [_message(r) for r in rows]
+
+    def latest_leaf(self, message_id: int) -> int:
+        """Follow the newest reply from ``message_id`` down to the end of its branch."""
+        with self._lock:
+            row = self._db.execute(
+                """
+                WITH RECURSIVE down(id, depth) AS (
+                    SELECT ?, 0
+                    UNION ALL
+                    SELECT (SELECT MAX(m.id) FROM messages m WHERE m.parent_id = down.id), depth + 1
+                    FROM down WHERE (SELECT MAX(m.id) FROM messages m WHERE m.parent_id = down.id) IS NOT NULL
+                )
+                SELECT id FROM down ORDER BY depth DESC LIMIT 1
+                """,
+                (message_id,),
+            ).fetchone()
+        return row[0]
+
     # -- traces -----------------------------------------------------------------------------
     def save_trace(self, message_id: int, prompt: str, entries: list[dict[str, Any]]) -> None:
         """Store the exact prompt of an answer and the labelled parts plugins added to it."""

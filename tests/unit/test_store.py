@@ -150,3 +150,15 @@ def test_a_file_that_is_not_a_database_gets_a_clear_message(paths):
     paths.database_file.write_bytes(b"garbage" * 1000)
     with pytest.raises(StoreError, match="cannot be opened"):
         Store(paths.database_file)
+
+
+def test_siblings_and_latest_leaf_let_the_window_switch_branches(store):
+    conv = chat(store, ("q1", "a1"), ("q2", "a2"))
+    q1, a1, q2, a2 = store.history(conv.id)
+    q2b = store.add_message(conv.id, "user", "q2b", parent_id=a1.id)
+    a2b = store.add_message(conv.id, "assistant", "a2b")
+    assert [m.id for m in store.siblings(q2)] == [q2.id, q2b.id]
+    assert [m.id for m in store.siblings(q1)] == [q1.id]
+    assert store.latest_leaf(q2.id) == a2.id
+    assert store.latest_leaf(q1.id) == a2b.id  # the newest branch wins
+    assert store.latest_leaf(a2b.id) == a2b.id

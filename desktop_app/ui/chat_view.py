@@ -1,0 +1,298 @@
+"""The conversation: one widget per message, Markdown rendered, the streaming answer coalesced.
+
+While an answer streams, tokens are appended to a buffer and the message is re-rendered by
+a timer at most ~30 times a second, never once per token, so long answers stay smooth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QTextOption
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop_app.core.store import Message
+from desktop_app.ui.markdown import render_markdown
+
+__all__ = ["ChatView", "MessageWidget", "RENDER_INTERVAL_MS"]
+
+#: The streaming answer is re-rendered at most this often (~30 per second).
+RENDER_INTERVAL_MS = 33
+
+
+class MarkdownView(QTextBrowser):
+    """A read-only Markdown view that grows to fit its content (the chat scrolls, not it)."""
+
+    code_copied = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setOpenLinks(False)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setWordWrapMode(QTextOption.WrapAtWordBoundaryOrAnywhere)
+        self.viewport().setAutoFillBackground(False)
+        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        self.anchorClicked.connect(self._on_anchor_clicked)
+        self.document().contentsChanged.connect(self._fit)
+        self.code_blocks: list[str] = []
+        self.markdown = ""
+
+    def set_markdown(self, text: str, dark: bool) -> None:
+        """Render ``text`` as Markdown."""
+        self.markdown = text
+        rendered = render_markdown(text, dark)
+        self.code_blocks = rendered.code_blocks
+        self.setHtml(rendered.html)
+        self._fit()
+
+    def _fit(self) -> None:
+        self.document().setTextWidth(self.viewport().width())
+        height = int(self.document().size().height()) + 4
+        if self.height() != height:
+            self.setFixedHeight(height)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._fit()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        return QSize(400, self.height())
+
+    @Slot(QUrl)
+    def _on_anchor_clicked(self, url: QUrl) -> None:
+        if url.scheme() == "copy-code":
+            index = int(url.path() or url.toString().split(":", 1)[1])
+            if 0 <= index < len(self.code_blocks):
+                QGuiApplication.clipboard().setText(self.code_blocks[index])
+                self.code_copied.emit(index)
+        elif url.scheme() in ("http", "https", "mailto"):
+            QDesktopServices.openUrl(url)
+
+
+class MessageWidget(QFrame):
+    """One message with its actions.
+
+    Signals:
+        edit_requested(object): the user wants to edit this (user) message.
+        regenerate_requested(): answer the last question again.
+        inspect_requested(int): show the prompt and trace of this answer.
+        branch_requested(int): show the branch of this sibling message id.
+    """
+
+    edit_requested = Signal(object)
+    regenerate_requested = Signal()
+    inspect_requested = Signal(int)
+    branch_requested = Signal(int)
+
+    def __init__(self, message: Message, dark: bool, *, siblings: list[int] | None = None,
+                 last: bool = False, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.message = message
+        self.dark = dark
+        is_user = message.role == "user"
+        self.setObjectName("userMessage" if is_user else "assistantMessage")
+        self.setFrameShape(QFrame.StyledPanel)
+        self.setAccessibleName("Your message" if is_user else "Assistant's answer")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 6, 10, 6)
+        layout.setSpacing(2)
+        header = QHBoxLayout()
+        who = "You" if is_user else "Assistant"
+        self.title = QLabel(f"<b>{who}</b>")
+        header.addWidget(self.title)
+        self.status = QLabel()
+        self.status.setObjectName("messageStatus")
+        header.addWidget(self.status)
+        header.addStretch(1)
+        siblings = siblings or [message.id]
+        if len(siblings) > 1:
+            index = siblings.index(message.id)
+            previous = QToolButton(text="◀", toolTip="Previous version", accessibleName="Previous version")
+            previous.setEnabled(index > 0)
+            previous.clicked.connect(lambda: self.branch_requested.emit(siblings[index - 1]))
+            following = QToolButton(text="▶", toolTip="Next version", accessibleName="Next version")
+            following.setEnabled(index < len(siblings) - 1)
+            following.clicked.connect(lambda: self.branch_requested.emit(siblings[index + 1]))
+            self.branch_label = QLabel(f"{index + 1}/{len(siblings)}")
+            header.addWidget(previous)
+            header.addWidget(self.branch_label)
+            header.addWidget(following)
+        self.copy_button = self._button(header, "Copy", "Copy this message")
+        self.copy_button.clicked.connect(self._copy)
+        if is_user:
+            self.edit_button = self._button(header, "Edit", "Edit and resend this message")
+            self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self.message))
+        else:
+            self.inspect_button = self._button(header, "Prompt", "Show the exact prompt and what each plugin added")
+            self.inspect_button.clicked.connect(lambda: self.inspect_requested.emit(self.message.id))
+            if last:
+                self.regenerate_button = self._button(header, "Regenerate", "Answer this question again")
+                self.regenerate_button.clicked.connect(self.regenerate_requested.emit)
+        layout.addLayout(header)
+        self.body = MarkdownView(self)
+        self.body.setAccessibleName(f"{who} text")
+        layout.addWidget(self.body)
+        self.set_text(message.content)
+        self.set_status(message.status, message.stats)
+
+    @staticmethod
+    def _button(layout: QHBoxLayout, text: str, tip: str) -> QToolButton:
+        button = QToolButton(text=text, toolTip=tip)
+        button.setAccessibleName(tip)
+        button.setAutoRaise(True)
+        layout.addWidget(button)
+        return button
+
+    def set_text(self, text: str) -> None:
+        """Show ``text`` (Markdown)."""
+        self.message.content = text
+        self.body.set_markdown(text, self.dark)
+
+    def set_status(self, status: str, stats: dict[str, Any] | None = None) -> None:
+        """Show whether the answer is complete, stopped or failed."""
+        self.message.status = status
+        stats = stats or {}
+        if status == "incomplete":
+            text = "stopped — partial answer" if stats.get("finish_reason") == "cancelled" or stats else "writing…"
+        elif status == "error":
+            text = "failed: " + str(stats.get("error", "unknown error"))
+        else:
+            text = ""
+        self.status.setText(f"<i>{text}</i>" if text else "")
+
+    def _copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.message.content)
+
+
+class ChatView(QScrollArea):
+    """The messages of the current branch, newest at the bottom.
+
+    Signals are forwarded from the message widgets (see :class:`MessageWidget`).
+    """
+
+    edit_requested = Signal(object)
+    regenerate_requested = Signal()
+    inspect_requested = Signal(int)
+    branch_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("chatView")
+        self.setAccessibleName("Conversation")
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self._inner = QWidget()
+        self._layout = QVBoxLayout(self._inner)
+        self._layout.setContentsMargins(12, 12, 12, 12)
+        self._layout.setSpacing(10)
+        self._layout.addStretch(1)
+        self.setWidget(self._inner)
+        self.dark = False
+        self.widgets: list[MessageWidget] = []
+        self._placeholder = QLabel("Ask anything. Your conversations stay on this computer.")
+        self._placeholder.setAlignment(Qt.AlignCenter)
+        self._placeholder.setObjectName("placeholder")
+        self._layout.insertWidget(0, self._placeholder)
+        # Streaming state
+        self._stream_widget: MessageWidget | None = None
+        self._stream_text = ""
+        self._dirty = False
+        self.render_count = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(RENDER_INTERVAL_MS)
+        self._timer.timeout.connect(self._flush)
+
+    def clear(self) -> None:
+        """Remove every message."""
+        self._timer.stop()
+        self._stream_widget = None
+        for widget in self.widgets:
+            widget.setParent(None)
+            widget.deleteLater()
+        self.widgets = []
+        self._placeholder.show()
+
+    def set_messages(self, messages: list[Message], siblings: dict[int, list[int]] | None = None) -> None:
+        """Show ``messages`` (one branch, oldest first); ``siblings`` maps ids to their alternatives."""
+        self.clear()
+        siblings = siblings or {}
+        last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+        for i, message in enumerate(messages):
+            self.add_message(message, siblings.get(message.id), last=i == last_assistant)
+        self.scroll_to_bottom()
+
+    def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False) -> MessageWidget:
+        """Append one message widget."""
+        self._placeholder.hide()
+        widget = MessageWidget(message, self.dark, siblings=siblings, last=last, parent=self._inner)
+        widget.edit_requested.connect(self.edit_requested)
+        widget.regenerate_requested.connect(self.regenerate_requested)
+        widget.inspect_requested.connect(self.inspect_requested)
+        widget.branch_requested.connect(self.branch_requested)
+        self._layout.insertWidget(self._layout.count() - 1, widget)
+        self.widgets.append(widget)
+        return widget
+
+    # -- streaming -------------------------------------------------------------------------
+    def begin_stream(self, message: Message) -> MessageWidget:
+        """Add the answer being written; tokens go to :meth:`append_text`."""
+        widget = self.add_message(message)
+        widget.set_status("incomplete")
+        self._stream_widget = widget
+        self._stream_text = message.content
+        self._dirty = False
+        self._timer.start()
+        self.scroll_to_bottom()
+        return widget
+
+    def append_text(self, piece: str) -> None:
+        """Add streamed text; it is shown at the next render tick."""
+        if self._stream_widget is None:
+            return
+        self._stream_text += piece
+        self._dirty = True
+
+    def end_stream(self, text: str | None = None) -> None:
+        """Render the final text at once and stop the render timer."""
+        if self._stream_widget is not None:
+            if text is not None:
+                self._stream_text = text
+            self._dirty = True
+            self._flush()
+        self._timer.stop()
+        self._stream_widget = None
+
+    @Slot()
+    def _flush(self) -> None:
+        if not self._dirty or self._stream_widget is None:
+            return
+        self._dirty = False
+        bar = self.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 40
+        self._stream_widget.set_text(self._stream_text)
+        self.render_count += 1
+        if at_bottom:  # follow the answer unless the user scrolled up to read
+            self.scroll_to_bottom()
+
+    @property
+    def streaming_text(self) -> str:
+        """The answer text received so far (rendered or not)."""
+        return self._stream_text
+
+    def scroll_to_bottom(self) -> None:
+        """Scroll to the newest message once the layout has settled."""
+        QTimer.singleShot(0, lambda: self.verticalScrollBar().setValue(self.verticalScrollBar().maximum()))

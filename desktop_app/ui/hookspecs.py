@@ -1,0 +1,35 @@
+"""Hooks for plugins that add to the window: side panels and actions.
+
+Kept apart from :mod:`desktop_app.hookspecs` so the core contract stays free of Qt. These
+hooks are only called when the window runs; the command line never calls them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from desktop_app.hookspecs import hookspec
+
+__all__ = ["register_panels", "register_actions"]
+
+
+@hookspec
+def register_panels(register: Callable[..., None]) -> None:
+    """Add side panels (docks) by calling ``register(title, factory, area="right")``.
+
+    ``factory(context, parent)`` returns the panel's QWidget; it is built once, when the
+    window is. ``area`` is "left", "right" or "bottom".
+    Called on the GUI thread while the window is built; must not block.
+    """
+
+
+@hookspec
+def register_actions(register: Callable[..., None]) -> None:
+    """Add menu and toolbar actions by calling ``register(text, callback, shortcut=None, toolbar=False)``.
+
+    ``callback(window)`` runs on the GUI thread when the action is triggered; long work
+    must go to a thread. Actions appear in the Plugins menu, and on the toolbar when
+    ``toolbar`` is true. Called on the GUI thread while the window is built; must not block.
+    """
+
+

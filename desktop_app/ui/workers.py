@@ -1,0 +1,183 @@
+"""The only place that knows about Qt threads: it bridges the core's blocking calls to signals.
+
+- :class:`EngineWorker` lives on one long-lived QThread and owns every call into the model:
+  loading, and running turns. Requests arrive as queued signals from :class:`EngineClient`;
+  results go back as signals, so widgets are only ever touched on the GUI thread.
+  Cancelling calls :meth:`Engine.cancel` directly: it is thread-safe and takes effect
+  before the next token.
+- :func:`run_task` runs any other slow function (reading model metadata, ...) on the global
+  thread pool and reports back through signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+
+from desktop_app.core.chat import TurnFailed, TurnFinished, TurnStarted
+from desktop_app.core.engine import TokenEvent
+from desktop_app.core.errors import ParleyError
+
+__all__ = ["EngineClient", "EngineWorker", "run_task"]
+
+log = logging.getLogger(__name__)
+
+#: Sentinel for "continue from the conversation's current leaf".
+CURRENT_LEAF = "current"
+
+
+class EngineWorker(QObject):
+    """Runs model work on its own thread.
+
+    Signals:
+        model_load_started(str): a model name or path started loading.
+        model_loaded(str, object, list): path, ModelInfo (or None), warnings.
+        model_load_failed(str): readable reason; the previous model (if any) is still loaded.
+        turn_started(int, int, int): conversation, user message id, answer message id.
+        token_received(int, str): conversation, a piece of the answer.
+        turn_finished(int, int, object): conversation, answer message id, TurnResult.
+        turn_failed(int, str): conversation, readable reason.
+    """
+
+    model_load_started = Signal(str)
+    model_loaded = Signal(str, object, list)
+    model_load_failed = Signal(str)
+    turn_started = Signal(int, int, int)
+    token_received = Signal(int, str)
+    turn_finished = Signal(int, int, object)
+    turn_failed = Signal(int, str)
+
+    def __init__(self, context: Any):
+        super().__init__()
+        self.context = context
+        #: Whether this llama.cpp build can use a GPU; known after the first load.
+        self.gpu_supported: bool | None = None
+
+    @Slot(str)
+    def load_model(self, name_or_path: str) -> None:
+        """Load a model (empty string: the configured one) and read its metadata."""
+        self.model_load_started.emit(name_or_path)
+        try:
+            warnings = self.context.load_model(name_or_path or None)
+            self.gpu_supported = self.context.engine.gpu_offload_supported()
+            path = str(self.context.engine.model_path)
+            try:
+                info = self.context.models.info(path)
+            except ParleyError:
+                info = None
+            self.model_loaded.emit(path, info, warnings)
+        except ParleyError as exc:
+            self.model_load_failed.emit(str(exc))
+        except Exception as exc:  # never let a worker exception kill the thread silently
+            log.exception("model load failed")
+            self.model_load_failed.emit(f"Loading the model failed: {exc}")
+
+    @Slot(int, str, object, object)
+    def send(self, conversation_id: int, text: str, parent_id: object, options: object) -> None:
+        """Run one turn for ``text``; ``parent_id`` CURRENT_LEAF continues the current branch."""
+        kwargs: dict[str, Any] = {"options": options or None}
+        if parent_id != CURRENT_LEAF:
+            kwargs["parent_id"] = parent_id
+        self._run(conversation_id, lambda on_event: self.context.chat.send(conversation_id, text, on_event, **kwargs))
+
+    @Slot(int, object)
+    def regenerate(self, conversation_id: int, options: object) -> None:
+        """Answer the last user message of the current branch again."""
+        self._run(conversation_id,
+                  lambda on_event: self.context.chat.regenerate(conversation_id, on_event, options=options or None))
+
+    def _run(self, conversation_id: int, call: Callable[[Callable[[Any], None]], Any]) -> None:
+        def on_event(event: Any) -> None:
+            if isinstance(event, TokenEvent):
+                self.token_received.emit(conversation_id, event.text)
+            elif isinstance(event, TurnStarted):
+                self.turn_started.emit(conversation_id, event.user_message.id, event.assistant_message_id)
+            elif isinstance(event, TurnFinished):
+                self.turn_finished.emit(conversation_id, event.message.id, event.result)
+            elif isinstance(event, TurnFailed):
+                self.turn_failed.emit(conversation_id, event.error)
+
+        try:
+            call(on_event)
+        except Exception as exc:
+            log.exception("turn failed")
+            self.turn_failed.emit(conversation_id, f"{type(exc).__name__}: {exc}")
+
+
+class EngineClient(QObject):
+    """The GUI thread's handle on the engine worker and its thread.
+
+    Signals (requests, queued to the worker):
+        load_requested(str), send_requested(int, str, object, object), regenerate_requested(int, object)
+    """
+
+    load_requested = Signal(str)
+    send_requested = Signal(int, str, object, object)
+    regenerate_requested = Signal(int, object)
+
+    def __init__(self, context: Any, parent: QObject | None = None):
+        super().__init__(parent)
+        self.context = context
+        self.thread = QThread()
+        self.thread.setObjectName("parley-engine")
+        self.worker = EngineWorker(context)
+        self.worker.moveToThread(self.thread)
+        self.load_requested.connect(self.worker.load_model)
+        self.send_requested.connect(self.worker.send)
+        self.regenerate_requested.connect(self.worker.regenerate)
+        self.thread.start()
+
+    def cancel(self) -> None:
+        """Stop the current answer before its next token (the partial answer is kept)."""
+        self.context.engine.cancel()
+
+    def shutdown(self, timeout_ms: int = 10_000) -> bool:
+        """Cancel any generation and stop the thread; True if it stopped in time."""
+        self.cancel()
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)
+
+
+class _TaskSignals(QObject):
+    finished = Signal(object)
+    failed = Signal(str)
+
+
+class _Task(QRunnable):
+    def __init__(self, fn: Callable[[], Any]):
+        super().__init__()
+        self.fn = fn
+        self.signals = _TaskSignals()
+
+    def run(self) -> None:
+        try:
+            result = self.fn()
+        except ParleyError as exc:
+            self.signals.failed.emit(str(exc))
+        except Exception as exc:
+            log.error("background task failed: %s", traceback.format_exc())
+            self.signals.failed.emit(f"{type(exc).__name__}: {exc}")
+        else:
+            self.signals.finished.emit(result)
+
+
+def run_task(fn: Callable[[], Any], on_done: Callable[[Any], None],
+             on_error: Callable[[str], None]) -> _TaskSignals:
+    """Run ``fn`` on the thread pool; ``on_done(result)`` or ``on_error(message)`` run on the GUI thread."""
+    task = _Task(fn)
+    signals = task.signals
+    # The signals object lives on the GUI thread, so the callbacks are queued to it.
+    _live.add(signals)
+    signals.finished.connect(on_done)
+    signals.failed.connect(on_error)
+    signals.finished.connect(lambda _: _live.discard(signals))
+    signals.failed.connect(lambda _: _live.discard(signals))
+    QThreadPool.globalInstance().start(task)
+    return signals
+
+
+#: Signal objects of tasks still running (kept alive until they report).
+_live: set[_TaskSignals] = set()
