@@ -2,11 +2,14 @@
 
 Two readers of GGUF files live here:
 
-- :func:`check_gguf_file` walks the header itself in a few milliseconds. It runs before
-  every load, so a file that is not GGUF, is cut short, or has an architecture llama.cpp
-  does not know is refused with a clear message while the current model stays loaded.
-- :func:`read_gguf_info` reads the full metadata with the ``gguf`` package (seconds for a
-  large vocabulary), for ``models add`` and ``models info``; the library caches the result.
+- :func:`check_gguf_file` walks the header itself, using the ``gguf`` package's tables of
+  tensor types and architectures. It runs before every load, so a file that is not GGUF,
+  is cut short, or has an architecture llama.cpp does not know is refused with a clear
+  message while the current model stays loaded.
+- :func:`read_gguf_info` turns that header into what the user sees. It does not use
+  ``gguf.GGUFReader``: that reader decodes every vocabulary entry (2.5 s for SmolLM2) and
+  holds the interpreter long enough to freeze the window for 100 ms at a time, where the
+  header walk takes under 0.1 s. The tests check both give the same answers.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class GGUFHeader:
     data_end: int
     file_size: int
     scalars: dict[str, Any]
+    parameter_count: int = 0
+    tensor_types: dict[str, int] | None = None
 
 
 @dataclass
@@ -195,6 +200,8 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
 
     block_sizes = gguf.GGML_QUANT_SIZES
     data_end_rel = 0
+    parameters = 0
+    tensor_types: dict[str, int] = {}
     for _ in range(tensor_count):
         _, pos = read_string(pos)
         (n_dims,) = struct.unpack_from("<I", data, pos)
@@ -207,56 +214,48 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
         for d in dims:
             elements *= d
         try:
-            block, type_size = block_sizes[gguf.GGMLQuantizationType(kind)]
+            quant = gguf.GGMLQuantizationType(kind)
+            block, type_size = block_sizes[quant]
         except (ValueError, KeyError):
             raise ValueError(f"unknown tensor type {kind}") from None
         data_end_rel = max(data_end_rel, offset + elements // block * type_size)
+        parameters += elements
+        tensor_types[quant.name] = tensor_types.get(quant.name, 0) + 1
     alignment = int(scalars.get("general.alignment", 32)) or 32
     data_start = (pos + alignment - 1) // alignment * alignment
     architecture = str(scalars.get("general.architecture", ""))
     if not architecture:
         raise ValueError("no general.architecture key")
-    return GGUFHeader(version, architecture, tensor_count, data_start + data_end_rel, size, scalars)
+    return GGUFHeader(version, architecture, tensor_count, data_start + data_end_rel, size, scalars,
+                      parameters, tensor_types)
 
 
 def read_gguf_info(path: Path | str) -> ModelInfo:
-    """Read a model's metadata with the ``gguf`` package (after :func:`check_gguf_file`)."""
+    """Return a model's metadata: architecture, size, quantisation, context length, template."""
     path = Path(path)
     header = check_gguf_file(path)
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
-
-    def field(key: str, default: Any = None) -> Any:
-        f = reader.fields.get(key)
-        if f is None:
-            return default
-        try:
-            return f.contents()
-        except Exception:
-            return default
-
+    scalars = header.scalars
     arch = header.architecture
-    file_type = field("general.file_type")
+    file_type = scalars.get("general.file_type")
     try:
         quantization = gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else ""
     except ValueError:
         quantization = f"type {file_type}"
     if not quantization:
         # Older files lack general.file_type: name the most common tensor type instead.
-        counts: dict[str, int] = {}
-        for t in reader.tensors:
-            counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
-        quantization = max(counts, key=counts.get) if counts else "unknown"
-    template = field("tokenizer.chat_template")
+        types = header.tensor_types or {}
+        quantization = max(types, key=types.get) if types else "unknown"
+    template = scalars.get("tokenizer.chat_template")
     return ModelInfo(
         path=str(path),
         file_size=header.file_size,
         architecture=arch,
-        name=str(field("general.name", path.stem)),
-        parameter_count=int(sum(int(t.n_elements) for t in reader.tensors)),
+        name=str(scalars.get("general.name", path.stem)),
+        parameter_count=header.parameter_count,
         quantization=quantization,
-        context_length=int(field(f"{arch}.context_length", 0) or 0),
+        context_length=int(scalars.get(f"{arch}.context_length", 0) or 0),
         has_chat_template=bool(template),
         chat_template=template or None,
     )

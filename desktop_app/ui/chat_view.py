@@ -238,13 +238,28 @@ class ChatView(QScrollArea):
     def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False) -> MessageWidget:
         """Append one message widget."""
         self._placeholder.hide()
+        widget = self._make(message, siblings, last)
+        self._layout.insertWidget(self._layout.count() - 1, widget)
+        self.widgets.append(widget)
+        return widget
+
+    def _make(self, message: Message, siblings: list[int] | None, last: bool) -> MessageWidget:
         widget = MessageWidget(message, self.dark, siblings=siblings, last=last, parent=self._inner)
         widget.edit_requested.connect(self.edit_requested)
         widget.regenerate_requested.connect(self.regenerate_requested)
         widget.inspect_requested.connect(self.inspect_requested)
         widget.branch_requested.connect(self.branch_requested)
-        self._layout.insertWidget(self._layout.count() - 1, widget)
-        self.widgets.append(widget)
+        return widget
+
+    def replace_message(self, old: MessageWidget, message: Message, siblings: list[int] | None = None,
+                        last: bool = False) -> MessageWidget:
+        """Swap one message widget for a fresh one (e.g. when an answer is finished), in place."""
+        index = self._layout.indexOf(old)
+        widget = self._make(message, siblings, last)
+        self._layout.insertWidget(index, widget)
+        self.widgets[self.widgets.index(old)] = widget
+        old.setParent(None)
+        old.deleteLater()
         return widget
 
     # -- streaming -------------------------------------------------------------------------
@@ -266,15 +281,14 @@ class ChatView(QScrollArea):
         self._stream_text += piece
         self._dirty = True
 
-    def end_stream(self, text: str | None = None) -> None:
-        """Render the final text at once and stop the render timer."""
-        if self._stream_widget is not None:
-            if text is not None:
-                self._stream_text = text
-            self._dirty = True
-            self._flush()
+    def end_stream(self, text: str | None = None) -> MessageWidget | None:
+        """Stop the render timer and return the widget that was streaming (its text is final)."""
+        widget = self._stream_widget
+        if widget is not None and text is not None:
+            self._stream_text = text
         self._timer.stop()
         self._stream_widget = None
+        return widget
 
     @Slot()
     def _flush(self) -> None:

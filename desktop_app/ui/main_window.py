@@ -35,6 +35,7 @@ from desktop_app.ui.composer import Composer
 from desktop_app.ui.dialogs.inspector import PromptInspector
 from desktop_app.ui.dialogs.plugins_dialog import PluginsDialog
 from desktop_app.ui.dialogs.settings_dialog import SettingsDialog
+from desktop_app.ui.markdown import render_markdown
 from desktop_app.ui.sidebar import Sidebar
 from desktop_app.ui.theme import apply_theme
 from desktop_app.ui.workers import CURRENT_LEAF, EngineClient, run_task
@@ -97,6 +98,7 @@ class MainWindow(QMainWindow):
         self.current_conversation: int | None = None
         self.generating_conversation: int | None = None
         self.stream_text = ""
+        self._incremental = False
         self.model_loading = False
         self.gpu_supported: bool | None = None
         self._reported_failures: set[str] = set()
@@ -117,6 +119,10 @@ class MainWindow(QMainWindow):
         self._report_plugin_failures()
         for warning in context.warnings:
             self.show_error(warning)
+        # Import the Markdown and highlighting libraries off the GUI thread before the first
+        # answer needs them (doing it on first render froze the window for ~60 ms).
+        run_task(lambda: render_markdown("*warm-up*\n\n```python\npass\n```", self.chat_view.dark),
+                 lambda _: None, lambda _: None)
         if load_model:
             self.load_model(None)
 
@@ -483,7 +489,8 @@ class MainWindow(QMainWindow):
             model = self.context.engine.model_path.name if self.context.engine.model_path else None
             self.current_conversation = self.context.store.create_conversation(model=model).id
         parent = editing.parent_id if editing is not None else CURRENT_LEAF
-        self._start_turn(self.current_conversation)
+        # A plain follow-up only adds to the view; an edit changes the branch, so it is redrawn.
+        self._start_turn(self.current_conversation, incremental=editing is None)
         self.client.send_requested.emit(self.current_conversation, text, parent, None)
 
     def regenerate(self) -> None:
@@ -493,12 +500,13 @@ class MainWindow(QMainWindow):
         if not any(m.role == "user" for m in self.context.store.history(self.current_conversation)):
             return
         self.error_banner.hide()
-        self._start_turn(self.current_conversation)
+        self._start_turn(self.current_conversation, incremental=False)
         self.client.regenerate_requested.emit(self.current_conversation, None)
 
-    def _start_turn(self, conversation_id: int) -> None:
+    def _start_turn(self, conversation_id: int, *, incremental: bool) -> None:
         self.generating_conversation = conversation_id
         self.stream_text = ""
+        self._incremental = incremental
         self.composer.set_busy(True)
 
     def stop(self) -> None:
@@ -509,8 +517,20 @@ class MainWindow(QMainWindow):
     @Slot(int, int, int)
     def _on_worker_turn_started(self, conversation_id: int, user_id: int, answer_id: int) -> None:
         self.sidebar.refresh(select=self.current_conversation)
-        if conversation_id == self.current_conversation:
+        if conversation_id != self.current_conversation:
+            return
+        if not self._incremental:
             self.show_conversation(conversation_id)
+            return
+        # Redrawing a long conversation would freeze the window: add just the new messages.
+        store = self.context.store
+        view = self.chat_view
+        if view.widgets and view.widgets[-1].message.role == "assistant":
+            previous = view.widgets[-1]
+            view.replace_message(previous, previous.message,
+                                 [m.id for m in store.siblings(previous.message)], last=False)
+        view.add_message(store.get_message(user_id))
+        view.begin_stream(store.get_message(answer_id))
 
     @Slot(int, str)
     def _on_worker_token_received(self, conversation_id: int, text: str) -> None:
@@ -520,7 +540,7 @@ class MainWindow(QMainWindow):
 
     @Slot(int, int, object)
     def _on_worker_turn_finished(self, conversation_id: int, message_id: int, result: Any) -> None:
-        self._end_turn(conversation_id, result.text)
+        self._end_turn(conversation_id, message_id)
         s = result.stats
         self.speed_label.setText(
             f"{s.get('tokens_per_second', 0):.1f} tokens/s · first token {s.get('time_to_first_token', 0):.2f} s"
@@ -539,12 +559,17 @@ class MainWindow(QMainWindow):
         self._end_turn(conversation_id, None)
         self.show_error(error)
 
-    def _end_turn(self, conversation_id: int, text: str | None) -> None:
+    def _end_turn(self, conversation_id: int, message_id: int | None) -> None:
         self.generating_conversation = None
         self.composer.set_busy(False)
         if conversation_id == self.current_conversation:
-            self.chat_view.end_stream(text)
-            self.show_conversation(conversation_id)
+            streamed = self.chat_view.end_stream()
+            if self._incremental and streamed is not None and message_id is not None:
+                store = self.context.store
+                answer = store.get_message(message_id)
+                self.chat_view.replace_message(streamed, answer, [m.id for m in store.siblings(answer)], last=True)
+            else:
+                self.show_conversation(conversation_id)
         self.sidebar.refresh(select=self.current_conversation)
 
     # -- dialogs --------------------------------------------------------------------------

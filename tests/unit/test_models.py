@@ -109,3 +109,20 @@ def test_a_corrupt_library_index_is_set_aside(paths):
     paths.models_file.write_text("{broken")
     assert [e.name for e in ModelLibrary(paths).entries()] == [DEFAULT_MODEL_NAME]
     assert list(paths.data_dir.glob("models.json.corrupt-*"))
+
+
+def test_header_walk_agrees_with_the_gguf_packages_reader():
+    import gguf
+
+    path = default_model_path()
+    info = read_gguf_info(path)
+    reader = gguf.GGUFReader(str(path))
+    fields = reader.fields
+    assert info.architecture == fields["general.architecture"].contents()
+    assert info.name == fields["general.name"].contents()
+    assert info.context_length == fields["llama.context_length"].contents()
+    assert info.chat_template == fields["tokenizer.chat_template"].contents()
+    assert info.parameter_count == sum(int(t.n_elements) for t in reader.tensors)
+    assert info.quantization == gguf.LlamaFileType(fields["general.file_type"].contents()).name.removeprefix("MOSTLY_")
+    end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    assert check_gguf_file(path).data_end == end
