@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.parley-installed
 TORCH_SPEC ?= torch==2.13.0
 JOBS   := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test install lint bench bench-native clean
+.PHONY: run test install lint bench bench-native screenshots clean
 
 run: $(STAMP)
 	$(VENV)/bin/parley
@@ -40,6 +40,12 @@ lint: $(STAMP)
 # Benchmarks measure; they are not part of `make test`.
 bench: $(STAMP) bench-native
 	$(PY) benchmarks/engine_throughput.py
+	$(PY) benchmarks/ui_responsiveness.py
+	$(PY) benchmarks/startup_time.py
+
+# Renders the window with a real conversation, light and dark, into docs/.
+screenshots: $(STAMP)
+	$(PY) scripts/screenshots.py
 
 # llama.cpp's own llama-bench, built from the sources vendored in the installed
 # llama-cpp-python release, for a native baseline. Built once into native/ (ignored by git).

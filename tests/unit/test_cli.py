@@ -110,10 +110,11 @@ def test_import_of_a_non_json_file_says_why(tmp_path, capsys):
     assert "not valid JSON" in capsys.readouterr().err
 
 
-def test_without_a_window_the_app_explains_itself(capsys, monkeypatch):
-    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(""))
-    assert main([]) == 0
-    assert "parley chat" in capsys.readouterr().err
+def test_without_a_display_the_app_explains_itself(capsys, monkeypatch):
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    assert main([]) == 1
+    assert "no display" in capsys.readouterr().err
 
 
 def test_empty_stdin_question_is_an_error(capsys, monkeypatch):

@@ -1,0 +1,76 @@
+"""Render the main window with a real conversation, light and dark, to PNG files.
+
+Uses the built-in model for real answers, in a temporary data folder. Runs offscreen
+unless a display is set. Output: docs/screenshot-light.png and docs/screenshot-dark.png.
+
+Run: ``make screenshots``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUESTIONS = (
+    "Write a Python function that reverses a string, with a short explanation.",
+    "Give me three tips for learning a new language, as a list.",
+)
+
+
+def main() -> None:
+    if not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    os.environ.setdefault("PARLEY_LOAD_PLUGINS", "")
+    out_dir = ROOT / "docs"
+    out_dir.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["PARLEY_HOME"] = home
+        from PySide6.QtCore import QEventLoop, QTimer
+        from PySide6.QtWidgets import QApplication
+
+        from desktop_app.context import build_context
+        from desktop_app.ui.app import create_window
+
+        context = build_context()
+        context.settings.set("generation.temperature", 0.0)
+        context.settings.set("generation.max_tokens", 200)
+        window = create_window(context, load_model=False)
+        window.resize(1180, 780)
+        window.show()
+
+        def wait_for(signal) -> None:
+            loop = QEventLoop()
+            signal.connect(loop.quit)
+            QTimer.singleShot(120_000, loop.quit)
+            loop.exec()
+
+        window.load_model(None)
+        wait_for(window.model_ready)
+        other = context.store.create_conversation("Planning a trip to Lisbon")
+        context.store.add_message(other.id, "user", "What should I see in Lisbon in two days?")
+        context.store.add_message(other.id, "assistant", "Belém, Alfama and the LX Factory are a good start.")
+        for question in QUESTIONS:
+            window.send(question)
+            wait_for(window.answer_finished)
+        for theme in ("light", "dark"):
+            context.settings.set("ui.theme", theme)
+            window.apply_appearance()
+            window.show_conversation(window.current_conversation)
+            for _ in range(5):
+                QApplication.processEvents()
+            window.chat_view.verticalScrollBar().setValue(0)
+            QApplication.processEvents()
+            path = out_dir / f"screenshot-{theme}.png"
+            window.grab().save(str(path))
+            print(f"wrote {path.relative_to(ROOT)}")
+        window.close()
+        context.close()
+
+
+if __name__ == "__main__":
+    main()
