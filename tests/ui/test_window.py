@@ -336,3 +336,18 @@ def test_keyboard_and_accessible_names(qtbot, window):
     window.composer.edit.setFocus()
     qtbot.keyClick(window, Qt.Key_F, Qt.ControlModifier)
     assert window.sidebar.search.hasFocus() or QGuiApplication.focusObject() is window.sidebar.search
+
+
+def test_a_generation_error_is_shown_and_the_window_stays_usable(qtbot, window):
+    window.context.engine.unload()  # as if the model vanished: the turn cannot run
+    with qtbot.waitSignal(window.error_shown, timeout=30_000) as blocker:
+        window.send("Are you there?")
+    assert "No model is loaded" in blocker.args[0]
+    qtbot.waitUntil(lambda: window.generating_conversation is None, timeout=10_000)
+    assert window.composer.send_button.text() == "Send"
+    answer = window.context.store.history(window.current_conversation)[-1]
+    assert answer.status == "error"
+    assert "failed" in assistant_widgets(window)[-1].status.text()
+    with qtbot.waitSignal(window.model_ready, timeout=60_000):
+        window.load_model(None)
+    send(qtbot, window, "Now?")

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QMessageBox, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFrame,
+    QLabel,
+    QMessageBox,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from desktop_app.core.settings import Settings, SettingsError
 from desktop_app.ui.dialogs.settings_form import SettingsForm
@@ -21,6 +31,7 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
+        self.resize(640, 600)
         self.settings = settings
         self.changed: list[str] = []
         layout = QVBoxLayout(self)
@@ -37,7 +48,11 @@ class SettingsDialog(QDialog):
             values = {o.key: settings.get(o.key) for o in options}
             form = SettingsForm(options, values, notes=notes)
             self.forms.append(form)
-            self.tabs.addTab(form, title)
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.NoFrame)
+            scroll.setWidget(form)
+            self.tabs.addTab(scroll, title)
         layout.addWidget(self.tabs)
         note = QLabel("⟳ = applied when the model is reloaded (happens automatically on OK).")
         note.setStyleSheet("color: palette(placeholder-text);")

@@ -21,6 +21,13 @@ from desktop_app.core.settings import Option
 __all__ = ["SettingsForm"]
 
 _LONG_TEXT = {"chat.system_prompt"}
+#: Labels that the key alone would spell badly.
+_LABELS = {
+    "model.path": "Model file", "model.gpu_layers": "GPU layers", "model.mmap": "Memory-map the file",
+    "generation.top_p": "Top-p", "generation.top_k": "Top-k", "generation.min_p": "Min-p",
+    "generation.max_tokens": "Longest answer (tokens)", "plugins.disabled": "Disabled plugins",
+    "chat.system_prompt": "System prompt", "ui.font_size": "Font size (pt)",
+}
 
 
 class SettingsForm(QWidget):
@@ -36,7 +43,7 @@ class SettingsForm(QWidget):
         for option in options:
             editor = self._editor(option, values.get(option.key, option.default))
             editor.setToolTip(option.description)
-            label = option.key.rsplit(".", 1)[-1].replace("_", " ").capitalize()
+            label = _LABELS.get(option.key) or option.key.rsplit(".", 1)[-1].replace("_", " ").capitalize()
             editor.setAccessibleName(label)
             editor.setAccessibleDescription(option.description)
             self.editors[option.key] = editor
