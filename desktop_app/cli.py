@@ -183,7 +183,8 @@ def _cmd_chat(args: argparse.Namespace, context: Any) -> int:
         # Ctrl+C stops the answer (it is kept, marked incomplete) instead of killing Parley.
         previous = signal.signal(signal.SIGINT, lambda *_: context.engine.cancel())
         try:
-            outcome = context.chat.send(conversation.id, question, on_event, options=overrides)
+            outcome = context.chat.send(conversation.id, question, on_event, options=overrides,
+                                        plugin_options=getattr(args, "plugin_options", None))
         finally:
             signal.signal(signal.SIGINT, previous)
         sys.stdout.write("\n")
@@ -191,6 +192,9 @@ def _cmd_chat(args: argparse.Namespace, context: Any) -> int:
             print(f"parley: {outcome.error}", file=sys.stderr)
             return 1
         assert isinstance(outcome, TurnFinished)
+        if outcome.result.samples:
+            # A strategy streamed several samples; show what it settled on.
+            print(f"\n=== chosen answer ===\n{outcome.result.text}")
         if outcome.result.finish_reason == "cancelled":
             print("parley: stopped; the partial answer is saved.", file=sys.stderr)
         if args.stats:

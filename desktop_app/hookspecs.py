@@ -66,6 +66,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``parley`` subcommands: ``p = subparsers.add_parser(...)``, then ``p.set_defaults(handler=fn)``.
 
     ``fn(args, context)`` runs the command and returns an exit code (None means 0).
+    A plugin may also add options to existing commands (``subparsers.choices["chat"]``);
+    ``chat`` passes ``args.plugin_options`` (a dict per plugin name) on to
+    ``turn.plugin_options``.
     Called on the main thread while the command line is parsed; must not block.
     """
 
@@ -97,7 +100,9 @@ def generate_turn(turn: "Turn", generate: Callable[..., Any]) -> "TurnResult | N
 
     :param generate: ``generate(turn, options=None, on_token=None) -> TurnResult`` runs one
         pass through the engine; call it as often as needed. ``on_token(text)`` receives
-        streamed text; pass it through to show progress.
+        streamed text; pass it through to show progress. ``generate.emit(text)`` streams
+        progress text of the strategy's own (e.g. "sample 2 of 5"). The engine's cancel flag
+        ends the current pass with finish_reason "cancelled": stop there.
     :return: the final :class:`TurnResult`, or None to let the next plugin (or the default
         single pass) generate.
     Stops at the first non-None result. Called on the generation worker thread; may block.

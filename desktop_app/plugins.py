@@ -40,8 +40,9 @@ __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "LOAD_ENV", "PluginHost", "Pl
 
 log = logging.getLogger(__name__)
 
-#: Built-in plugins (import strings). They are ordinary plugins and can be disabled.
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+#: Built-in plugins (import strings). They are ordinary plugins and can be disabled; each is
+#: named by its module without the "desktop_app_" prefix (e.g. "prompt_templates").
+DEFAULT_PLUGINS: tuple[str, ...] = ("desktop_app_prompt_templates",)
 ENTRY_POINT_GROUP = "desktop_app"
 LOAD_ENV = "PARLEY_LOAD_PLUGINS"
 _IMPL_ATTR = f"{hookspecs.PROJECT_NAME}_impl"
@@ -95,7 +96,7 @@ class PluginHost:
         allow_raw = os.environ.get(LOAD_ENV)
         allow = None if allow_raw is None else {n.strip() for n in allow_raw.split(",") if n.strip()}
         for spec in self._default_plugins:
-            name = spec.rsplit(".", 1)[-1]
+            name = spec.rsplit(".", 1)[-1].removeprefix("desktop_app_")
             self._load(name, "built-in", None, spec, lambda spec=spec: importlib.import_module(spec))
         for ep in self._entry_points():
             if allow is not None and ep.name not in allow:

@@ -136,17 +136,19 @@ class ChatService:
         *,
         options: dict[str, Any] | None = None,
         parent_id: int | None | type[...] = ...,
+        plugin_options: dict[str, dict[str, Any]] | None = None,
     ) -> TurnFinished | TurnFailed:
         """Store ``text`` as the user's message and answer it.
 
         ``parent_id`` defaults to the conversation's current leaf; pass an earlier user
         message's parent to edit and resend (the old branch is kept). ``options`` override
-        the generation settings for this turn.
+        the generation settings for this turn; ``plugin_options`` (per plugin name) reach the
+        plugins as ``turn.plugin_options``.
         """
         if not text.strip():
             raise ValueError("The message is empty.")
         user = self.store.add_message(conversation_id, "user", text, parent_id=parent_id)
-        return self._run(user, on_event, options)
+        return self._run(user, on_event, options, plugin_options)
 
     def regenerate(
         self,
@@ -154,19 +156,21 @@ class ChatService:
         on_event: Callable[[ChatEvent], None] = lambda event: None,
         *,
         options: dict[str, Any] | None = None,
+        plugin_options: dict[str, dict[str, Any]] | None = None,
     ) -> TurnFinished | TurnFailed:
         """Answer the last user message of the current branch again, as a new branch."""
         history = self.store.history(conversation_id)
         users = [m for m in history if m.role == "user"]
         if not users:
             raise ValueError("There is no message to answer again.")
-        return self._run(users[-1], on_event, options)
+        return self._run(users[-1], on_event, options, plugin_options)
 
     def _run(
         self,
         user: Message,
         on_event: Callable[[ChatEvent], None],
         overrides: dict[str, Any] | None,
+        plugin_options: dict[str, dict[str, Any]] | None = None,
     ) -> TurnFinished | TurnFailed:
         conversation = self.store.get_conversation(user.conversation_id)
         earlier = self.store.history(user.conversation_id, user.parent_id) if user.parent_id else []
@@ -178,6 +182,7 @@ class ChatService:
             user_message=user.content,
             history=[ChatMessage(m.role, m.content) for m in earlier if m.role in ("user", "assistant") and m.content],
             options=options,
+            plugin_options={k: dict(v) for k, v in (plugin_options or {}).items()},
         )
         system = conversation.system_prompt
         if system is None:
@@ -201,6 +206,9 @@ class ChatService:
         def generate(t: Turn, options: GenerationOptions | None = None,
                      on_token: Callable[[str], None] | None = on_token) -> TurnResult:
             return self._generate_once(t, options, on_token)
+
+        # Strategies show progress (e.g. "sample 2 of 5") through the same stream as tokens.
+        generate.emit = on_token  # type: ignore[attr-defined]
 
         try:
             result = self.hooks.generate_turn(turn=turn, generate=generate)

@@ -39,6 +39,7 @@ __all__ = [
     "LoadConfig",
     "ModelLoadError",
     "TokenEvent",
+    "json_schema_grammar",
     "physical_cores",
 ]
 
@@ -492,6 +493,18 @@ class Engine:
         return len(tokens) - common
 
 
+def json_schema_grammar(schema: dict[str, Any]) -> str:
+    """Return a GBNF grammar that only admits JSON matching ``schema`` (llama.cpp's converter)."""
+    import json
+
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:
+        raise EngineError(f"The JSON schema cannot be used for output: {exc}") from exc
+
+
 #: How many recent tokens the repeat penalty looks at (llama.cpp's usual default).
 PENALTY_LAST_N = 64
 
@@ -504,8 +517,9 @@ def _build_sampler(loaded: _Loaded, options: GenerationOptions):
     params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(params)
     add = llama_cpp.llama_sampler_chain_add
-    if options.grammar:
-        grammar = llama_cpp.llama_sampler_init_grammar(loaded.vocab, options.grammar.encode("utf-8"), b"root")
+    grammar_text = options.grammar or (json_schema_grammar(options.json_schema) if options.json_schema else None)
+    if grammar_text:
+        grammar = llama_cpp.llama_sampler_init_grammar(loaded.vocab, grammar_text.encode("utf-8"), b"root")
         if not grammar:
             llama_cpp.llama_sampler_free(chain)
             raise EngineError("The output grammar is not valid GBNF.")

@@ -55,7 +55,10 @@ class GenerationOptions:
     max_tokens: int = 1024
     stop: list[str] = field(default_factory=list)
     seed: int = -1
+    #: GBNF grammar the answer must follow (llama.cpp syntax, root rule "root").
     grammar: str | None = None
+    #: JSON schema the answer must match; turned into a grammar by the engine.
+    json_schema: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the options as plain JSON-ready data."""
@@ -171,6 +174,10 @@ class Turn:
         """Replace the user's message as the model sees it (e.g. wrapped by a template)."""
         self.user_message = text
         self._record("user_message", text)
+
+    def add_note(self, text: str) -> None:
+        """Record something about this turn in the trace without changing the prompt (e.g. a warning)."""
+        self._record("note", text)
 
     def set_option(self, name: str, value: Any) -> None:
         """Change one generation option (temperature, max_tokens, stop, ...)."""

@@ -187,12 +187,15 @@ def test_disable_a_plugin_from_the_dialog(qtbot, make_window, paths, monkeypatch
     )
     window = make_window()
     dialog = window.open_plugins()
-    assert dialog.table.item(0, 1).text() == "shout"
-    assert dialog.table.item(0, 3).text() == "plugins folder"
-    dialog.table.setCurrentCell(0, 1)
+    rows = {dialog.table.item(r, 1).text(): r for r in range(dialog.table.rowCount())}
+    assert set(rows) == {"prompt_templates", "shout"}
+    row = rows["shout"]
+    assert dialog.table.item(rows["prompt_templates"], 3).text() == "built-in"
+    assert dialog.table.item(row, 3).text() == "plugins folder"
+    dialog.table.setCurrentCell(row, 1)
     assert "plugins.shout.volume" in dialog.form.editors
     dialog.form.editors["plugins.shout.volume"].setValue(9)
-    dialog.table.item(0, 0).setCheckState(Qt.Unchecked)
+    dialog.table.item(row, 0).setCheckState(Qt.Unchecked)
     dialog.reject()
     settings_text = paths.settings_file.read_text()
     assert "shout" in settings_text and "volume = 9" in settings_text

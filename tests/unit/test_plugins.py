@@ -36,17 +36,18 @@ def test_entry_points_respect_the_allowlist(monkeypatch):
     monkeypatch.setitem(sys.modules, "ep_two", make_plugin("ep_two"))
     eps = [entry_point("one", "ep_one"), entry_point("two", "ep_two")]
     monkeypatch.setenv("PARLEY_LOAD_PLUGINS", "two")
-    host = PluginHost(entry_points=lambda: eps).load_all()
+    host = PluginHost(default_plugins=(), entry_points=lambda: eps).load_all()
     assert list(host.records) == ["two"]
     monkeypatch.delenv("PARLEY_LOAD_PLUGINS")
-    host = PluginHost(entry_points=lambda: eps).load_all()
+    host = PluginHost(default_plugins=(), entry_points=lambda: eps).load_all()
     assert list(host.records) == ["one", "two"]
     assert host.records["one"].source.startswith("package")
 
 
 def test_the_test_suite_blocks_discovery_by_default(tmp_path):
     (tmp_path / "stray.py").write_text("raise SystemExit('must not be imported')")
-    host = PluginHost(plugins_dir=tmp_path, entry_points=lambda: [entry_point("x", "nowhere")]).load_all()
+    host = PluginHost(default_plugins=(), plugins_dir=tmp_path,
+                      entry_points=lambda: [entry_point("x", "nowhere")]).load_all()
     assert host.records == {}
 
 
@@ -70,7 +71,7 @@ def test_plugins_folder_loads_files_and_packages(tmp_path, monkeypatch):
     """))
     (tmp_path / "_private.py").write_text("raise RuntimeError")
     (tmp_path / "notes.txt").write_text("ignored")
-    host = PluginHost(plugins_dir=tmp_path).load_all()
+    host = PluginHost(default_plugins=(), plugins_dir=tmp_path).load_all()
     assert sorted(host.records) == ["polite", "shout"]
     assert host.records["shout"].version == "1.2"
     assert host.records["shout"].source == "plugins folder"
@@ -154,3 +155,9 @@ def test_disable_takes_effect_at_once(monkeypatch):
     assert turn.system_prompt == "" and host.disabled == {"sys"}
     with pytest.raises(KeyError, match="no plugin"):
         host.set_enabled("ghost", True)
+
+
+def test_the_built_in_plugins_load_by_default_and_are_named_without_prefix():
+    host = PluginHost().load_all()
+    assert host.records["prompt_templates"].source == "built-in"
+    assert host.records["prompt_templates"].status == "enabled"

@@ -1,0 +1,269 @@
+"""Prompt templates: system prompts, message wrappers with variables, few-shot examples,
+presets, JSON output, and the self-consistency strategy. A built-in Parley plugin.
+
+Which template a turn uses, in order: the turn's own choice (``--template`` on the command
+line, recorded for the conversation), the conversation's remembered choice, the choice in
+the window's template picker, then the ``default_template`` setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from desktop_app.api import Option, Turn, TurnResult, hookimpl
+
+from desktop_app_prompt_templates.library import TemplateLibrary, builtin_templates
+from desktop_app_prompt_templates.templates import PromptTemplate, TemplateError
+
+__version__ = "0.1.0"
+__all__ = ["state", "PLUGIN"]
+
+log = logging.getLogger(__name__)
+
+PLUGIN = "prompt_templates"
+SELF_CONSISTENCY = "self-consistency"
+
+
+class State:
+    """What the plugin holds for the app's lifetime: the context, the library, the picker's choice."""
+
+    def __init__(self) -> None:
+        self.context: Any = None
+        self.library: TemplateLibrary | None = None
+        #: The window picker's choice for conversations that have none yet.
+        self.selection: dict[str, Any] = {}
+        self.registration_errors: list[str] = []
+
+    def setting(self, key: str, default: Any) -> Any:
+        """One of this plugin's settings (its default when the settings are not available)."""
+        try:
+            return self.context.settings.get(f"plugins.{PLUGIN}.{key}")
+        except Exception:
+            return default
+
+    def reload(self) -> TemplateLibrary:
+        """Collect templates from every plugin (built-ins come from this one) and the user's folder."""
+        registered: list[PromptTemplate] = []
+        errors: list[str] = []
+
+        def register(template: Any) -> None:
+            if isinstance(template, PromptTemplate):
+                registered.append(template)
+            elif isinstance(template, dict):
+                from desktop_app_prompt_templates.templates import template_from_dict
+
+                try:
+                    registered.append(template_from_dict(template, origin="plugin"))
+                except TemplateError as exc:
+                    errors.append(str(exc))
+            else:
+                errors.append(f"Ignored a registered template of type {type(template).__name__}.")
+
+        self.context.plugins.hook.register_prompt_templates(register=register)
+        # Built-ins first, whatever order pluggy called the plugins in.
+        registered.sort(key=lambda t: t.origin != "built-in")
+        self.library = TemplateLibrary(self.context.paths.data_dir / "templates").load(registered)
+        self.library.errors = errors + self.library.errors
+        for error in self.library.errors:
+            log.warning("prompt template skipped: %s", error)
+        return self.library
+
+    def selection_for(self, conversation_id: int | None) -> dict[str, Any]:
+        """The template choice that applies to a conversation."""
+        if conversation_id is not None and self.context is not None:
+            try:
+                meta = self.context.store.get_conversation(conversation_id).meta.get(PLUGIN)
+            except Exception:
+                meta = None
+            if meta and "template" in meta:
+                return meta
+        if self.selection.get("template"):
+            return self.selection
+        default = self.setting("default_template", "")
+        return {"template": default, "variables": {}} if default else {}
+
+    def remember(self, conversation_id: int | None, selection: dict[str, Any]) -> None:
+        """Store the choice with the conversation, so it is used again when it continues."""
+        if conversation_id is None or self.context is None:
+            return
+        store = self.context.store
+        meta = dict(store.get_conversation(conversation_id).meta)
+        meta[PLUGIN] = {"template": selection.get("template", ""), "variables": dict(selection.get("variables", {}))}
+        store.update_conversation_meta(conversation_id, meta)
+
+
+state = State()
+
+
+@hookimpl
+def app_started(context: Any) -> None:
+    """Keep the context and load the template library."""
+    state.context = context
+    state.reload()
+
+
+@hookimpl
+def register_settings(register) -> None:
+    """This plugin's settings."""
+    register([
+        Option("default_template", str, "", "Template for conversations that have none; empty = no template."),
+        Option("samples", int, 5, "Self-consistency: how many answers to sample.", minimum=1, maximum=20),
+        Option("temperature", float, 0.8, "Self-consistency: sampling temperature.", minimum=0.0, maximum=2.0),
+    ])
+
+
+@hookimpl
+def register_prompt_templates(register) -> None:
+    """Register the templates that ship with Parley."""
+    templates, errors = builtin_templates()
+    for template in templates:
+        register(template)
+    for error in errors:
+        log.error("a built-in template is broken: %s", error)
+
+
+@hookimpl
+def prepare_turn(turn: Turn) -> None:
+    """Apply the conversation's template: system prompt, examples, wrapped message, preset, output schema."""
+    if state.library is None:
+        return
+    chosen = turn.plugin_options.get(PLUGIN) or {}
+    if chosen.get("template") is not None:
+        selection = {"template": chosen["template"], "variables": dict(chosen.get("variables") or {})}
+        state.remember(turn.conversation_id, selection)
+    else:
+        selection = state.selection_for(turn.conversation_id)
+    name = selection.get("template")
+    if not name:
+        return
+    try:
+        template = state.library.get(name)
+        rendered = template.render(turn.user_message, selection.get("variables"))
+    except TemplateError as exc:
+        # A broken template never breaks the chat: the message goes out as typed.
+        turn.add_note(f"Template not applied: {exc}")
+        log.warning("template not applied: %s", exc)
+        return
+    if rendered["system"]:
+        turn.replace_system(rendered["system"])
+    for question, answer in rendered["examples"]:
+        turn.add_example(question, answer)
+    if template.user:
+        turn.set_user_message(rendered["user"])
+    for key, value in template.preset.items():
+        turn.set_option(key, list(value) if isinstance(value, list) else value)
+    if template.json_schema:
+        turn.set_option("json_schema", template.json_schema)
+    strategy = chosen.get("strategy") or template.strategy.get("name") or ""
+    turn.plugin_options.setdefault(PLUGIN, {}).update(active=template.name, strategy=strategy)
+
+
+@hookimpl
+def generate_turn(turn: Turn, generate) -> TurnResult | None:
+    """Run self-consistency when the template (or the turn) asks for it; otherwise leave generation alone."""
+    options = turn.plugin_options.get(PLUGIN) or {}
+    if options.get("strategy") != SELF_CONSISTENCY or state.library is None:
+        return None
+    from desktop_app_prompt_templates.strategies import self_consistency
+
+    template = state.library.get(options["active"])
+    samples = int(options.get("samples") or template.strategy.get("samples") or state.setting("samples", 5))
+    temperature = float(template.strategy.get("temperature", state.setting("temperature", 0.8)))
+    return self_consistency(turn, generate, template, samples, temperature)
+
+
+class _TemplateOption(argparse.Action):
+    """Collects --template/--var/--strategy/--samples into ``args.plugin_options``."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        options = getattr(namespace, "plugin_options", None) or {}
+        mine = options.setdefault(PLUGIN, {})
+        if self.dest == "var":
+            key, sep, val = value.partition("=")
+            if not sep or not key.strip():
+                parser.error(f"--var needs KEY=VALUE, not {value!r}")
+            mine.setdefault("variables", {})[key.strip()] = val
+        elif self.dest == "samples":
+            mine["samples"] = int(value)
+        else:
+            mine[self.dest] = value
+        namespace.plugin_options = options
+
+
+@hookimpl
+def register_commands(subparsers) -> None:
+    """Add --template/--var to `parley chat`, and `parley templates ...`."""
+    chat = subparsers.choices.get("chat")
+    if chat is not None:
+        chat.add_argument("--template", action=_TemplateOption, help="answer with this prompt template")
+        chat.add_argument("--var", action=_TemplateOption, metavar="KEY=VALUE",
+                          help="a value for one of the template's variables (repeatable)")
+        chat.add_argument("--strategy", action=_TemplateOption, choices=[SELF_CONSISTENCY],
+                          help="how to generate: self-consistency samples several answers and votes")
+        chat.add_argument("--samples", action=_TemplateOption, type=int,
+                          help="self-consistency: how many answers to sample")
+    templates = subparsers.add_parser("templates", help="prompt templates").add_subparsers(
+        title="actions", metavar="ACTION", required=True)
+    p = templates.add_parser("list", help="list templates with their origin and variables")
+    p.set_defaults(handler=_cmd_list)
+    p = templates.add_parser("show", help="print a template as TOML")
+    p.add_argument("name")
+    p.set_defaults(handler=_cmd_show)
+    p = templates.add_parser("export", help="write a template to a TOML file")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.set_defaults(handler=_cmd_export)
+    p = templates.add_parser("import", help="add a template from a TOML file")
+    p.add_argument("file")
+    p.set_defaults(handler=_cmd_import)
+    p = templates.add_parser("duplicate", help="copy a template into your own templates")
+    p.add_argument("name")
+    p.add_argument("new_name", nargs="?")
+    p.set_defaults(handler=_cmd_duplicate)
+    p = templates.add_parser("delete", help="delete one of your templates")
+    p.add_argument("name")
+    p.set_defaults(handler=_cmd_delete)
+
+
+def _cmd_list(args, context) -> int:
+    library = state.library
+    for name, template in library.templates.items():
+        variables = ", ".join(template.variable_names)
+        extra = f"  [{variables}]" if variables else ""
+        print(f"{name}\t{template.origin}\t{template.description}{extra}")
+    for error in library.errors:
+        print(f"skipped: {error}")
+    return 0
+
+
+def _cmd_show(args, context) -> int:
+    from desktop_app_prompt_templates.templates import dump_template
+
+    print(dump_template(state.library.get(args.name)), end="")
+    return 0
+
+
+def _cmd_export(args, context) -> int:
+    state.library.export(args.name, args.file)
+    print(f"Wrote {args.file}.")
+    return 0
+
+
+def _cmd_import(args, context) -> int:
+    template = state.library.import_file(args.file)
+    print(f"Imported {template.name}.")
+    return 0
+
+
+def _cmd_duplicate(args, context) -> int:
+    template = state.library.duplicate(args.name, args.new_name)
+    print(f"Created {template.name} ({template.path}).")
+    return 0
+
+
+def _cmd_delete(args, context) -> int:
+    state.library.delete(args.name)
+    print(f"Deleted {args.name}.")
+    return 0
