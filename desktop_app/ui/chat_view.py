@@ -146,6 +146,22 @@ class MessageWidget(QFrame):
         self.body = MarkdownView(self)
         self.body.setAccessibleName(f"{who} text")
         layout.addWidget(self.body)
+        samples = message.stats.get("samples") or []
+        self.samples_view: MarkdownView | None = None
+        if samples:
+            # A strategy (e.g. self-consistency) produced several answers: let the user see them all.
+            self.samples_button = self._button(header, f"Samples ({len(samples)})", "Show every sampled answer")
+            self.samples_button.setCheckable(True)
+            self.samples_view = MarkdownView(self)
+            self.samples_view.setAccessibleName("Sampled answers")
+            votes = message.stats.get("votes") or {}
+            vote_text = ", ".join(f"“{k}”: {v}" for k, v in votes.items())
+            parts = [f"**Votes:** {vote_text}"] if vote_text else []
+            parts += [f"**Sample {i}**\n\n{text}" for i, text in enumerate(samples, 1)]
+            self.samples_view.set_markdown("\n\n---\n\n".join(parts), dark)
+            self.samples_view.hide()
+            layout.addWidget(self.samples_view)
+            self.samples_button.toggled.connect(self.samples_view.setVisible)
         self.set_text(message.content)
         self.set_status(message.status, message.stats)
 

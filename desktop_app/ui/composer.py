@@ -45,6 +45,10 @@ class Composer(QWidget):
         self.edit_banner.setObjectName("editBanner")
         self.edit_banner.hide()
         layout.addWidget(self.edit_banner)
+        #: Plugins' controls (e.g. the template picker) go in this row.
+        self.extras = QHBoxLayout()
+        self.extras.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(self.extras)
         row = QHBoxLayout()
         self.edit = _Edit(self)
         self.edit.setObjectName("composerEdit")
@@ -68,6 +72,10 @@ class Composer(QWidget):
         row.addLayout(buttons)
         layout.addLayout(row)
         self.busy = False
+
+    def add_extra(self, widget: QWidget) -> None:
+        """Put a plugin's control above the message box."""
+        self.extras.addWidget(widget)
 
     def set_busy(self, busy: bool) -> None:
         """Switch between Send (idle) and Stop (an answer is being written)."""

@@ -10,7 +10,7 @@ from typing import Callable
 
 from desktop_app.hookspecs import hookspec
 
-__all__ = ["register_panels", "register_actions"]
+__all__ = ["register_panels", "register_actions", "register_composer_widgets"]
 
 
 @hookspec
@@ -33,3 +33,14 @@ def register_actions(register: Callable[..., None]) -> None:
     """
 
 
+
+
+@hookspec
+def register_composer_widgets(register: Callable[..., None]) -> None:
+    """Add controls above the message box by calling ``register(factory)``.
+
+    ``factory(window, parent)`` returns a QWidget; ``window.conversation_shown(object)``
+    tells it which conversation is open (its id, or None for a new one), and
+    ``window.composer`` is the message box. Called on the GUI thread while the window is
+    built; must not block.
+    """

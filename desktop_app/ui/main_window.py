@@ -79,12 +79,14 @@ class MainWindow(QMainWindow):
     Signals:
         model_ready(str): a model finished loading (its path).
         model_failed(str): a model could not be loaded (the reason).
+        conversation_shown(object): the open conversation changed (its id, or None for a new chat).
         answer_finished(int): an answer was stored (its message id).
         error_shown(str): an error message is shown to the user.
     """
 
     model_ready = Signal(str)
     model_failed = Signal(str)
+    conversation_shown = Signal(object)
     answer_finished = Signal(int)
     error_shown = Signal(str)
 
@@ -248,8 +250,12 @@ class MainWindow(QMainWindow):
             if toolbar:
                 self.toolbar.addAction(action)
 
+        def add_composer_widget(factory: Callable[..., QWidget]) -> None:
+            self.composer.add_extra(factory(self, self.composer))
+
         hook.register_panels(register=add_panel)
         hook.register_actions(register=add_action)
+        hook.register_composer_widgets(register=add_composer_widget)
 
     # -- appearance and state -----------------------------------------------------------
     def apply_appearance(self) -> None:
@@ -408,6 +414,7 @@ class MainWindow(QMainWindow):
         self.sidebar.list.setCurrentRow(-1)
         self.composer.cancel_editing()
         self.composer.edit.setFocus()
+        self.conversation_shown.emit(None)
 
     @Slot(int)
     def show_conversation(self, conversation_id: int) -> None:
@@ -430,6 +437,7 @@ class MainWindow(QMainWindow):
             self.chat_view.set_messages(history, siblings)
         if self.sidebar.current_id() != conversation_id:
             self.sidebar.refresh(select=conversation_id)
+        self.conversation_shown.emit(conversation_id)
 
     @Slot(int)
     def _on_sidebar_conversation_deleted(self, conversation_id: int) -> None:

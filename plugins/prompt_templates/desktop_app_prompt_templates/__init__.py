@@ -267,3 +267,25 @@ def _cmd_delete(args, context) -> int:
     state.library.delete(args.name)
     print(f"Deleted {args.name}.")
     return 0
+
+
+@hookimpl
+def register_composer_widgets(register) -> None:
+    """The template picker and its variables, above the message box."""
+    from desktop_app_prompt_templates.ui import TemplateBar
+
+    register(lambda window, parent: TemplateBar(window, parent))
+
+
+@hookimpl
+def register_actions(register) -> None:
+    """Menu actions: improve the prompt, edit templates."""
+    from desktop_app_prompt_templates import ui
+
+    def open_editor(window) -> None:
+        editor = ui.TemplateEditor(window, None, window)
+        window.dialogs.append(editor)
+        editor.open()
+
+    register("Improve this prompt", ui.improve_prompt, shortcut="Ctrl+I")
+    register("Prompt templates…", open_editor)
