@@ -72,17 +72,21 @@ class State:
 
     def selection_for(self, conversation_id: int | None) -> dict[str, Any]:
         """The template choice that applies to a conversation."""
+        return self._selection(conversation_id)[0]
+
+    def _selection(self, conversation_id: int | None) -> tuple[dict[str, Any], bool]:
+        """(choice, whether the conversation itself remembered it)."""
         if conversation_id is not None and self.context is not None:
             try:
                 meta = self.context.store.get_conversation(conversation_id).meta.get(PLUGIN)
             except Exception:
                 meta = None
             if meta and "template" in meta:
-                return meta
+                return meta, True
         if self.selection.get("template"):
-            return self.selection
+            return self.selection, False
         default = self.setting("default_template", "")
-        return {"template": default, "variables": {}} if default else {}
+        return ({"template": default, "variables": {}} if default else {}), False
 
     def remember(self, conversation_id: int | None, selection: dict[str, Any]) -> None:
         """Store the choice with the conversation, so it is used again when it continues."""
@@ -134,7 +138,10 @@ def prepare_turn(turn: Turn) -> None:
         selection = {"template": chosen["template"], "variables": dict(chosen.get("variables") or {})}
         state.remember(turn.conversation_id, selection)
     else:
-        selection = state.selection_for(turn.conversation_id)
+        selection, remembered = state._selection(turn.conversation_id)
+        if selection and not remembered:
+            # A new conversation takes the picker's choice and keeps it from now on.
+            state.remember(turn.conversation_id, selection)
     name = selection.get("template")
     if not name:
         return

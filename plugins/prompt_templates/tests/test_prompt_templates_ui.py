@@ -1,0 +1,130 @@
+"""The template picker, editor and prompt improver in the real window (offscreen, real model)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot, paths):
+    from desktop_app.context import build_context
+    from desktop_app.ui.app import create_window
+
+    context = build_context(paths)
+    context.settings.set("generation.temperature", 0.0)
+    context.settings.set("generation.max_tokens", 48)
+    context.settings.set("model.context_length", 2048)
+    w = create_window(context)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: context.engine.loaded and not w.model_loading, timeout=60_000)
+    yield w
+    w.close()
+    context.close()
+
+
+def bar(window):
+    from desktop_app_prompt_templates.ui import TemplateBar
+
+    return window.findChild(TemplateBar)
+
+
+def send(qtbot, window, text):
+    qtbot.keyClicks(window.composer.edit, text)
+    with qtbot.waitSignal(window.answer_finished, timeout=120_000) as blocker:
+        qtbot.keyClick(window.composer.edit, Qt.Key_Return)
+    return window.context.store.get_message(blocker.args[0])
+
+
+def test_picking_a_template_with_a_variable_applies_it_and_is_remembered(qtbot, window):
+    picker = bar(window)
+    picker.combo.setCurrentIndex(picker.combo.findData("Translator"))
+    assert list(picker.fields) == ["language"] and picker.fields["language"].text() == "French"
+    picker.fields["language"].setText("Spanish")
+    picker.fields["language"].editingFinished.emit()
+    answer = send(qtbot, window, "Good night")
+    trace = window.context.store.get_trace(answer.id)
+    assert "Translate into Spanish:\n\nGood night" in trace["prompt"]
+    assert any(e["plugin"] == "prompt_templates" for e in trace["entries"])
+    conversation = window.current_conversation
+    assert window.context.store.get_conversation(conversation).meta["prompt_templates"] == {
+        "template": "Translator", "variables": {"language": "Spanish"}}
+    # A new chat starts from the picker's choice; going back shows the conversation's own.
+    window.new_conversation()
+    picker.combo.setCurrentIndex(picker.combo.findData(""))
+    window.show_conversation(conversation)
+    assert picker.combo.currentData() == "Translator" and picker.fields["language"].text() == "Spanish"
+
+
+def test_json_template_from_the_picker_gives_json(qtbot, window):
+    import json
+
+    picker = bar(window)
+    picker.combo.setCurrentIndex(picker.combo.findData("JSON extractor"))
+    answer = send(qtbot, window, "Ana is 40 and lives in Madrid.")
+    assert set(json.loads(answer.content)) == {"name", "age", "city"}
+
+
+def test_self_consistency_answer_shows_votes_and_samples(qtbot, window):
+    picker = bar(window)
+    picker.combo.setCurrentIndex(picker.combo.findData("Self-consistency reasoner"))
+    answer = send(qtbot, window, "What is 2 + 2?")
+    assert len(answer.stats["samples"]) == 5
+    widget = [w for w in window.chat_view.widgets if w.message.role == "assistant"][-1]
+    assert widget.samples_button.text() == "Samples (5)"
+    assert not widget.samples_view.isVisible()
+    qtbot.waitUntil(widget.isVisible)  # a widget added to a shown layout appears on the next event loop turn
+    widget.samples_button.click()
+    assert widget.samples_view.isVisible() and "Sample 5" in widget.samples_view.markdown
+
+
+def test_editor_creates_a_template_with_a_live_preview(qtbot, window):
+    from desktop_app_prompt_templates import state
+
+    editor = bar(window).open_editor()
+    editor.new_template()
+    editor.name.setText("Haiku writer")
+    editor.system.setPlainText("You write haiku about {{ topic }}.")
+    editor.variables.insertRow(0)
+    from PySide6.QtWidgets import QTableWidgetItem
+
+    editor.variables.setItem(0, 0, QTableWidgetItem("topic"))
+    editor.variables.setItem(0, 1, QTableWidgetItem("the sea"))
+    editor.update_preview()
+    preview = editor.preview.toPlainText()
+    assert preview.startswith("<|im_start|>system\nYou write haiku about the sea.<|im_end|>")
+    assert preview.rstrip().endswith("<|im_start|>assistant")
+    editor.system.setPlainText("{% if %}")
+    editor.update_preview()
+    assert editor.preview.toPlainText().startswith("⚠") and "system" in editor.preview.toPlainText()
+    editor.system.setPlainText("You write haiku about {{ topic }}.")
+    editor.save()
+    assert state.library.get("Haiku writer").origin == "user"
+    assert (window.context.paths.data_dir / "templates" / "new-template.toml").exists()
+    editor.reject()
+    assert bar(window).combo.findData("Haiku writer") > 0
+
+
+def test_improve_prompt_shows_a_diff_and_accepting_replaces_the_message(qtbot, window):
+    from desktop_app_prompt_templates.ui import improve_prompt
+
+    window.composer.edit.setPlainText("tell me about dogs")
+    dialog = improve_prompt(window)
+    qtbot.waitUntil(lambda: dialog.accept_button.isEnabled(), timeout=60_000)
+    assert dialog.suggestion and "span" in dialog.diff.toHtml()
+    dialog.accept()
+    assert window.composer.edit.toPlainText() == dialog.suggestion
+
+
+def test_improve_prompt_needs_a_message(qtbot, window):
+    from desktop_app_prompt_templates.ui import improve_prompt
+
+    window.composer.edit.clear()
+    with qtbot.waitSignal(window.error_shown):
+        assert improve_prompt(window) is None
