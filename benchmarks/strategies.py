@@ -36,14 +36,17 @@ FEW_SHOT = {
 
 
 def number_in(text: str, template_name: str, library) -> str:
-    """The answer a strategy gave: the marked final answer if any, else the first number."""
+    """The answer a strategy gave: the marked final answer if any, else the last number.
+
+    The last number, as usual for free-text arithmetic answers ("... so 4 + 29 is 33").
+    """
     if template_name in library.templates and library.get(template_name).answer_pattern:
         candidate = library.get(template_name).extract_answer(text)
         found = re.findall(r"-?\d+", candidate.replace(",", ""))
         if found:
             return found[-1]
     found = re.findall(r"-?\d+", text.replace(",", ""))
-    return found[0] if found else ""
+    return found[-1] if found else ""
 
 
 def main() -> None:

@@ -560,6 +560,11 @@ class MainWindow(QMainWindow):
             + (f" · {dropped} oldest messages left out" if dropped else "")
         )
         self._report_plugin_failures()
+        # Plugins' notes about this turn (e.g. a template that could not be applied) are shown.
+        trace = self.context.store.get_trace(message_id) or {}
+        notes = [f"{e['plugin']}: {e['content']}" for e in trace.get("entries", []) if e.get("kind") == "note"]
+        if notes:
+            self.show_error("\n".join(notes))
         self.answer_finished.emit(message_id)
 
     @Slot(int, str)

@@ -50,6 +50,7 @@ class Sidebar(QWidget):
         self.list.setWordWrap(True)
         layout.addWidget(self.list, 1)
         buttons = QHBoxLayout()
+        buttons.setSpacing(2)
         self.new_button = QPushButton("New chat")
         self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
         self.new_button.setAccessibleName("New chat")
@@ -58,6 +59,9 @@ class Sidebar(QWidget):
         self.delete_button = QPushButton("Delete")
         self.delete_button.setAccessibleName("Delete conversation")
         for b in (self.new_button, self.rename_button, self.delete_button):
+            # Compact buttons keep the sidebar narrow on small screens.
+            b.setStyleSheet("padding: 3px 6px;")
+            b.setMinimumWidth(0)
             buttons.addWidget(b)
         layout.addLayout(buttons)
         self.new_button.clicked.connect(self.new_requested)

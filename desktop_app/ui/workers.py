@@ -156,12 +156,20 @@ class _Task(QRunnable):
         try:
             result = self.fn()
         except ParleyError as exc:
-            self.signals.failed.emit(str(exc))
+            self._emit(self.signals.failed, str(exc))
         except Exception as exc:
             log.error("background task failed: %s", traceback.format_exc())
-            self.signals.failed.emit(f"{type(exc).__name__}: {exc}")
+            self._emit(self.signals.failed, f"{type(exc).__name__}: {exc}")
         else:
-            self.signals.finished.emit(result)
+            self._emit(self.signals.finished, result)
+
+    @staticmethod
+    def _emit(signal, value: Any) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:
+            # The app is shutting down and the receiver is gone: nobody is waiting for this result.
+            log.debug("background task finished after its receiver was deleted")
 
 
 def run_task(fn: Callable[[], Any], on_done: Callable[[Any], None],

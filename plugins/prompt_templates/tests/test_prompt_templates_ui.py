@@ -128,3 +128,39 @@ def test_improve_prompt_needs_a_message(qtbot, window):
     window.composer.edit.clear()
     with qtbot.waitSignal(window.error_shown):
         assert improve_prompt(window) is None
+
+
+def test_a_template_that_cannot_be_applied_is_shown_and_the_message_goes_out(qtbot, window):
+    picker = bar(window)
+    picker.combo.setCurrentIndex(picker.combo.findData("Translator"))
+    picker.fields["language"].setText("")
+    picker.fields["language"].editingFinished.emit()
+    from desktop_app_prompt_templates import state
+
+    # A variable without a value: the user's own template uses it without a default.
+    state.library.save(state.library.get("Translator").__class__("Needs topic", user="About {{ topic }}: {{ message }}"))
+    picker.fill()
+    picker.combo.setCurrentIndex(picker.combo.findData("Needs topic"))
+    state.selection = {"template": "Needs topic", "variables": {}}
+    with qtbot.waitSignal(window.error_shown, timeout=60_000) as blocker:
+        send(qtbot, window, "Hello there")
+    assert "topic" in blocker.args[0] and "prompt_templates" in blocker.args[0]
+    history = window.context.store.history(window.current_conversation)
+    assert history[-1].status == "complete"
+
+
+def test_broken_template_files_are_flagged_in_the_picker(qtbot, paths):
+    from desktop_app.context import build_context
+    from desktop_app.ui.app import create_window
+
+    (paths.data_dir / "templates").mkdir(parents=True, exist_ok=True)
+    (paths.data_dir / "templates" / "oops.toml").write_text('name = "Oops"\nsystem = "{{ x"\n')
+    context = build_context(paths)
+    w = create_window(context, load_model=False)
+    qtbot.addWidget(w)
+    try:
+        assert bar(w).problems.text() == "⚠ 1 skipped"
+        assert "oops.toml" in bar(w).problems.toolTip()
+    finally:
+        w.close()
+        context.close()
