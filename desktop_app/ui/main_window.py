@@ -438,6 +438,8 @@ class MainWindow(QMainWindow):
         if self.sidebar.current_id() != conversation_id:
             self.sidebar.refresh(select=conversation_id)
         self.conversation_shown.emit(conversation_id)
+        # Saved now, not only on close, so a crash still reopens this conversation.
+        self.save_state()
 
     @Slot(int)
     def _on_sidebar_conversation_deleted(self, conversation_id: int) -> None:

@@ -162,7 +162,7 @@ class TemplateEditor(QDialog):
         self.window = window
         self.setWindowTitle("Prompt templates")
         self.setObjectName("templateEditor")
-        self.resize(1000, 700)
+        self.resize(1000, 720)
         outer = QHBoxLayout(self)
         splitter = QSplitter(Qt.Horizontal)
         outer.addWidget(splitter)
@@ -194,9 +194,9 @@ class TemplateEditor(QDialog):
         self.advanced = QPlainTextEdit()
         self.advanced.setPlaceholderText('answer_pattern = "..."\n[preset]\ntemperature = 0.2\n[output.json_schema]\n...')
         mono = QFontDatabase.systemFont(QFontDatabase.FixedFont)
-        for widget, height in ((self.system, 70), (self.user, 60), (self.variables, 90), (self.examples, 100),
-                               (self.advanced, 80)):
-            widget.setMaximumHeight(height + 40)
+        for widget, height in ((self.system, 64), (self.user, 56), (self.variables, 72), (self.examples, 80),
+                               (self.advanced, 64)):
+            widget.setMaximumHeight(height)
         self.advanced.setFont(mono)
         for label, widget in (("Name", self.name), ("Origin", self.origin), ("Description", self.description),
                               ("System prompt", self.system), ("Message wrapper", self.user),
@@ -223,6 +223,7 @@ class TemplateEditor(QDialog):
         self.preview.setAccessibleName("Prompt preview")
         self.preview.setReadOnly(True)
         self.preview.setFont(mono)
+        self.preview.setMinimumHeight(180)
         form_layout.addWidget(self.preview, 1)
         buttons = QDialogButtonBox()
         self.save_button = buttons.addButton("Save", QDialogButtonBox.AcceptRole)
@@ -329,6 +330,12 @@ class TemplateEditor(QDialog):
             template = self.template()
             original = state.library.templates.get(self.editing) if self.editing else None
             replacing = self.editing if original is not None and original.origin == "user" else None
+            if replacing is None and template.name in state.library.templates:
+                # Saving a built-in (or a plugin's) template makes the user's own copy of it.
+                base, n = f"{template.name} copy", 2
+                template.name = base
+                while template.name in state.library.templates:
+                    template.name, n = f"{base} {n}", n + 1
             saved = state.library.save(template, replacing=replacing)
         except TemplateError as exc:
             QMessageBox.warning(self, "Template", str(exc))

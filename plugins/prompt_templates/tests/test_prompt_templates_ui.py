@@ -164,3 +164,16 @@ def test_broken_template_files_are_flagged_in_the_picker(qtbot, paths):
     finally:
         w.close()
         context.close()
+
+
+def test_saving_a_built_in_template_makes_a_copy(qtbot, window):
+    from desktop_app_prompt_templates import state
+
+    editor = bar(window).open_editor()
+    editor.refresh("Translator")
+    editor.system.setPlainText("You translate like a poet.")
+    editor.save()
+    assert state.library.get("Translator").system.startswith("You are a professional")
+    copy = state.library.get("Translator copy")
+    assert copy.origin == "user" and copy.system == "You translate like a poet."
+    editor.reject()
