@@ -355,25 +355,6 @@ class Engine:
                 return
             yield from self._generate(loaded, prompt, tokens, options, started, dropped)
 
-    def stream_prompt(self, prompt: str, options: GenerationOptions | None = None) -> Iterator[Event]:
-        """Stream a continuation of a raw, already rendered prompt (no chat template)."""
-        options = options or GenerationOptions()
-        with self._lock:
-            self._cancel.clear()
-            started = time.perf_counter()
-            try:
-                loaded = self._require()
-                tokens = self.tokenize(prompt)
-            except EngineError as exc:
-                yield ErrorEvent(str(exc))
-                return
-            if len(tokens) >= loaded.n_ctx:
-                yield ErrorEvent(
-                    f"The prompt is {len(tokens)} tokens but the context window holds {loaded.n_ctx}."
-                )
-                return
-            yield from self._generate(loaded, prompt, tokens, options, started, 0)
-
     def _generate(
         self,
         loaded: _Loaded,
