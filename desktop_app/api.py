@@ -11,7 +11,9 @@ A minimal plugin::
 Everything here is kept stable: names are only added, never renamed.
 """
 
+from desktop_app.core.chat_template import bounded_sandbox
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
+from desktop_app.core.paths import atomic_write_text
 from desktop_app.core.settings import Option
 from desktop_app.core.turn import (
     Adapter,
@@ -39,5 +41,7 @@ __all__ = [
     "TraceEntry",
     "Turn",
     "TurnResult",
+    "atomic_write_text",
+    "bounded_sandbox",
     "hookimpl",
 ]

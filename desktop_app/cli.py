@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = AppPaths.default()
     # Plugins may add subcommands, so they are loaded before parsing (they are light by contract).
-    settings_file = paths.settings_file
-    disabled = Settings.load(settings_file).get("plugins.disabled") if settings_file.exists() else []
-    host = PluginHost(disabled=disabled, plugins_dir=paths.plugins_dir).load_all()
+    # Read once: a corrupt file is moved aside by this read, and its warning must reach the user.
+    settings = Settings.load(paths.ensure().settings_file)
+    host = PluginHost(disabled=settings.get("plugins.disabled"), plugins_dir=paths.plugins_dir).load_all()
     parser = build_parser(host)
     args = parser.parse_args(argv)
     handler: Callable[..., Any] = getattr(args, "handler", _run_gui)
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from desktop_app.core.store import StoreError
 
     try:
-        context = build_context(paths, host=host)
+        context = build_context(paths, host=host, settings=settings)
     except StoreError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 1
@@ -181,6 +181,7 @@ def _cmd_chat(args: argparse.Namespace, context: Any) -> int:
 
     def ask(question: str) -> int:
         # Ctrl+C stops the answer (it is kept, marked incomplete) instead of killing Parley.
+        context.engine.reset_cancel()
         previous = signal.signal(signal.SIGINT, lambda *_: context.engine.cancel())
         try:
             outcome = context.chat.send(conversation.id, question, on_event, options=overrides,

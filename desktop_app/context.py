@@ -57,13 +57,23 @@ class AppContext:
         return Path(self.models.get(wanted).path)
 
     def load_model(self, name_or_path: str | None = None) -> list[str]:
-        """Load a model into the engine (see :meth:`Engine.load`) and tell the plugins."""
+        """Load a model into the engine (see :meth:`Engine.load`) and tell the plugins.
+
+        Plugins hear ``model_unloading`` only once the new file passed its checks, and
+        ``model_loaded`` whenever a model is loaded afterwards, even the previous one again
+        after a failed switch.
+        """
+        from desktop_app.core.models import check_gguf_file
+
         path = self.model_path(name_or_path)
+        check_gguf_file(path)  # refuse a bad file before anyone lets go of the current model
         if self.engine.loaded:
             self.plugins.hook.model_unloading(engine=self.engine)
-        warnings = self.engine.load(path, self.load_config())
-        self.plugins.hook.model_loaded(engine=self.engine)
-        return warnings
+        try:
+            return self.engine.load(path, self.load_config())
+        finally:
+            if self.engine.loaded:
+                self.plugins.hook.model_loaded(engine=self.engine)
 
     def close(self) -> None:
         """Free the model and close the store."""
@@ -74,14 +84,15 @@ class AppContext:
         self.store.close()
 
 
-def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = None) -> AppContext:
+def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = None,
+                  settings: Settings | None = None) -> AppContext:
     """Create folders, read settings, open the store and load the plugins (not the model).
 
     Pass ``host`` to reuse a plugin host that is already loaded (the CLI loads it first
     because plugins add subcommands).
     """
     paths = (paths or AppPaths.default()).ensure()
-    settings = Settings.load(paths.settings_file)
+    settings = settings or Settings.load(paths.settings_file)
     if host is None:
         host = PluginHost(disabled=settings.get("plugins.disabled"), plugins_dir=paths.plugins_dir)
         host.load_all()

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from desktop_app import hookspecs
+from desktop_app.core.errors import EngineError
 from desktop_app.core.turn import current_plugin
 
 __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "LOAD_ENV", "PluginHost", "PluginRecord"]
@@ -184,6 +185,10 @@ class PluginHost:
             token = current_plugin.set(name)
             try:
                 return fn(*args, **kwargs)
+            except EngineError:
+                # A generation failure passing through a strategy is the engine's, not the
+                # plugin's: the turn reports it and the plugin stays on.
+                raise
             except Exception as exc:
                 log.exception("plugin %s failed in %s", name, hook_name)
                 if record is not None:

@@ -12,7 +12,12 @@ import datetime
 import logging
 from typing import Any
 
-__all__ = ["ChatTemplate", "CHATML_TEMPLATE"]
+__all__ = ["ChatTemplate", "CHATML_TEMPLATE", "bounded_sandbox"]
+
+#: Longest text a template may build with * or ** (far beyond any real prompt).
+MAX_TEMPLATE_TEXT = 1_000_000
+#: Largest range() a template may loop over.
+MAX_TEMPLATE_RANGE = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +29,48 @@ CHATML_TEMPLATE = (
 )
 
 
+def bounded_sandbox(**options: Any):
+    """A Jinja sandbox that also refuses to build huge strings, lists or numbers.
+
+    Jinja's own sandbox stops attribute tricks but not ``{{ "x" * 10**10 }}``, which would
+    freeze the app or exhaust memory; templates come from model files and shared template
+    files, so they are not trusted.
+    """
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+                raise SecurityError("exponent too large in a template")
+            if operator == "*":
+                for seq, count in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(count, int) \
+                            and len(seq) * count > MAX_TEMPLATE_TEXT:
+                        raise SecurityError("a template tried to build a huge text")
+            return super().call_binop(context, operator, left, right)
+
+    env = BoundedSandbox(**options)
+
+    def bounded_range(*args: int):
+        r = range(*args)
+        if len(r) > MAX_TEMPLATE_RANGE:
+            raise SecurityError(f"range() longer than {MAX_TEMPLATE_RANGE} in a template")
+        return r
+
+    env.globals["range"] = bounded_range
+    return env
+
+
 class ChatTemplate:
     """A compiled chat template. ``source`` None or empty means the ChatML fallback."""
 
     def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = ""):
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.is_fallback = not source
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env = bounded_sandbox(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
         self._fallback = env.from_string(CHATML_TEMPLATE)

@@ -335,8 +335,17 @@ class Engine:
 
     # -- generation ------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Stop the running generation before its next token (safe from any thread)."""
+        """Stop the running generation before its next token, or the next one if none runs yet.
+
+        Safe from any thread. The generation that stops consumes the request, so pressing Stop
+        while a turn is still queued (behind a model load, or between the samples of a
+        strategy) is not lost.
+        """
         self._cancel.set()
+
+    def reset_cancel(self) -> None:
+        """Forget a Stop that no generation consumed (call before starting new work)."""
+        self._cancel.clear()
 
     def stream_chat(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
@@ -344,7 +353,6 @@ class Engine:
         """Stream an answer to ``messages``; the last event is a DoneEvent or an ErrorEvent."""
         options = options or GenerationOptions()
         with self._lock:
-            self._cancel.clear()
             started = time.perf_counter()
             try:
                 loaded = self._require()
@@ -385,6 +393,7 @@ class Engine:
             first_at = 0.0
             while stats.generated_tokens < limit:
                 if self._cancel.is_set():
+                    self._cancel.clear()  # this generation consumed the Stop
                     finish = "cancelled"
                     break
                 token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
@@ -494,11 +503,12 @@ def _build_sampler(loaded: _Loaded, options: GenerationOptions):
     """Build llama.cpp's native sampler chain for ``options``."""
     import llama_cpp
 
+    # Converting the schema may fail: do it before anything needs freeing.
+    grammar_text = options.grammar or (json_schema_grammar(options.json_schema) if options.json_schema else None)
     params = llama_cpp.llama_sampler_chain_default_params()
     params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(params)
     add = llama_cpp.llama_sampler_chain_add
-    grammar_text = options.grammar or (json_schema_grammar(options.json_schema) if options.json_schema else None)
     if grammar_text:
         grammar = llama_cpp.llama_sampler_init_grammar(loaded.vocab, grammar_text.encode("utf-8"), b"root")
         if not grammar:

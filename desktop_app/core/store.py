@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from desktop_app.core.errors import ParleyError
+
 __all__ = [
     "Conversation",
     "Message",
@@ -34,7 +36,7 @@ ROLES = ("system", "user", "assistant", "tool")
 STATUSES = ("complete", "incomplete", "error")
 
 
-class StoreError(Exception):
+class StoreError(ParleyError):
     """A store operation failed in a way the user can act on (unknown id, bad import file...)."""
 
 
@@ -287,6 +289,10 @@ class Store:
             if conv is None:
                 raise StoreError(f"There is no conversation {conversation_id}.")
             parent = conv["current_leaf"] if parent_id is ... else parent_id
+            if parent is not None:
+                owner = db.execute("SELECT conversation_id FROM messages WHERE id=?", (parent,)).fetchone()
+                if owner is None or owner[0] != conversation_id:
+                    raise StoreError(f"Message {parent} is not part of conversation {conversation_id}.")
             cur = db.execute(
                 "INSERT INTO messages(conversation_id, parent_id, role, content, created, model,"
                 " options, stats, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

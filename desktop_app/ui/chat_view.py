@@ -51,6 +51,10 @@ class MarkdownView(QTextBrowser):
         self.code_blocks: list[str] = []
         self.markdown = ""
 
+    def loadResource(self, kind: int, url: QUrl):  # noqa: N802 - Qt override
+        """Never load anything from disk or elsewhere (the Markdown renderer emits no images anyway)."""
+        return None
+
     def set_markdown(self, text: str, dark: bool) -> None:
         """Render ``text`` as Markdown."""
         self.markdown = text
@@ -178,12 +182,12 @@ class MessageWidget(QFrame):
         self.message.content = text
         self.body.set_markdown(text, self.dark)
 
-    def set_status(self, status: str, stats: dict[str, Any] | None = None) -> None:
-        """Show whether the answer is complete, stopped or failed."""
+    def set_status(self, status: str, stats: dict[str, Any] | None = None, *, streaming: bool = False) -> None:
+        """Show whether the answer is complete, being written, stopped or failed."""
         self.message.status = status
         stats = stats or {}
         if status == "incomplete":
-            text = "stopped — partial answer" if stats.get("finish_reason") == "cancelled" or stats else "writing…"
+            text = "writing…" if streaming else "stopped — partial answer"
         elif status == "error":
             text = "failed: " + str(stats.get("error", "unknown error"))
         else:
@@ -282,7 +286,7 @@ class ChatView(QScrollArea):
     def begin_stream(self, message: Message) -> MessageWidget:
         """Add the answer being written; tokens go to :meth:`append_text`."""
         widget = self.add_message(message)
-        widget.set_status("incomplete")
+        widget.set_status("incomplete", streaming=True)
         self._stream_widget = widget
         self._stream_text = message.content
         self._dirty = False

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from desktop_app.core.errors import ParleyError
 from desktop_app.core.models import DEFAULT_MODEL_NAME
 from desktop_app.core.paths import atomic_write_text
+from desktop_app.core.store import StoreError
 from desktop_app.ui.chat_view import ChatView
 from desktop_app.ui.composer import Composer
 from desktop_app.ui.dialogs.inspector import PromptInspector
@@ -422,9 +423,11 @@ class MainWindow(QMainWindow):
         store = self.context.store
         try:
             history = store.history(conversation_id)
-        except ParleyError as exc:
+        except (ParleyError, StoreError) as exc:
             self.show_error(str(exc))
             return
+        if conversation_id != self.current_conversation:
+            self.composer.cancel_editing()  # an edit belongs to the conversation it was started in
         self.current_conversation = conversation_id
         siblings = {m.id: [s.id for s in store.siblings(m)] for m in history}
         streaming = self.generating_conversation == conversation_id and history and history[-1].role == "assistant"
@@ -514,7 +517,9 @@ class MainWindow(QMainWindow):
         self.client.regenerate_requested.emit(self.current_conversation, None)
 
     def _start_turn(self, conversation_id: int, *, incremental: bool) -> None:
+        self.context.engine.reset_cancel()  # a Stop from before this turn must not end it
         self.generating_conversation = conversation_id
+        self.sidebar.busy_conversation = conversation_id
         self.stream_text = ""
         self._incremental = incremental
         self.composer.set_busy(True)
@@ -576,6 +581,7 @@ class MainWindow(QMainWindow):
 
     def _end_turn(self, conversation_id: int, message_id: int | None) -> None:
         self.generating_conversation = None
+        self.sidebar.busy_conversation = None
         self.composer.set_busy(False)
         if conversation_id == self.current_conversation:
             streamed = self.chat_view.end_stream()

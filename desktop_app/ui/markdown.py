@@ -1,7 +1,7 @@
 """Markdown to the HTML subset Qt's text browser shows, with highlighted code blocks.
 
-Raw HTML in a message is shown as text, never interpreted: a model's answer cannot inject
-markup, load files or run anything. Each code block gets a "Copy" link whose address is
+Raw HTML in a message is shown as text, never interpreted, and images become links: a
+model's answer cannot inject markup, load files or run anything. Each code block gets a "Copy" link whose address is
 ``copy-code:<n>``; the view copies block ``n`` when it is clicked.
 """
 
@@ -30,7 +30,17 @@ def _parser():
     md.enable(["table", "strikethrough"])
     md.add_render_rule("fence", _render_fence)
     md.add_render_rule("code_block", _render_fence)
+    md.add_render_rule("image", _render_image)
     return md
+
+
+def _render_image(self, tokens, idx, options, env) -> str:
+    # An image would make the view read a file (or a device) from disk: show a link instead.
+    token = tokens[idx]
+    src = html.escape(token.attrGet("src") or "", quote=True)
+    alt = html.escape(token.content or "image")
+    return f'<a href="{src}">[image: {alt}]</a>'
+
 
 
 def _colours(dark: bool) -> tuple[str, str, str]:

@@ -72,6 +72,8 @@ class Sidebar(QWidget):
         self._search_timer.timeout.connect(self.refresh)
         self.search.textChanged.connect(lambda _: self._search_timer.start())
         self._updating = False
+        #: The conversation being answered right now; it cannot be deleted until the answer ends.
+        self.busy_conversation: int | None = None
 
     def refresh(self, select: int | None = None) -> None:
         """Reload the list (or the search results) and keep or set the selection."""
@@ -125,6 +127,10 @@ class Sidebar(QWidget):
         """Delete the selected conversation after confirmation."""
         conv_id = self.current_id()
         if conv_id is None:
+            return
+        if conv_id == self.busy_conversation:
+            QMessageBox.information(self, "Delete conversation",
+                                    "This conversation is being answered. Stop the answer first.")
             return
         title = self.store.get_conversation(conv_id).title
         answer = QMessageBox.question(

@@ -312,3 +312,24 @@ def test_the_fast_sampler_chain_picks_exactly_what_the_textbook_chain_picks(engi
         reference = generate(_reference_chain(engine, options))
         engine.clear_cache()
     assert fast == reference
+
+
+def test_a_stop_before_generation_starts_is_not_lost(engine):
+    options = GenerationOptions(temperature=0, max_tokens=50)
+    messages = [SYSTEM, ChatMessage("user", "Tell me a story.")]
+    engine.cancel()  # e.g. Stop pressed while the turn waited behind a model load
+    first = list(engine.stream_chat(messages, options))[-1]
+    assert first.finish_reason == "cancelled" and first.stats.generated_tokens == 0
+    second = list(engine.stream_chat(messages, options))[-1]  # the Stop was consumed
+    assert second.finish_reason in ("stop", "length") and second.stats.generated_tokens > 0
+    engine.cancel()
+    engine.reset_cancel()  # new work forgets a Stop nobody consumed
+    assert list(engine.stream_chat(messages, options))[-1].stats.generated_tokens > 0
+
+
+def test_templates_cannot_build_huge_texts():
+    template = ChatTemplate("{{ 'x' * 10**10 }}{% for m in messages %}{{ m.content }}{% endfor %}")
+    # The model's template is refused for this prompt; the fallback renders instead of freezing.
+    assert template.render([{"role": "user", "content": "Hi"}]).startswith("<|im_start|>user")
+    loops = ChatTemplate("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}")
+    assert "<|im_start|>" in loops.render([{"role": "user", "content": "Hi"}])

@@ -354,3 +354,29 @@ def test_a_generation_error_is_shown_and_the_window_stays_usable(qtbot, window):
     with qtbot.waitSignal(window.model_ready, timeout=60_000):
         window.load_model(None)
     send(qtbot, window, "Now?")
+
+
+def test_markdown_images_never_load_files(qtbot):
+    from desktop_app.ui.chat_view import MarkdownView
+    from desktop_app.ui.markdown import render_markdown
+
+    rendered = render_markdown("Look: ![secret](/etc/passwd) and ![zero](/dev/zero)")
+    assert "<img" not in rendered.html and 'href="/etc/passwd"' in rendered.html
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    view.set_markdown("![zero](/dev/zero)", False)  # would read forever if loaded
+    assert "[image: zero]" in view.toPlainText()
+
+
+def test_an_edit_is_dropped_when_switching_conversations(qtbot, window):
+    send(qtbot, window, "First chat")
+    first = window.current_conversation
+    user = [w for w in window.chat_view.widgets if w.message.role == "user"][0]
+    qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    send(qtbot, window, "Second chat")
+    window.show_conversation(first)
+    user = [w for w in window.chat_view.widgets if w.message.role == "user"][0]
+    user.edit_button.click()
+    assert window.composer.editing is not None
+    window.sidebar.list.setCurrentRow(0)  # the second chat
+    assert window.current_conversation != first and window.composer.editing is None

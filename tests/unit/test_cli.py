@@ -129,3 +129,9 @@ def test_version(argv, capsys):
         main(argv)
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith("parley ")
+
+
+def test_a_corrupt_settings_file_is_reported(paths, capsys):
+    paths.settings_file.write_text("[broken")
+    assert main(["models", "list"]) == 0
+    assert "could not be read" in capsys.readouterr().err

@@ -162,3 +162,12 @@ def test_siblings_and_latest_leaf_let_the_window_switch_branches(store):
     assert store.latest_leaf(q2.id) == a2.id
     assert store.latest_leaf(q1.id) == a2b.id  # the newest branch wins
     assert store.latest_leaf(a2b.id) == a2b.id
+
+
+def test_a_parent_from_another_conversation_is_refused(store):
+    a = chat(store, ("a question", "an answer"))
+    b = chat(store, ("b question", "b answer"))
+    foreign = store.history(a.id)[0]
+    with pytest.raises(StoreError, match="not part of conversation"):
+        store.add_message(b.id, "user", "edited", parent_id=foreign.parent_id if foreign.parent_id else foreign.id)
+    assert len(store.all_messages(b.id)) == 2

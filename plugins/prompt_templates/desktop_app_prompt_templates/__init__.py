@@ -144,15 +144,25 @@ def prepare_turn(turn: Turn) -> None:
             state.remember(turn.conversation_id, selection)
     name = selection.get("template")
     if not name:
-        return
+        return  # generate_turn still honours a --strategy given without a template
     try:
         template = state.library.get(name)
-        rendered = template.render(turn.user_message, selection.get("variables"))
+        apply_template(turn, template, selection.get("variables"))
     except TemplateError as exc:
         # A broken template never breaks the chat: the message goes out as typed.
         turn.add_note(f"Template not applied: {exc}")
         log.warning("template not applied: %s", exc)
         return
+    strategy = chosen.get("strategy") or template.strategy.get("name") or ""
+    turn.plugin_options.setdefault(PLUGIN, {}).update(active=template.name, strategy=strategy)
+
+
+def apply_template(turn: Turn, template: PromptTemplate, values: dict[str, Any] | None) -> None:
+    """Put a template into a turn: system prompt, examples, wrapped message, preset, output schema.
+
+    Renders everything first, so a template that fails leaves the turn untouched.
+    """
+    rendered = template.render(turn.user_message, values)
     if rendered["system"]:
         turn.replace_system(rendered["system"])
     for question, answer in rendered["examples"]:
@@ -163,8 +173,6 @@ def prepare_turn(turn: Turn) -> None:
         turn.set_option(key, list(value) if isinstance(value, list) else value)
     if template.json_schema:
         turn.set_option("json_schema", template.json_schema)
-    strategy = chosen.get("strategy") or template.strategy.get("name") or ""
-    turn.plugin_options.setdefault(PLUGIN, {}).update(active=template.name, strategy=strategy)
 
 
 @hookimpl
@@ -174,8 +182,12 @@ def generate_turn(turn: Turn, generate) -> TurnResult | None:
     if options.get("strategy") != SELF_CONSISTENCY or state.library is None:
         return None
     from desktop_app_prompt_templates.strategies import self_consistency
+    from desktop_app_prompt_templates.templates import PromptTemplate
 
-    template = state.library.get(options["active"])
+    # Without a template (or one that could not be applied), vote on the whole answers.
+    active = options.get("active")
+    template = state.library.templates.get(active) if active else None
+    template = template or PromptTemplate("(no template)", origin="strategy")
     samples = int(options.get("samples") or template.strategy.get("samples") or state.setting("samples", 5))
     temperature = float(template.strategy.get("temperature", state.setting("temperature", 0.8)))
     return self_consistency(turn, generate, template, samples, temperature)

@@ -8,26 +8,16 @@ so nothing is hidden and every template's origin is visible.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from desktop_app.api import atomic_write_text
 
 from desktop_app_prompt_templates.templates import PromptTemplate, TemplateError, dump_template, load_template
 
 __all__ = ["TemplateLibrary", "BUILTIN_DIR"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def builtin_templates() -> tuple[list[PromptTemplate], list[str]]:
@@ -102,7 +92,7 @@ class TemplateLibrary:
         if template.name != replacing and template.name in self.templates:
             raise TemplateError(f"A template called {template.name!r} already exists.")
         path = old.path if old is not None and old.path else self._free_path(template.name)
-        _atomic_write(path, dump_template(template))
+        atomic_write_text(path, dump_template(template))
         self.load(self._registered)
         return self.get(template.name)
 
@@ -140,7 +130,7 @@ class TemplateLibrary:
 
     def export(self, name: str, path: Path) -> None:
         """Write a template to ``path`` as TOML."""
-        _atomic_write(Path(path), dump_template(self.get(name)))
+        atomic_write_text(Path(path), dump_template(self.get(name)))
 
 
 def load_template_text(text: str, name: str) -> PromptTemplate:

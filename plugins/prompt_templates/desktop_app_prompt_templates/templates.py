@@ -160,10 +160,10 @@ def normalise_answer(text: str) -> str:
 
 def _environment(undefined=None):
     from jinja2 import Undefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(undefined=undefined or Undefined, autoescape=False,
-                                         keep_trailing_newline=False)
+    from desktop_app.api import bounded_sandbox
+
+    return bounded_sandbox(undefined=undefined or Undefined, autoescape=False, keep_trailing_newline=False)
 
 
 def load_template(path: Path, origin: str = "user") -> PromptTemplate:
@@ -180,13 +180,16 @@ def load_template(path: Path, origin: str = "user") -> PromptTemplate:
 def template_from_dict(data: dict[str, Any], *, origin: str = "user", path: Path | None = None) -> PromptTemplate:
     """Build a template from parsed TOML data."""
     where = str(path) if path else "template"
+    for key in ("preset", "variables", "strategy", "output"):
+        if key in data and not isinstance(data[key], dict):
+            raise TemplateError(f"{where}: {key} must be a table, like [{key}].")
+    if "examples" in data and not isinstance(data["examples"], list):
+        raise TemplateError(f"{where}: examples must be a list of [[examples]] tables.")
     try:
         examples = [(str(e["user"]), str(e["assistant"])) for e in data.get("examples", [])]
     except (KeyError, TypeError):
         raise TemplateError(f"{where}: every example needs a user and an assistant text.") from None
     output = data.get("output", {}) or {}
-    if not isinstance(output, dict):
-        raise TemplateError(f"{where}: [output] must be a table.")
     schema = output.get("json_schema")
     if schema is not None and not isinstance(schema, dict):
         raise TemplateError(f"{where}: output.json_schema must be a table (a JSON schema).")

@@ -301,18 +301,21 @@ class TemplateEditor(QDialog):
         """Render the prompt as the model will see it, through its own chat template."""
         try:
             template = self.template()
-            rendered = template.render(self.sample.text())
-            messages = []
-            if rendered["system"]:
-                messages.append(ChatMessage("system", rendered["system"]))
-            for question, answer in rendered["examples"]:
-                messages += [ChatMessage("user", question), ChatMessage("assistant", answer)]
-            messages.append(ChatMessage("user", rendered["user"]))
-            engine = self.window.context.engine
+            from desktop_app.api import Turn
+
+            from desktop_app_prompt_templates import apply_template
+
+            # The same steps a real turn takes, so the preview is the prompt the model will see.
+            context = self.window.context
+            turn = Turn(None, self.sample.text())
+            turn.add_system(context.settings.get("chat.system_prompt") or context.chat.default_system_prompt())
+            apply_template(turn, template, None)
+            engine = context.engine
             if engine.loaded:
-                text = engine.render(messages)
+                text = engine.render(turn.messages())
             else:
-                text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages) + "\n\n(no model loaded: shown without its chat template)"
+                text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in turn.messages()) + \
+                    "\n\n(no model loaded: shown without its chat template)"
             extras = []
             if template.preset:
                 extras.append("preset: " + ", ".join(f"{k}={v}" for k, v in template.preset.items()))
@@ -448,6 +451,8 @@ def improve_prompt(window: Any) -> ImproveDialog | None:
     dialog = ImproveDialog(text, window)
     engine = window.context.engine
 
+    request = {"running": False, "abandoned": False}
+
     def ask() -> str:
         from desktop_app.api import EngineError
 
@@ -455,7 +460,10 @@ def improve_prompt(window: Any) -> ImproveDialog | None:
                     ChatMessage("user", f"Improve this prompt:\n\n{text}")]
         done = None
         for event in engine.stream_chat(messages, GenerationOptions(temperature=0.3, max_tokens=256)):
+            request["running"] = True  # the engine is ours now: Discard may stop it
             done = event
+            if request["abandoned"]:
+                break
         if done is None or not hasattr(done, "finish_reason"):
             raise EngineError(getattr(done, "message", "The model could not answer."))
         return done.text
@@ -463,9 +471,14 @@ def improve_prompt(window: Any) -> ImproveDialog | None:
     def accepted() -> None:
         window.composer.edit.setPlainText(dialog.suggestion)
 
+    def discarded() -> None:
+        request["abandoned"] = True
+        # Stop the model only if it is writing our suggestion, never someone else's answer.
+        if request["running"] and not dialog.suggestion:
+            engine.cancel()
+
     dialog.accepted.connect(accepted)
-    # Discarding while the model still writes stops it.
-    dialog.rejected.connect(lambda: engine.cancel() if not dialog.suggestion else None)
+    dialog.rejected.connect(discarded)
     run_task(ask, dialog.show_suggestion, dialog.show_error)
     window.dialogs.append(dialog)
     dialog.open()

@@ -90,3 +90,25 @@ def test_stop_cancels_all_samples(context):
     assert outcome.result.finish_reason == "cancelled"
     assert outcome.message.status == "incomplete"
     assert len(outcome.message.stats["samples"]) < 5
+
+
+def test_strategy_without_a_template_votes_on_whole_answers(context):
+    conv = context.store.create_conversation()
+    outcome = context.chat.send(conv.id, "Say yes or no.", options={"max_tokens": 8, "seed": 3},
+                                plugin_options={"prompt_templates": {"strategy": "self-consistency", "samples": 3}})
+    assert isinstance(outcome, TurnFinished) and len(outcome.message.stats["samples"]) == 3
+    assert context.plugins.records["prompt_templates"].status == "enabled"
+
+
+def test_a_generation_failure_inside_the_strategy_fails_the_turn_not_the_plugin(context):
+    from desktop_app.core.chat import TurnFailed
+
+    context.engine.unload()
+    try:
+        conv = context.store.create_conversation()
+        outcome = context.chat.send(conv.id, "What is 1 + 1?",
+                                    plugin_options={"prompt_templates": {"template": "Self-consistency reasoner"}})
+        assert isinstance(outcome, TurnFailed) and "No model is loaded" in outcome.error
+        assert context.plugins.records["prompt_templates"].status == "enabled"
+    finally:
+        context.load_model(None)

@@ -210,3 +210,19 @@ def test_templates_from_other_plugins_are_registered(paths):
         assert any("Broken" in e or "oops" in e for e in library.errors)
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("content", ['name = "S"\nstrategy = "self-consistency"', 'name = "S"\npreset = 3',
+                                     'name = "S"\nvariables = ["a"]', 'name = "S"\nexamples = "none"'])
+def test_fields_of_the_wrong_kind_are_reported_not_crashing(tmp_path, content):
+    path = tmp_path / "t.toml"
+    path.write_text(content)
+    with pytest.raises(TemplateError, match="must be a"):
+        load_template(path)
+
+
+def test_templates_cannot_build_huge_texts():
+    with pytest.raises(TemplateError):
+        PromptTemplate("Big", user="{{ 'x' * 10**10 }}").render("m")
+    with pytest.raises(TemplateError):
+        PromptTemplate("Loop", user="{% for i in range(10**7) %}x{% endfor %}").render("m")
