@@ -214,11 +214,14 @@ class ChatService:
             result = self.hooks.generate_turn(turn=turn, generate=generate)
             if result is None:
                 result = generate(turn)
-        except EngineError as exc:
+        except Exception as exc:
+            # Whatever went wrong, the partial answer is kept and marked, never left "being written".
+            message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, EngineError):
+                log.exception("turn failed")
             partial = getattr(exc, "partial", "") or writer.text
-            self.store.update_message(answer.id, content=partial, status="error",
-                                      stats={"error": str(exc)})
-            failed = TurnFailed(str(exc), self.store.get_message(answer.id))
+            self.store.update_message(answer.id, content=partial, status="error", stats={"error": message})
+            failed = TurnFailed(message, self.store.get_message(answer.id))
             on_event(failed)
             return failed
 

@@ -87,6 +87,34 @@ class MarkdownView(QTextBrowser):
             QDesktopServices.openUrl(url)
 
 
+class SourcesView(QLabel):
+    """The passages an answer was given, numbered as the model cites them; a click opens the file."""
+
+    def __init__(self, sources: list[dict[str, Any]], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("sources")
+        self.setAccessibleName("Sources")
+        self.setWordWrap(True)
+        self.setTextFormat(Qt.RichText)
+        self.setOpenExternalLinks(False)
+        self.setTextInteractionFlags(Qt.TextBrowserInteraction)
+        self.linkActivated.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
+        import html as _html
+
+        rows = []
+        for number, source in enumerate(sources, 1):
+            meta = source.get("metadata") or {}
+            path = meta.get("path")
+            label = _html.escape(str(source.get("source", "")))
+            link = f'<a href="{QUrl.fromLocalFile(path).toString()}">{label}</a>' if path else label
+            snippet = _html.escape(" ".join(str(source.get("text", "")).split())[:160])
+            score = source.get("score")
+            score_text = f" · score {score:.3f}" if isinstance(score, (int, float)) else ""
+            rows.append(f"<b>[{number}]</b> {link}{score_text}<br><span style='color:gray'>{snippet}…</span>")
+        self.setText("<b>Sources</b><br>" + "<br>".join(rows))
+        self.sources = sources
+
+
 class MessageWidget(QFrame):
     """One message with its actions.
 
@@ -103,7 +131,7 @@ class MessageWidget(QFrame):
     branch_requested = Signal(int)
 
     def __init__(self, message: Message, dark: bool, *, siblings: list[int] | None = None,
-                 last: bool = False, parent: QWidget | None = None):
+                 last: bool = False, sources: list[dict[str, Any]] | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.message = message
         self.dark = dark
@@ -150,6 +178,8 @@ class MessageWidget(QFrame):
         self.body = MarkdownView(self)
         self.body.setAccessibleName(f"{who} text")
         layout.addWidget(self.body)
+        if sources:
+            layout.addWidget(SourcesView(sources, self))
         samples = message.stats.get("samples") or []
         self.samples_view: MarkdownView | None = None
         if samples:
@@ -246,25 +276,31 @@ class ChatView(QScrollArea):
         self.widgets = []
         self._placeholder.show()
 
-    def set_messages(self, messages: list[Message], siblings: dict[int, list[int]] | None = None) -> None:
-        """Show ``messages`` (one branch, oldest first); ``siblings`` maps ids to their alternatives."""
+    def set_messages(self, messages: list[Message], siblings: dict[int, list[int]] | None = None,
+                     sources: dict[int, list[dict[str, Any]]] | None = None) -> None:
+        """Show ``messages`` (one branch, oldest first); ``siblings`` maps ids to their
+        alternatives, ``sources`` maps answer ids to the passages they were given."""
         self.clear()
         siblings = siblings or {}
+        sources = sources or {}
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
         for i, message in enumerate(messages):
-            self.add_message(message, siblings.get(message.id), last=i == last_assistant)
+            self.add_message(message, siblings.get(message.id), last=i == last_assistant,
+                             sources=sources.get(message.id))
         self.scroll_to_bottom()
 
-    def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False) -> MessageWidget:
+    def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False,
+                    sources: list[dict[str, Any]] | None = None) -> MessageWidget:
         """Append one message widget."""
         self._placeholder.hide()
-        widget = self._make(message, siblings, last)
+        widget = self._make(message, siblings, last, sources)
         self._layout.insertWidget(self._layout.count() - 1, widget)
         self.widgets.append(widget)
         return widget
 
-    def _make(self, message: Message, siblings: list[int] | None, last: bool) -> MessageWidget:
-        widget = MessageWidget(message, self.dark, siblings=siblings, last=last, parent=self._inner)
+    def _make(self, message: Message, siblings: list[int] | None, last: bool,
+              sources: list[dict[str, Any]] | None = None) -> MessageWidget:
+        widget = MessageWidget(message, self.dark, siblings=siblings, last=last, sources=sources, parent=self._inner)
         widget.edit_requested.connect(self.edit_requested)
         widget.regenerate_requested.connect(self.regenerate_requested)
         widget.inspect_requested.connect(self.inspect_requested)
@@ -272,10 +308,10 @@ class ChatView(QScrollArea):
         return widget
 
     def replace_message(self, old: MessageWidget, message: Message, siblings: list[int] | None = None,
-                        last: bool = False) -> MessageWidget:
+                        last: bool = False, sources: list[dict[str, Any]] | None = None) -> MessageWidget:
         """Swap one message widget for a fresh one (e.g. when an answer is finished), in place."""
         index = self._layout.indexOf(old)
-        widget = self._make(message, siblings, last)
+        widget = self._make(message, siblings, last, sources)
         self._layout.insertWidget(index, widget)
         self.widgets[self.widgets.index(old)] = widget
         old.setParent(None)

@@ -210,6 +210,7 @@ class MainWindow(QMainWindow):
         self._action(settings_menu, "&Preferences…", self.open_settings, "Ctrl+,")
         self._action(settings_menu, "P&lugins…", self.open_plugins)
         self._action(settings_menu, "&Add model…", self.add_model_dialog)
+        self.view_menu = menu.addMenu("&View")
         self.plugins_menu = menu.addMenu("&Plugins")
         self.plugins_menu.menuAction().setVisible(False)
         help_menu = menu.addMenu("&Help")
@@ -243,6 +244,12 @@ class MainWindow(QMainWindow):
             dock.setObjectName(f"panel-{title}")
             dock.setWidget(factory(self.context, dock))
             self.addDockWidget(_AREAS.get(area, Qt.RightDockWidgetArea), dock)
+            # Panels open from the View menu or the toolbar (the window remembers which are open),
+            # so a small screen is not crowded by panels nobody asked for.
+            dock.hide()
+            toggle = dock.toggleViewAction()
+            self.view_menu.addAction(toggle)
+            self.toolbar.addAction(toggle)
 
         def add_action(text: str, callback: Callable[[Any], Any], shortcut: str | None = None,
                        toolbar: bool = False) -> None:
@@ -430,19 +437,26 @@ class MainWindow(QMainWindow):
             self.composer.cancel_editing()  # an edit belongs to the conversation it was started in
         self.current_conversation = conversation_id
         siblings = {m.id: [s.id for s in store.siblings(m)] for m in history}
+        sources = {m.id: self._sources(m.id) for m in history if m.role == "assistant"}
         streaming = self.generating_conversation == conversation_id and history and history[-1].role == "assistant"
         if streaming:
-            self.chat_view.set_messages(history[:-1], siblings)
+            self.chat_view.set_messages(history[:-1], siblings, sources)
             answer = history[-1]
             answer.content = self.stream_text
             self.chat_view.begin_stream(answer)
         else:
-            self.chat_view.set_messages(history, siblings)
+            self.chat_view.set_messages(history, siblings, sources)
         if self.sidebar.current_id() != conversation_id:
             self.sidebar.refresh(select=conversation_id)
         self.conversation_shown.emit(conversation_id)
         # Saved now, not only on close, so a crash still reopens this conversation.
         self.save_state()
+
+    def _sources(self, message_id: int) -> list[dict[str, Any]]:
+        """The passages (context blocks) an answer was given, from its stored trace."""
+        trace = self.context.store.get_trace(message_id) or {}
+        return [e["content"] for e in trace.get("entries", [])
+                if e.get("kind") == "context" and isinstance(e.get("content"), dict)]
 
     @Slot(int)
     def _on_sidebar_conversation_deleted(self, conversation_id: int) -> None:
@@ -588,7 +602,8 @@ class MainWindow(QMainWindow):
             if self._incremental and streamed is not None and message_id is not None:
                 store = self.context.store
                 answer = store.get_message(message_id)
-                self.chat_view.replace_message(streamed, answer, [m.id for m in store.siblings(answer)], last=True)
+                self.chat_view.replace_message(streamed, answer, [m.id for m in store.siblings(answer)], last=True,
+                                               sources=self._sources(message_id))
             else:
                 self.show_conversation(conversation_id)
         self.sidebar.refresh(select=self.current_conversation)

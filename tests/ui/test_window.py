@@ -235,8 +235,12 @@ def test_plugins_can_add_a_panel_and_an_action(qtbot, make_window, paths, monkey
         "    register('Say hi', lambda window: clicked.append(window), shortcut='Ctrl+Shift+H', toolbar=True)\n"
     )
     window = make_window(wait_model=False)
-    docks = window.findChildren(QDockWidget)
-    assert [d.windowTitle() for d in docks] == ["Notes"] and docks[0].widget().text() == "my notes"
+    docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
+    assert set(docks) == {"Notes", "Documents"} and docks["Notes"].widget().text() == "my notes"
+    assert not docks["Notes"].isVisible()
+    toggle = [a for a in window.view_menu.actions() if a.text() == "Notes"][0]
+    toggle.trigger()
+    assert docks["Notes"].isVisible()
     actions = [a for a in window.plugins_menu.actions() if a.text() == "Say hi"]
     assert actions and window.plugins_menu.menuAction().isVisible()
     actions[0].trigger()

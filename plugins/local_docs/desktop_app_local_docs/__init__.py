@@ -152,3 +152,15 @@ def register_commands(subparsers) -> None:
     from desktop_app_local_docs import cli
 
     cli.register(subparsers)
+
+
+@hookimpl
+def register_panels(register) -> None:
+    """The Documents side panel."""
+
+    def make(context, parent):
+        from desktop_app_local_docs.ui import DocumentsPanel
+
+        return DocumentsPanel(context, parent.window(), parent)
+
+    register("Documents", make, area="right")

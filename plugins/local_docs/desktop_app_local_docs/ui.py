@@ -1,0 +1,255 @@
+"""The Documents panel: collections, which ones the open conversation uses, indexing progress
+(cancellable), the skip report, and a background check that keeps the index up to date while
+the app runs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop_app_local_docs import state
+
+__all__ = ["DocumentsPanel", "WATCH_INTERVAL_MS"]
+
+#: How often the folders are checked for changes while the app runs (a quick stat of each file).
+WATCH_INTERVAL_MS = 30_000
+
+
+class _Bridge(QObject):
+    progressed = Signal(object)
+    finished = Signal(str, object)
+    failed = Signal(str, str)
+
+
+class DocumentsPanel(QWidget):
+    """Manage collections and index them without ever blocking the window."""
+
+    def __init__(self, context: Any, window: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.context = context
+        self.window = window
+        self.setObjectName("documentsPanel")
+        layout = QVBoxLayout(self)
+        hint = QLabel("Tick the collections this conversation answers from.")
+        hint.setWordWrap(True)
+        layout.addWidget(hint)
+        self.list = QListWidget()
+        self.list.setAccessibleName("Document collections")
+        self.list.setWordWrap(True)
+        layout.addWidget(self.list, 1)
+        row = QHBoxLayout()
+        self.add_button = QPushButton("Add folder…")
+        self.index_button = QPushButton("Update")
+        self.remove_button = QPushButton("Remove")
+        for b in (self.add_button, self.index_button, self.remove_button):
+            b.setStyleSheet("padding: 3px 6px;")
+            row.addWidget(b)
+        layout.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setAccessibleName("Indexing progress")
+        self.progress.hide()
+        layout.addWidget(self.progress)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout.addWidget(self.status)
+        self.cancel_button = QPushButton("Stop indexing")
+        self.cancel_button.hide()
+        layout.addWidget(self.cancel_button)
+        self.report_button = QPushButton("Skipped files…")
+        self.report_button.hide()
+        layout.addWidget(self.report_button)
+
+        self.bridge = _Bridge()
+        self.bridge.progressed.connect(self._on_progress)
+        self.bridge.finished.connect(self._on_finished)
+        self.bridge.failed.connect(self._on_failed)
+        self.add_button.clicked.connect(self.add_folder_dialog)
+        self.index_button.clicked.connect(lambda: self.start_index(self.current_name()))
+        self.remove_button.clicked.connect(self.remove_current)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.report_button.clicked.connect(self.show_report)
+        self.list.itemChanged.connect(self._on_item_changed)
+        window.conversation_shown.connect(self.show_selection)
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._queue: list[str] = []
+        self.last_report: Any = None
+        self.watch = QTimer(self, interval=WATCH_INTERVAL_MS)
+        self.watch.timeout.connect(self.check_for_changes)
+        self.watch.start()
+        self.refresh()
+        if self.list.count():
+            # Load the embedding model now, off the GUI thread, so the first question is not slow.
+            threading.Thread(target=lambda: state.index.embedder.model, name="parley-embedder-warmup",
+                             daemon=True).start()
+
+    # -- collections ----------------------------------------------------------------------
+    def refresh(self) -> None:
+        """List the collections (ticked when the open conversation uses them)."""
+        chosen, _ = state.collections_for(self.window.current_conversation)
+        self.list.blockSignals(True)
+        self.list.clear()
+        for name, info in state.index.collections().items():
+            item = QListWidgetItem(f"{name}\n{info['files']} files, {info['chunks']} chunks"
+                                   + (f", {info['skipped']} skipped" if info["skipped"] else ""))
+            item.setData(Qt.UserRole, name)
+            item.setToolTip("\n".join(info["paths"]))
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked if name in chosen else Qt.Unchecked)
+            self.list.addItem(item)
+        self.list.blockSignals(False)
+
+    def show_selection(self, conversation_id: Any) -> None:
+        """Show which collections a conversation answers from."""
+        self.refresh()
+
+    def checked(self) -> list[str]:
+        """The ticked collections."""
+        return [self.list.item(i).data(Qt.UserRole) for i in range(self.list.count())
+                if self.list.item(i).checkState() == Qt.Checked]
+
+    def current_name(self) -> str | None:
+        """The selected collection."""
+        item = self.list.currentItem()
+        return item.data(Qt.UserRole) if item else None
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        chosen = self.checked()
+        state.selection = chosen
+        state.remember(self.window.current_conversation, chosen)
+
+    def add_folder_dialog(self) -> None:
+        """Pick a folder and a collection name, then index it."""
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of documents")
+        if not folder:
+            return
+        from pathlib import Path
+
+        name, ok = QInputDialog.getText(self, "Collection", "Collection name:", text=Path(folder).name)
+        if ok and name.strip():
+            self.add_folder(name.strip(), folder)
+
+    def add_folder(self, name: str, folder: str) -> None:
+        """Add a folder to a collection (created if needed), tick it, and index it."""
+        from desktop_app_local_docs.index import DocsError
+
+        try:
+            state.index.add_collection(name, [folder])
+        except DocsError as exc:
+            self.window.show_error(str(exc))
+            return
+        self.refresh()
+        for i in range(self.list.count()):
+            if self.list.item(i).data(Qt.UserRole) == name:
+                self.list.item(i).setCheckState(Qt.Checked)
+        self.start_index(name)
+
+    def remove_current(self) -> None:
+        """Forget the selected collection (the files are not touched)."""
+        name = self.current_name()
+        if not name or self.indexing:
+            return
+        if QMessageBox.question(self, "Remove collection",
+                                f"Forget “{name}”? Your files are not touched.") == QMessageBox.Yes:
+            state.index.remove_collection(name)
+            state.selection = [n for n in state.selection if n != name]
+            self.refresh()
+
+    # -- indexing -------------------------------------------------------------------------
+    @property
+    def indexing(self) -> bool:
+        """Whether an indexing run is going on."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start_index(self, name: str | None) -> None:
+        """Index a collection in the background (queued if another run is going on)."""
+        if not name:
+            return
+        if self.indexing:
+            if name not in self._queue:
+                self._queue.append(name)
+            return
+        self._cancel.clear()
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.status.setText(f"Indexing {name}…")
+        bridge, cancel, index = self.bridge, self._cancel, state.index
+
+        def run() -> None:
+            try:
+                report = index.index(name, progress=bridge.progressed.emit, cancel=cancel)
+            except Exception as exc:  # reported in the panel; the app goes on
+                bridge.failed.emit(name, f"{type(exc).__name__}: {exc}")
+            else:
+                bridge.finished.emit(name, report)
+
+        self._thread = threading.Thread(target=run, name="parley-indexer", daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Stop indexing after the current file; the next run continues where it stopped."""
+        self._cancel.set()
+        self._queue.clear()
+
+    def _on_progress(self, p: Any) -> None:
+        self.progress.setRange(0, max(1, p.files_total))
+        self.progress.setValue(p.files_done)
+        eta = f", about {p.eta:.0f} s left" if p.eta else ""
+        self.status.setText(f"{p.files_done}/{p.files_total} files, {p.chunks} chunks, {p.rate:.0f} chunks/s{eta}")
+
+    def _on_finished(self, name: str, report: Any) -> None:
+        self.last_report = report
+        self.progress.hide()
+        self.cancel_button.hide()
+        state_text = "stopped — Update continues where it stopped" if report.cancelled else "up to date"
+        self.status.setText(f"{name}: {state_text}. {report.indexed} indexed, {report.unchanged} unchanged, "
+                            f"{len(report.skipped)} skipped, {report.removed} removed ({report.seconds:.1f} s).")
+        self.report_button.setVisible(bool(state.index.skipped(name)))
+        self._report_name = name
+        self.refresh()
+        if self._queue:
+            self.start_index(self._queue.pop(0))
+
+    def _on_failed(self, name: str, message: str) -> None:
+        self.progress.hide()
+        self.cancel_button.hide()
+        self.status.setText(f"{name}: indexing failed.")
+        self.window.show_error(f"Indexing {name} failed: {message}")
+
+    def show_report(self) -> None:
+        """List the files the last indexed collection skipped, and why."""
+        name = getattr(self, "_report_name", None) or self.current_name()
+        if not name:
+            return
+        skipped = state.index.skipped(name)
+        text = "\n".join(f"{path}: {reason}" for path, reason in skipped.items()) or "Nothing was skipped."
+        box = QMessageBox(QMessageBox.Information, f"Skipped in {name}", f"{len(skipped)} files were not indexed.",
+                          QMessageBox.Close, self)
+        box.setDetailedText(text)
+        box.open()
+
+    def check_for_changes(self) -> None:
+        """Bring every collection up to date (unchanged files cost one stat each)."""
+        if self.indexing:
+            return
+        names = list(state.index.collections())
+        if names:
+            self._queue = names[1:]
+            self.start_index(names[0])
