@@ -164,3 +164,30 @@ def register_panels(register) -> None:
         return DocumentsPanel(context, parent.window(), parent)
 
     register("Documents", make, area="right")
+
+
+@hookimpl
+def register_tools(register) -> None:
+    """`search_documents`: lets the model search the user's collections itself (with the tools plugin)."""
+    from desktop_app.api import Tool
+
+    def search_documents(query: str, collection: str = "", k: int = 5) -> list[dict[str, Any]]:
+        names = [collection] if collection else list(state.index.collections())
+        hits = state.index.search(names, query, k=int(k), min_similarity=state.setting("min_similarity", 0.2))
+        return [{"text": h.text, "path": h.path, "page": h.page, "score": round(h.score, 4)} for h in hits]
+
+    register(Tool(
+        name="search_documents",
+        description="Search the user's local document collections and return matching passages with their files.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "What to look for."},
+                "collection": {"type": "string", "description": "A collection name; empty searches all."},
+                "k": {"type": "integer", "description": "How many passages (1-20).", "minimum": 1, "maximum": 20},
+            },
+            "required": ["query"],
+        },
+        function=search_documents,
+        requires_approval=False,
+    ))

@@ -41,6 +41,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
 );
 """
 RRF_K = 60
+#: Chunks of several files are embedded together (sorted by length, in full batches: faster)
+#: once this many chunks or files are waiting; a stopped run redoes at most that much.
+FLUSH_CHUNKS = 256
+FLUSH_FILES = 32
 
 
 class DocsError(ValueError):
@@ -239,6 +243,8 @@ class DocsIndex:
             "SELECT path, size, mtime, hash, status FROM files WHERE collection=?", (name,))}
         vectors = self._vectors(name)
         present = set()
+        pending: list[tuple] = []
+        pending_chunks = 0
         for number, path in enumerate(files, 1):
             if cancel is not None and cancel.is_set():
                 report.cancelled = True
@@ -265,12 +271,19 @@ class DocsIndex:
                                         (st.st_size, st.st_mtime, name, key))
                     report.unchanged += 1
                 else:
-                    self._index_file(name, path, st, digest, vectors, report)
+                    prepared = self._prepare_file(name, path, st, digest, vectors, report)
+                    if prepared is not None:
+                        pending.append(prepared)
+                        pending_chunks += len(prepared[3])
+                    if pending_chunks >= FLUSH_CHUNKS or len(pending) >= FLUSH_FILES:
+                        self._flush(name, pending, vectors, report)
+                        pending_chunks = 0
             if progress is not None:
                 elapsed = time.perf_counter() - started
                 rate = report.chunks / elapsed if elapsed > 0 else 0.0
                 eta = elapsed / number * (len(files) - number) if number else None
                 progress(Progress(number, len(files), report.chunks, key, rate, eta))
+        self._flush(name, pending, vectors, report)
         if not report.cancelled:
             for path in set(known) - present:
                 self._remove_file(name, path, vectors)
@@ -278,8 +291,9 @@ class DocsIndex:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _index_file(self, name: str, path: Path, st: os.stat_result, digest: str, vectors: Any,
-                    report: IndexReport) -> None:
+    def _prepare_file(self, name: str, path: Path, st: os.stat_result, digest: str, vectors: Any,
+                      report: IndexReport) -> tuple | None:
+        """Read and chunk one file; None when it is skipped (recorded with the reason)."""
         key = str(path)
         try:
             sections = extract(path, self.max_bytes)
@@ -288,29 +302,40 @@ class DocsIndex:
         except SkipFile as exc:
             self._remove_file(name, key, vectors)
             self._mark_skipped(name, key, str(exc), report, st, digest)
-            return
+            return None
         ids = [hashlib.sha1(f"{key}\0{i}\0{c.text}".encode()).hexdigest() for i, c in enumerate(chunks)]
-        embeddings = self.embedder.encode([c.text for c in chunks])
-        # Old chunks of this file go first; the new ones are written before the file is marked done,
-        # so a run stopped half-way redoes this file (same ids) instead of leaving a mix.
-        self._remove_file(name, key, vectors)
-        metadatas = [{"path": key, "page": c.page or 0, "heading": c.heading or "", "start": c.start}
-                     for c in chunks]
-        for batch in range(0, len(ids), 500):
-            part = slice(batch, batch + 500)
-            vectors.upsert(ids=ids[part], embeddings=embeddings[part], documents=[c.text for c in chunks[part]],
-                           metadatas=metadatas[part])
-        with self._lock:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO chunks(id, collection, path, page, heading, start, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(i, name, key, c.page, c.heading, c.start, c.text) for i, c in zip(ids, chunks)])
-            self.db.execute(
-                "INSERT OR REPLACE INTO files(collection, path, size, mtime, hash, status, reason, chunks)"
-                " VALUES (?, ?, ?, ?, ?, 'indexed', NULL, ?)", (name, key, st.st_size, st.st_mtime, digest, len(ids)))
-            self.db.execute("COMMIT")
-        report.indexed += 1
-        report.chunks += len(ids)
+        return key, st, digest, chunks, ids
+
+    def _flush(self, name: str, pending: list[tuple], vectors: Any, report: IndexReport) -> None:
+        """Embed the chunks of several files in one go (bigger batches run faster), then store each file."""
+        if not pending:
+            return
+        texts = [c.text for _, _, _, chunks, _ in pending for c in chunks]
+        embeddings = self.embedder.encode(texts) if texts else []
+        position = 0
+        for key, st, digest, chunks, ids in pending:
+            vectors_of_file = embeddings[position:position + len(chunks)]
+            position += len(chunks)
+            # Old chunks of this file go first; the new ones are written before the file is marked
+            # done, so a run stopped half-way redoes this file (same ids) instead of leaving a mix.
+            self._remove_file(name, key, vectors)
+            if ids:
+                vectors.upsert(ids=ids, embeddings=vectors_of_file, documents=[c.text for c in chunks],
+                               metadatas=[{"path": key, "page": c.page or 0, "heading": c.heading or "",
+                                           "start": c.start} for c in chunks])
+            with self._lock:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "INSERT INTO chunks(id, collection, path, page, heading, start, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(i, name, key, c.page, c.heading, c.start, c.text) for i, c in zip(ids, chunks)])
+                self.db.execute(
+                    "INSERT OR REPLACE INTO files(collection, path, size, mtime, hash, status, reason, chunks)"
+                    " VALUES (?, ?, ?, ?, ?, 'indexed', NULL, ?)",
+                    (name, key, st.st_size, st.st_mtime, digest, len(ids)))
+                self.db.execute("COMMIT")
+            report.indexed += 1
+            report.chunks += len(ids)
+        pending.clear()
 
     def _mark_skipped(self, name: str, key: str, reason: str, report: IndexReport,
                       st: os.stat_result | None = None, digest: str = "") -> None:

@@ -85,6 +85,8 @@ class DocumentsPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.report_button.clicked.connect(self.show_report)
         self.list.itemChanged.connect(self._on_item_changed)
+        self.list.itemDoubleClicked.connect(lambda item: self.rename(item.data(Qt.UserRole)))
+        self.list.setToolTip("Double-click a collection to rename it.")
         window.conversation_shown.connect(self.show_selection)
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,6 +161,21 @@ class DocumentsPanel(QWidget):
             if self.list.item(i).data(Qt.UserRole) == name:
                 self.list.item(i).setCheckState(Qt.Checked)
         self.start_index(name)
+
+    def rename(self, name: str | None) -> None:
+        """Ask for a new name for a collection."""
+        from desktop_app_local_docs.index import DocsError
+
+        if not name or self.indexing:
+            return
+        new, ok = QInputDialog.getText(self, "Rename collection", "New name:", text=name)
+        if ok and new.strip() and new.strip() != name:
+            try:
+                state.index.rename_collection(name, new.strip())
+            except DocsError as exc:
+                self.window.show_error(str(exc))
+            state.selection = [new.strip() if n == name else n for n in state.selection]
+            self.refresh()
 
     def remove_current(self) -> None:
         """Forget the selected collection (the files are not touched)."""
