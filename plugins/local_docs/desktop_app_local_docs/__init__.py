@@ -95,8 +95,9 @@ state = State()
 
 @hookimpl
 def app_started(context: Any) -> None:
-    """Keep the context; the index opens when first needed."""
+    """Keep the context (a fresh start: nothing from an earlier context carries over)."""
     state.close()
+    state.__init__()
     state.context = context
 
 

@@ -103,7 +103,8 @@ state = State()
 
 @hookimpl
 def app_started(context: Any) -> None:
-    """Keep the context and load the template library."""
+    """Keep the context and load the template library (nothing from an earlier context carries over)."""
+    state.__init__()
     state.context = context
     state.reload()
 
