@@ -40,7 +40,7 @@ def main() -> None:
         context.settings.set("generation.temperature", 0.0)
         context.settings.set("generation.max_tokens", 200)
         window = create_window(context, load_model=False)
-        window.resize(1180, 780)
+        window.resize(1280, 800)
         window.show()
 
         def wait_for(signal) -> None:
@@ -68,6 +68,28 @@ def main() -> None:
             path = out_dir / f"screenshot-{theme}.png"
             window.grab().save(str(path))
             print(f"wrote {path.relative_to(ROOT)}")
+        # Documents: the panel open, and an answer with its sources.
+        from PySide6.QtWidgets import QDockWidget
+
+        from desktop_app_local_docs.ui import DocumentsPanel
+
+        context.settings.set("ui.theme", "light")
+        window.apply_appearance()
+        window.new_conversation()
+        dock = [d for d in window.findChildren(QDockWidget) if d.windowTitle() == "Documents"][0]
+        dock.show()
+        panel = window.findChild(DocumentsPanel)
+        panel.add_folder("Harbourline handbook", str(ROOT / "tests" / "data" / "docs"))
+        wait_for(panel.bridge.finished)
+        window.send("Who is the lead engineer of Project Orca?")
+        wait_for(window.answer_finished)
+        for _ in range(5):
+            QApplication.processEvents()
+        window.chat_view.verticalScrollBar().setValue(0)
+        QApplication.processEvents()
+        path = out_dir / "screenshot-documents.png"
+        window.grab().save(str(path))
+        print(f"wrote {path.relative_to(ROOT)}")
         window.close()
         context.close()
 

@@ -97,6 +97,8 @@ class DocumentsPanel(QWidget):
         self.watch.start()
         self.refresh()
         if self.list.count():
+            # Finish any run an earlier session left half-done, and pick up changes made meanwhile.
+            QTimer.singleShot(5_000, self.check_for_changes)
             # Load the embedding model now, off the GUI thread, so the first question is not slow.
             threading.Thread(target=lambda: state.index.embedder.model, name="parley-embedder-warmup",
                              daemon=True).start()
