@@ -40,7 +40,13 @@ class Embedder:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-                from sentence_transformers import SentenceTransformer
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    from desktop_app_local_docs.index import DocsError
+
+                    raise DocsError(f"Reading documents needs sentence-transformers, which is not installed "
+                                    f"here ({exc}). Install Parley with pip (see the README).") from exc
 
                 self._model = SentenceTransformer(resolve_embedder(self.name), device="cpu")
             return self._model

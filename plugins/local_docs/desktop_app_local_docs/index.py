@@ -43,8 +43,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
 RRF_K = 60
 #: Chunks of several files are embedded together (sorted by length, in full batches: faster)
 #: once this many chunks or files are waiting; a stopped run redoes at most that much.
-FLUSH_CHUNKS = 256
-FLUSH_FILES = 32
+FLUSH_CHUNKS = 512
+FLUSH_FILES = 64
 
 
 class DocsError(ValueError):
@@ -112,8 +112,12 @@ class DocsIndex:
         """chromadb's persistent client (imported on first use), telemetry off."""
         if self._client is None:
             os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-            import chromadb
-            from chromadb.config import Settings
+            try:
+                import chromadb
+                from chromadb.config import Settings
+            except ImportError as exc:
+                raise DocsError(f"Searching documents needs chromadb, which is not installed here ({exc}). "
+                                "Install Parley with pip (see the README).") from exc
 
             self._client = chromadb.PersistentClient(path=str(self.root / "chroma"),
                                                      settings=Settings(anonymized_telemetry=False))
