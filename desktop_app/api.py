@@ -14,6 +14,7 @@ Everything here is kept stable: names are only added, never renamed.
 from desktop_app.core.chat_template import bounded_sandbox
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
 from desktop_app.core.paths import atomic_write_text
+from desktop_app.core.plugin_state import conversation_choice, remember_choice
 from desktop_app.core.settings import Option
 from desktop_app.core.turn import (
     Adapter,
@@ -43,5 +44,7 @@ __all__ = [
     "TurnResult",
     "atomic_write_text",
     "bounded_sandbox",
+    "conversation_choice",
     "hookimpl",
+    "remember_choice",
 ]

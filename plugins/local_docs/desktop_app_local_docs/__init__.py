@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from desktop_app.api import ContextBlock, Option, Turn, hookimpl
+from desktop_app.api import ContextBlock, Option, Turn, conversation_choice, hookimpl, remember_choice
 
 __version__ = "0.1.0"
 __all__ = ["state", "PLUGIN"]
@@ -65,23 +65,17 @@ class State:
 
     def collections_for(self, conversation_id: int | None) -> tuple[list[str], bool]:
         """(collections, whether the conversation remembered them)."""
-        if conversation_id is not None and self.context is not None:
-            try:
-                meta = self.context.store.get_conversation(conversation_id).meta.get(PLUGIN)
-            except Exception:
-                meta = None
-            if meta and "collections" in meta:
-                return list(meta["collections"]), True
+        meta = conversation_choice(self._store(), conversation_id, PLUGIN)
+        if meta and "collections" in meta:
+            return list(meta["collections"]), True
         return list(self.selection), False
 
     def remember(self, conversation_id: int | None, collections: list[str]) -> None:
         """Store the conversation's collections."""
-        if conversation_id is None or self.context is None:
-            return
-        store = self.context.store
-        meta = dict(store.get_conversation(conversation_id).meta)
-        meta[PLUGIN] = {"collections": list(collections)}
-        store.update_conversation_meta(conversation_id, meta)
+        remember_choice(self._store(), conversation_id, PLUGIN, {"collections": list(collections)})
+
+    def _store(self) -> Any:
+        return self.context.store if self.context is not None else None
 
     def close(self) -> None:
         """Close the index."""

@@ -12,7 +12,7 @@ import argparse
 import logging
 from typing import Any
 
-from desktop_app.api import Option, Turn, TurnResult, hookimpl
+from desktop_app.api import Option, Turn, TurnResult, conversation_choice, hookimpl, remember_choice
 
 from desktop_app_prompt_templates.library import TemplateLibrary, builtin_templates
 from desktop_app_prompt_templates.templates import PromptTemplate, TemplateError
@@ -76,13 +76,9 @@ class State:
 
     def _selection(self, conversation_id: int | None) -> tuple[dict[str, Any], bool]:
         """(choice, whether the conversation itself remembered it)."""
-        if conversation_id is not None and self.context is not None:
-            try:
-                meta = self.context.store.get_conversation(conversation_id).meta.get(PLUGIN)
-            except Exception:
-                meta = None
-            if meta and "template" in meta:
-                return meta, True
+        meta = conversation_choice(self._store(), conversation_id, PLUGIN)
+        if meta and "template" in meta:
+            return meta, True
         if self.selection.get("template"):
             return self.selection, False
         default = self.setting("default_template", "")
@@ -90,12 +86,11 @@ class State:
 
     def remember(self, conversation_id: int | None, selection: dict[str, Any]) -> None:
         """Store the choice with the conversation, so it is used again when it continues."""
-        if conversation_id is None or self.context is None:
-            return
-        store = self.context.store
-        meta = dict(store.get_conversation(conversation_id).meta)
-        meta[PLUGIN] = {"template": selection.get("template", ""), "variables": dict(selection.get("variables", {}))}
-        store.update_conversation_meta(conversation_id, meta)
+        remember_choice(self._store(), conversation_id, PLUGIN, {
+            "template": selection.get("template", ""), "variables": dict(selection.get("variables", {}))})
+
+    def _store(self) -> Any:
+        return self.context.store if self.context is not None else None
 
 
 state = State()
