@@ -189,14 +189,16 @@ class ChatService:
             system = self.settings.get("chat.system_prompt") or self.default_system_prompt()
         if system:
             turn.add_system(system)
-        self.hooks.prepare_turn(turn=turn)
 
+        # The answer's place exists before plugins run, so the window shows "writing…" at once
+        # even when a plugin takes a moment (e.g. searching documents).
         model_name = self.engine.model_path.name if self.engine.model_path else None
         answer = self.store.add_message(
-            conversation.id, "assistant", "", parent_id=user.id, status="incomplete",
-            model=model_name, options=turn.options.as_dict(),
+            conversation.id, "assistant", "", parent_id=user.id, status="incomplete", model=model_name,
         )
         on_event(TurnStarted(user, answer.id))
+        self.hooks.prepare_turn(turn=turn)
+        self.store.update_message(answer.id, options=turn.options.as_dict())
         writer = _PartialWriter(self.store, answer.id)
 
         def on_token(piece: str) -> None:
@@ -221,6 +223,8 @@ class ChatService:
                 log.exception("turn failed")
             partial = getattr(exc, "partial", "") or writer.text
             self.store.update_message(answer.id, content=partial, status="error", stats={"error": message})
+            # What the plugins added is kept, so the prompt inspector can show why it failed.
+            self.store.save_trace(answer.id, "", [e.as_dict() for e in turn.trace])
             failed = TurnFailed(message, self.store.get_message(answer.id))
             on_event(failed)
             return failed

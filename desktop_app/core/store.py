@@ -316,8 +316,9 @@ class Store:
         content: str | None = None,
         status: str | None = None,
         stats: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
-        """Change a message's content, status or stats in one committed transaction."""
+        """Change a message's content, status, stats or generation options in one committed transaction."""
         sets, params = [], []
         if content is not None:
             sets.append("content=?")
@@ -330,6 +331,9 @@ class Store:
         if stats is not None:
             sets.append("stats=?")
             params.append(json.dumps(stats))
+        if options is not None:
+            sets.append("options=?")
+            params.append(json.dumps(options))
         if not sets:
             return
         with self._transaction() as db:
