@@ -9,6 +9,7 @@ choice in the window's documents panel.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from desktop_app.api import ContextBlock, Option, Turn, conversation_choice, hookimpl, remember_choice
@@ -35,6 +36,7 @@ class State:
     def __init__(self) -> None:
         self.context: Any = None
         self._index: Any = None
+        self._lock = threading.Lock()
         #: The panel's choice for conversations that have none yet.
         self.selection: list[str] = []
 
@@ -47,21 +49,25 @@ class State:
 
     @property
     def index(self) -> Any:
-        """The document index for the configured embedder."""
-        if self._index is None or self._index.embedder.name != (self.setting("embedder", "") or "all-MiniLM-L6-v2"):
-            from desktop_app_local_docs.embedder import Embedder
-            from desktop_app_local_docs.index import DocsIndex
+        """The document index for the current settings (rebuilt when they change)."""
+        wanted = (self.setting("embedder", "") or "all-MiniLM-L6-v2", self.setting("chunk_tokens", 240),
+                  self.setting("chunk_overlap", 40), int(self.setting("max_file_mb", 50) * 1_000_000))
+        with self._lock:
+            current = self._index
+            if current is None or (current.embedder.name, current.chunk_tokens, current.overlap,
+                                   current.max_bytes) != wanted:
+                from desktop_app_local_docs.embedder import Embedder
+                from desktop_app_local_docs.index import DocsIndex
 
-            if self._index is not None:
-                self._index.close()
-            self._index = DocsIndex(
-                self.context.paths.data_dir / "documents",
-                Embedder(self.setting("embedder", "")),
-                chunk_tokens=self.setting("chunk_tokens", 240),
-                overlap=self.setting("chunk_overlap", 40),
-                max_bytes=int(self.setting("max_file_mb", 50) * 1_000_000),
-            )
-        return self._index
+                # The old index is not closed here: an indexing run may still hold it, and it
+                # closes when the last user lets go. A loaded embedding model is kept if unchanged.
+                same_model = current is not None and current.embedder.name == wanted[0]
+                self._index = DocsIndex(
+                    self.context.paths.data_dir / "documents",
+                    current.embedder if same_model else Embedder(self.setting("embedder", "")),
+                    chunk_tokens=wanted[1], overlap=wanted[2], max_bytes=wanted[3],
+                )
+            return self._index
 
     def collections_for(self, conversation_id: int | None) -> tuple[list[str], bool]:
         """(collections, whether the conversation remembered them)."""
@@ -130,6 +136,10 @@ def prepare_turn(turn: Turn) -> None:
                                   min_similarity=state.setting("min_similarity", 0.2))
     except DocsError as exc:
         turn.add_note(str(exc))
+        return
+    except Exception as exc:  # a passing storage error: answer without documents, say why, stay on
+        log.exception("document search failed")
+        turn.add_note(f"Searching your documents failed ({type(exc).__name__}: {exc}); answered without them.")
         return
     if not hits:
         turn.add_system(NOTHING_FOUND)

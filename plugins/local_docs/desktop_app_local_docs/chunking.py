@@ -42,6 +42,7 @@ def chunk_sections(sections: list[Section], tokenizer: Any, max_tokens: int, ove
     shared between neighbours; consecutive chunks also share a short last paragraph.
     """
     chunks: list[Chunk] = []
+    overlap = max(0, min(overlap, max_tokens // 2))  # a larger overlap would barely advance
     for section in sections:
         spans = _paragraphs(section)
         if not spans:
@@ -65,8 +66,10 @@ def chunk_sections(sections: list[Section], tokenizer: Any, max_tokens: int, ove
             if current and total + piece[2] > max_tokens:
                 chunks.append(_make(section, current))
                 last = current[-1]
-                # Carry a short last paragraph over, so a thought split across chunks is found in both.
-                current, total = ([last], last[2]) if last[2] <= overlap else ([], 0)
+                # Carry a short last paragraph over, so a thought split across chunks is found in
+                # both, when it still leaves room for the next one.
+                carry = last[2] <= overlap and last[2] + piece[2] <= max_tokens
+                current, total = ([last], last[2]) if carry else ([], 0)
             current.append(piece)
             total += piece[2]
         if current:

@@ -48,7 +48,13 @@ class Embedder:
                     raise DocsError(f"Reading documents needs sentence-transformers, which is not installed "
                                     f"here ({exc}). Install Parley with pip (see the README).") from exc
 
-                self._model = SentenceTransformer(resolve_embedder(self.name), device="cpu")
+                try:
+                    self._model = SentenceTransformer(resolve_embedder(self.name), device="cpu")
+                except Exception as exc:
+                    from desktop_app_local_docs.index import DocsError
+
+                    raise DocsError(f"The embedding model {self.name!r} cannot be loaded ({exc}). Check the "
+                                    "local_docs embedder setting; empty means the built-in model.") from exc
             return self._model
 
     @property

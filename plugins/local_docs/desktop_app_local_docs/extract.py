@@ -157,6 +157,8 @@ def _docx(path: Path) -> list[Section]:
         raise SkipFile("corrupt DOCX (no document part)") from None
     except ElementTree.ParseError as exc:
         raise SkipFile(f"corrupt DOCX ({exc})") from None
+    except Exception as exc:  # damaged compression, encrypted members...
+        raise SkipFile(f"corrupt DOCX ({type(exc).__name__}: {exc})") from None
     sections: list[Section] = []
     heading: str | None = None
     buffer: list[str] = []

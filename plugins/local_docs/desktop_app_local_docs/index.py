@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from desktop_app_local_docs.chunking import chunk_sections
 from desktop_app_local_docs.embedder import Embedder
-from desktop_app_local_docs.extract import SkipFile, extract
+from desktop_app_local_docs.extract import SUPPORTED_SUFFIXES, SkipFile, extract
 
 __all__ = ["DocsIndex", "DocsError", "Hit", "IndexReport", "Progress"]
 
@@ -41,6 +42,12 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
 );
 """
 RRF_K = 60
+STOP_WORDS = frozenset("""
+a about after all also an and any are as at be been before but by can could did do does for from had has
+have how i if in into is it its just may me more most my no not of on or our out over so some such than that
+the their them then there these they this those to too under up us was we were what when where which who whom
+why will with would you your tell give show explain describe please know find much many does did doing
+""".split())
 #: Chunks of several files are embedded together (sorted by length, in full batches: faster)
 #: once this many chunks or files are waiting; a stopped run redoes at most that much.
 FLUSH_CHUNKS = 512
@@ -170,7 +177,12 @@ class DocsIndex:
 
     def rename_collection(self, old: str, new: str) -> None:
         """Rename a collection (its index is kept)."""
+        new = new.strip()
         info = self._require(old)
+        if not new:
+            raise DocsError("A collection needs a name.")
+        if new in self.collections():
+            raise DocsError(f"There is already a collection called {new!r}.")
         self.add_collection(new, info["paths"])
         with self._lock:
             self.db.execute("UPDATE files SET collection=? WHERE collection=?", (new, old))
@@ -206,15 +218,22 @@ class DocsIndex:
                 "SELECT path, reason FROM files WHERE collection=? AND status='skipped' ORDER BY path", (name,)))
 
     # -- indexing -------------------------------------------------------------------------
-    def _walk(self, paths: list[str], report: IndexReport) -> Iterator[Path]:
+    def _walk(self, paths: list[str], report: IndexReport, unreachable: list[str]) -> Iterator[Path]:
+        """Every file under ``paths``; folders that cannot be read go to ``unreachable``."""
         seen: set[tuple[int, int]] = set()
         for root in paths:
             top = Path(root)
             if top.is_file():
                 yield top
                 continue
+            if not top.is_dir():
+                # A drive that is not mounted right now: keep its index rather than deleting it.
+                unreachable.append(str(top))
+                report.skipped[str(top)] = "folder not found (kept its index; is a drive unplugged?)"
+                continue
 
             def on_error(error: OSError) -> None:
+                unreachable.append(str(error.filename))
                 report.skipped[str(error.filename)] = f"folder cannot be read ({error.strerror})"
 
             # followlinks=True reaches linked folders; the (device, inode) set stops symlink loops.
@@ -242,7 +261,8 @@ class DocsIndex:
             self._drop_index(name, info["embedder"])  # a new embedder: everything is re-embedded
         with self._lock:
             self.db.execute("UPDATE collections SET embedder=? WHERE name=?", (self.embedder.name, name))
-        files = list(self._walk(info["paths"], report))
+        unreachable: list[str] = []
+        files = list(self._walk(info["paths"], report, unreachable))
         known = {row[0]: row for row in self.db.execute(
             "SELECT path, size, mtime, hash, status FROM files WHERE collection=?", (name,))}
         vectors = self._vectors(name)
@@ -258,7 +278,18 @@ class DocsIndex:
             try:
                 st = path.stat()
             except OSError as exc:
+                self._remove_file(name, key, vectors)
                 self._mark_skipped(name, key, f"cannot be read ({exc.strerror})", report)
+                continue
+            if not stat.S_ISREG(st.st_mode) or path.suffix.lower() not in SUPPORTED_SUFFIXES:
+                # Pipes and devices would block a read; other types are not read at all.
+                reason = "not a regular file" if not stat.S_ISREG(st.st_mode) else \
+                    f"unsupported file type {path.suffix.lower() or '(none)'}"
+                if known.get(key, (None,) * 5)[4] != "skipped":
+                    self._remove_file(name, key, vectors)
+                    self._mark_skipped(name, key, reason, report, st)
+                else:
+                    report.unchanged += 1
                 continue
             old = known.get(key)
             if old is not None and old[1] == st.st_size and old[2] == st.st_mtime:
@@ -267,6 +298,7 @@ class DocsIndex:
                 try:
                     digest = hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size <= self.max_bytes else ""
                 except OSError as exc:
+                    self._remove_file(name, key, vectors)
                     self._mark_skipped(name, key, f"cannot be read ({exc.strerror})", report)
                     continue
                 if old is not None and digest and old[3] == digest and old[4] == "indexed":
@@ -290,6 +322,8 @@ class DocsIndex:
         self._flush(name, pending, vectors, report)
         if not report.cancelled:
             for path in set(known) - present:
+                if any(path == u or path.startswith(u.rstrip(os.sep) + os.sep) for u in unreachable):
+                    continue  # not seen because its folder could not be read, not because it is gone
                 self._remove_file(name, path, vectors)
                 report.removed += 1
         report.seconds = time.perf_counter() - started
@@ -306,6 +340,10 @@ class DocsIndex:
         except SkipFile as exc:
             self._remove_file(name, key, vectors)
             self._mark_skipped(name, key, str(exc), report, st, digest)
+            return None
+        except Exception as exc:  # a damaged file must not stop the whole run
+            self._remove_file(name, key, vectors)
+            self._mark_skipped(name, key, f"could not be read ({type(exc).__name__}: {exc})", report, st, digest)
             return None
         ids = [hashlib.sha1(f"{key}\0{i}\0{c.text}".encode()).hexdigest() for i, c in enumerate(chunks)]
         return key, st, digest, chunks, ids
@@ -419,7 +457,9 @@ class DocsIndex:
         return out
 
     def _keyword(self, name: str, query: str, limit: int) -> list[tuple]:
-        terms = [t for t in "".join(c if c.isalnum() else " " for c in query.lower()).split() if len(t) > 2]
+        # Only words that carry meaning: "the" or "what" would match nearly every passage.
+        terms = [t for t in "".join(c if c.isalnum() else " " for c in query.lower()).split()
+                 if len(t) > 2 and t not in STOP_WORDS]
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)

@@ -92,6 +92,8 @@ class DocumentsPanel(QWidget):
         self._thread: threading.Thread | None = None
         self._queue: list[str] = []
         self.last_report: Any = None
+        #: Set by Stop: the periodic check does not restart indexing until the user does.
+        self.paused = False
         self.watch = QTimer(self, interval=WATCH_INTERVAL_MS)
         self.watch.timeout.connect(self.check_for_changes)
         self.watch.start()
@@ -171,11 +173,15 @@ class DocumentsPanel(QWidget):
         if not name or self.indexing:
             return
         new, ok = QInputDialog.getText(self, "Rename collection", "New name:", text=name)
+        if self.indexing:  # the periodic check may have started while the dialog was open
+            self.window.show_error("Indexing is running; rename the collection when it has finished.")
+            return
         if ok and new.strip() and new.strip() != name:
             try:
                 state.index.rename_collection(name, new.strip())
             except DocsError as exc:
                 self.window.show_error(str(exc))
+                return
             state.selection = [new.strip() if n == name else n for n in state.selection]
             self.refresh()
 
@@ -186,6 +192,9 @@ class DocumentsPanel(QWidget):
             return
         if QMessageBox.question(self, "Remove collection",
                                 f"Forget “{name}”? Your files are not touched.") == QMessageBox.Yes:
+            if self.indexing:  # started while the question was open
+                self.window.show_error("Indexing is running; remove the collection when it has finished.")
+                return
             state.index.remove_collection(name)
             state.selection = [n for n in state.selection if n != name]
             self.refresh()
@@ -200,6 +209,7 @@ class DocumentsPanel(QWidget):
         """Index a collection in the background (queued if another run is going on)."""
         if not name:
             return
+        self.paused = False
         if self.indexing:
             if name not in self._queue:
                 self._queue.append(name)
@@ -223,9 +233,14 @@ class DocumentsPanel(QWidget):
         self._thread.start()
 
     def cancel(self) -> None:
-        """Stop indexing after the current file; the next run continues where it stopped."""
+        """Stop indexing after the current file; Update continues where it stopped.
+
+        The periodic check stays paused until the user asks for indexing again, so a Stop
+        is not undone half a minute later.
+        """
         self._cancel.set()
         self._queue.clear()
+        self.paused = True
 
     def _on_progress(self, p: Any) -> None:
         self.progress.setRange(0, max(1, p.files_total))
@@ -266,7 +281,7 @@ class DocumentsPanel(QWidget):
 
     def check_for_changes(self) -> None:
         """Bring every collection up to date (unchanged files cost one stat each)."""
-        if self.indexing:
+        if self.indexing or self.paused:
             return
         names = list(state.index.collections())
         if names:

@@ -210,3 +210,32 @@ def test_nothing_relevant_gives_no_hits(index, corpus):
     index.add_collection("c", [str(corpus / "recipes")])
     index.index("c")
     assert index.search(["c"], "quantum chromodynamics lattice gauge", k=5, min_similarity=0.35) == []
+
+
+def test_an_unreachable_folder_keeps_its_index_and_pipes_never_block(index, corpus, tmp_path):
+    index.add_collection("c", [str(corpus / "faq")])
+    assert index.index("c").indexed == 4
+    moved = tmp_path / "unplugged"
+    (corpus / "faq").rename(moved)  # like a drive that is not mounted
+    report = index.index("c")
+    assert report.removed == 0 and index.collections()["c"]["files"] == 4
+    assert any("folder not found" in r for r in report.skipped.values())
+    moved.rename(corpus / "faq")
+    os.mkfifo(corpus / "faq" / "pipe.txt")  # reading it would wait forever
+    report = index.index("c")
+    assert report.skipped[str(corpus / "faq" / "pipe.txt")] == "not a regular file"
+
+
+def test_common_words_alone_do_not_make_a_passage_relevant(index, corpus):
+    index.add_collection("c", [str(corpus / "recipes")])
+    index.index("c")
+    assert index.search(["c"], "What is the capital of the country where they have the most?", k=5,
+                        min_similarity=0.5) == []
+
+
+def test_renaming_onto_an_existing_collection_is_refused(index, corpus):
+    index.add_collection("a", [str(corpus / "faq")])
+    index.add_collection("b", [str(corpus / "recipes")])
+    with pytest.raises(DocsError, match="already a collection"):
+        index.rename_collection("a", " b ")
+    assert set(index.collections()) == {"a", "b"}
