@@ -107,8 +107,31 @@ def default_model_path() -> Path:
 
 
 def check_gguf_file(path: Path | str) -> GGUFHeader:
-    """Check that ``path`` is a complete GGUF model of a known architecture; raise ModelFileError if not."""
+    """Check that ``path`` is a complete GGUF model of a known architecture; raise ModelFileError if not.
+
+    A file that passed is not walked again while its size and modification time stay the same:
+    loading a model checks it, then reads its metadata for the window, from two places.
+    """
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return _check_gguf_file(path)
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    header = _checked.get(key)
+    if header is None:
+        header = _check_gguf_file(path)
+        if len(_checked) >= 16:
+            _checked.pop(next(iter(_checked)))
+        _checked[key] = header
+    return header
+
+
+#: Headers of files that passed the check, by (path, size, mtime).
+_checked: dict[tuple[str, int, int], GGUFHeader] = {}
+
+
+def _check_gguf_file(path: Path) -> GGUFHeader:
     name = path.name
     if not path.exists():
         raise ModelFileError(f"The model file {path} does not exist.")
