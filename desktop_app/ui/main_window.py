@@ -433,7 +433,8 @@ class MainWindow(QMainWindow):
         except (ParleyError, StoreError) as exc:
             self.show_error(str(exc))
             return
-        if conversation_id != self.current_conversation:
+        switched = conversation_id != self.current_conversation
+        if switched:
             self.composer.cancel_editing()  # an edit belongs to the conversation it was started in
         self.current_conversation = conversation_id
         siblings = {m.id: [s.id for s in store.siblings(m)] for m in history}
@@ -449,8 +450,10 @@ class MainWindow(QMainWindow):
         if self.sidebar.current_id() != conversation_id:
             self.sidebar.refresh(select=conversation_id)
         self.conversation_shown.emit(conversation_id)
-        # Saved now, not only on close, so a crash still reopens this conversation.
-        self.save_state()
+        if switched:
+            # Saved now, not only on close, so a crash still reopens this conversation. Only on a
+            # switch: redrawing the same conversation (after every answer) changes nothing to save.
+            self.save_state()
 
     def _sources(self, message_id: int) -> list[dict[str, Any]]:
         """The passages (context blocks) an answer was given, from its stored trace."""
@@ -515,6 +518,7 @@ class MainWindow(QMainWindow):
         if self.current_conversation is None:
             model = self.context.engine.model_path.name if self.context.engine.model_path else None
             self.current_conversation = self.context.store.create_conversation(model=model).id
+            self.save_state()  # a crash from now on still reopens this new conversation
         parent = editing.parent_id if editing is not None else CURRENT_LEAF
         # A plain follow-up only adds to the view; an edit changes the branch, so it is redrawn.
         self._start_turn(self.current_conversation, incremental=editing is None)
