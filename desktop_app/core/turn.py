@@ -77,13 +77,22 @@ class ContextBlock:
 
 @dataclass
 class Tool:
-    """A function the model may call. ``parameters`` is a JSON schema of its arguments."""
+    """A function the model may call. ``parameters`` is a JSON schema of its arguments.
+
+    ``function(**arguments)`` returns the result (text, or anything JSON can show) or raises
+    with a message the model can act on. ``requires_approval`` marks tools that touch the
+    user's files or other programs: by default the user is asked before each call.
+    ``timeout`` bounds one call in seconds. ``source`` is who provides the tool (the plugin,
+    or ``mcp:<server>``); the plugin host fills it in when the tool is registered.
+    """
 
     name: str
     description: str
     parameters: dict[str, Any]
     function: Callable[..., Any]
     requires_approval: bool = True
+    timeout: float = 30.0
+    source: str = ""
 
 
 @dataclass
