@@ -16,6 +16,7 @@ from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError,
 from desktop_app.core.paths import atomic_write_text
 from desktop_app.core.plugin_state import conversation_choice, remember_choice
 from desktop_app.core.settings import Option
+from desktop_app.core.tools import ToolCall, ToolError, ToolOutcome, check_tool, tool_from_function
 from desktop_app.core.turn import (
     Adapter,
     ChatMessage,
@@ -39,12 +40,17 @@ __all__ = [
     "Option",
     "ParleyError",
     "Tool",
+    "ToolCall",
+    "ToolError",
+    "ToolOutcome",
     "TraceEntry",
     "Turn",
     "TurnResult",
     "atomic_write_text",
     "bounded_sandbox",
+    "check_tool",
     "conversation_choice",
     "hookimpl",
     "remember_choice",
+    "tool_from_function",
 ]

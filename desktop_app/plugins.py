@@ -35,6 +35,7 @@ import pluggy
 
 from desktop_app import hookspecs
 from desktop_app.core.errors import EngineError
+from desktop_app.core.tools import ToolRegistry
 from desktop_app.core.turn import current_plugin
 
 __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "LOAD_ENV", "PluginHost", "PluginRecord"]
@@ -225,6 +226,18 @@ class PluginHost:
                 self.pm.unregister(name=name)
             if self.records[name].status == "enabled":
                 self.records[name].status = "disabled"
+
+    def tools(self) -> ToolRegistry:
+        """Every tool the enabled plugins register, checked, each marked with its plugin.
+
+        A tool with a bad name or schema, or a second tool of the same name, is left out and
+        the reason is kept in ``registry.problems`` (and logged).
+        """
+        registry = ToolRegistry()
+        self.hook.register_tools(register=lambda tool: registry.add(tool, current_plugin.get()))
+        for problem in registry.problems:
+            log.warning("tool left out: %s", problem)
+        return registry
 
     def failed(self) -> list[PluginRecord]:
         """Plugins that failed this session."""

@@ -7,9 +7,11 @@ A turn is data flowing one way:
 3. ``prepare_turn`` hooks enrich it, each addition labelled with its plugin (the trace);
 4. a ``generate_turn`` hook may own generation (e.g. self-consistency); by default one pass
    streams from the engine, which renders the model's chat template and fits the context;
-5. the growing answer is saved every fraction of a second with status ``incomplete``, so a
+5. when the turn offers tools, the model may call them: each call is approved, run and its
+   result given back to the model, for a bounded number of rounds (``tool_loop.py``);
+6. the growing answer is saved every fraction of a second with status ``incomplete``, so a
    killed process keeps it; when the answer ends it is saved with its stats and its trace;
-6. ``after_turn`` hooks run.
+7. ``after_turn`` hooks run.
 
 The pipeline is synchronous and reports progress through a callback; the GUI runs it on
 its generation worker thread, the CLI on the main thread.
@@ -27,6 +29,7 @@ from desktop_app.core.errors import EngineError, ModelFileError
 from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_path
 from desktop_app.core.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from desktop_app.core.store import Message, Store
+from desktop_app.core.tool_loop import Approver, ToolCallFinished, ToolCallStarted, ToolLoop
 from desktop_app.core.turn import ChatMessage, GenerationOptions, Turn, TurnResult
 
 __all__ = [
@@ -34,6 +37,8 @@ __all__ = [
     "TurnFailed",
     "TurnFinished",
     "TurnStarted",
+    "ToolCallFinished",
+    "ToolCallStarted",
     "options_from_settings",
 ]
 
@@ -67,7 +72,7 @@ class TurnFailed:
     message: Message | None = None
 
 
-ChatEvent = TurnStarted | TokenEvent | TurnFinished | TurnFailed
+ChatEvent = TurnStarted | TokenEvent | ToolCallStarted | ToolCallFinished | TurnFinished | TurnFailed
 
 
 def options_from_settings(settings: Settings) -> GenerationOptions:
@@ -87,7 +92,8 @@ class _NoHooks:
     """Stand-in hook relay when no plugin host is given: every hook returns nothing."""
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        return lambda **kwargs: [] if name != "generate_turn" else None
+        first_result = name in ("generate_turn", "approve_tool_call")
+        return lambda **kwargs: None if first_result else []
 
 
 @dataclass
@@ -137,18 +143,20 @@ class ChatService:
         options: dict[str, Any] | None = None,
         parent_id: int | None | type[...] = ...,
         plugin_options: dict[str, dict[str, Any]] | None = None,
+        approve_tool: Approver | None = None,
     ) -> TurnFinished | TurnFailed:
         """Store ``text`` as the user's message and answer it.
 
         ``parent_id`` defaults to the conversation's current leaf; pass an earlier user
         message's parent to edit and resend (the old branch is kept). ``options`` override
         the generation settings for this turn; ``plugin_options`` (per plugin name) reach the
-        plugins as ``turn.plugin_options``.
+        plugins as ``turn.plugin_options``. ``approve_tool(call, tool)`` asks the user whether
+        a tool call may run (without it, calls that need approval are refused).
         """
         if not text.strip():
             raise ValueError("The message is empty.")
         user = self.store.add_message(conversation_id, "user", text, parent_id=parent_id)
-        return self._run(user, on_event, options, plugin_options)
+        return self._run(user, on_event, options, plugin_options, approve_tool)
 
     def regenerate(
         self,
@@ -157,13 +165,14 @@ class ChatService:
         *,
         options: dict[str, Any] | None = None,
         plugin_options: dict[str, dict[str, Any]] | None = None,
+        approve_tool: Approver | None = None,
     ) -> TurnFinished | TurnFailed:
         """Answer the last user message of the current branch again, as a new branch."""
         history = self.store.history(conversation_id)
         users = [m for m in history if m.role == "user"]
         if not users:
             raise ValueError("There is no message to answer again.")
-        return self._run(users[-1], on_event, options, plugin_options)
+        return self._run(users[-1], on_event, options, plugin_options, approve_tool)
 
     def _run(
         self,
@@ -171,6 +180,7 @@ class ChatService:
         on_event: Callable[[ChatEvent], None],
         overrides: dict[str, Any] | None,
         plugin_options: dict[str, dict[str, Any]] | None = None,
+        approve_tool: Approver | None = None,
     ) -> TurnFinished | TurnFailed:
         conversation = self.store.get_conversation(user.conversation_id)
         earlier = self.store.history(user.conversation_id, user.parent_id) if user.parent_id else []
@@ -207,6 +217,11 @@ class ChatService:
 
         def generate(t: Turn, options: GenerationOptions | None = None,
                      on_token: Callable[[str], None] | None = on_token) -> TurnResult:
+            if t.tools:
+                template = self.engine.chat_template
+                loop = ToolLoop(self._generate_once, template.source if template else None, self.hooks,
+                                approve_tool, on_event, self.engine.cancel_event)
+                return loop.run(t, options or t.options, on_token)
             return self._generate_once(t, options, on_token)
 
         # Strategies show progress (e.g. "sample 2 of 5") through the same stream as tokens.
@@ -241,9 +256,10 @@ class ChatService:
         return finished
 
     def _generate_once(self, turn: Turn, options: GenerationOptions | None,
-                       on_token: Callable[[str], None] | None) -> TurnResult:
+                       on_token: Callable[[str], None] | None,
+                       tools: list[dict[str, Any]] | None = None) -> TurnResult:
         """One streamed pass through the engine; raises EngineError (with ``partial``) on failure."""
-        for event in self.engine.stream_chat(turn.messages(), options or turn.options):
+        for event in self.engine.stream_chat(turn.messages(), options or turn.options, tools):
             if isinstance(event, TokenEvent):
                 if on_token is not None:
                     on_token(event.text)

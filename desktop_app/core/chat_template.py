@@ -70,6 +70,8 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.is_fallback = not source
+        #: The model's own template text ("" when it has none).
+        self.source = source or ""
         env = bounded_sandbox(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
@@ -83,14 +85,20 @@ class ChatTemplate:
                 self.is_fallback = True
         self.source = source if not self.is_fallback else CHATML_TEMPLATE
 
-    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-        """Return the prompt text for ``messages``, ending where the assistant's answer starts."""
-        kwargs = dict(
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+               tools: list[dict[str, Any]] | None = None) -> str:
+        """Return the prompt text for ``messages``, ending where the assistant's answer starts.
+
+        ``tools`` (OpenAI-style function descriptions) reach templates that support tools.
+        """
+        kwargs: dict[str, Any] = dict(
             messages=messages,
             add_generation_prompt=add_generation_prompt,
             bos_token=self.bos_token,
             eos_token=self.eos_token,
         )
+        if tools:
+            kwargs["tools"] = tools
         try:
             return self._template.render(**kwargs)
         except Exception as exc:

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -273,9 +273,12 @@ class Engine:
             raise EngineError("No model is loaded. Pick a model first.")
         return self._loaded
 
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        """Render chat messages with the model's chat template, ready for the assistant's answer."""
-        return self._require().template.render([m.as_dict() for m in messages])
+    def render(self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
+        """Render chat messages with the model's chat template, ready for the assistant's answer.
+
+        ``tools`` (OpenAI-style descriptions) go to templates that support tools.
+        """
+        return self._require().template.render([m.as_dict() for m in messages], tools=tools)
 
     def tokenize(self, text: str) -> list[int]:
         """Tokenize a rendered prompt the way generation will (special tokens parsed, BOS once)."""
@@ -286,7 +289,7 @@ class Engine:
         return loaded.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def fit_messages(
-        self, messages: Sequence[ChatMessage], reserve: int
+        self, messages: Sequence[ChatMessage], reserve: int, tools: list[dict[str, Any]] | None = None
     ) -> tuple[list[ChatMessage], str, list[int], int]:
         """Fit ``messages`` into the context window, leaving ``reserve`` tokens for the answer.
 
@@ -299,7 +302,7 @@ class Engine:
         kept = list(messages)
         dropped = 0
         while True:
-            prompt = self.render(kept)
+            prompt = self.render(kept, tools)
             tokens = self.tokenize(prompt)
             if len(tokens) <= budget:
                 return kept, prompt, tokens, dropped
@@ -343,21 +346,32 @@ class Engine:
         """
         self._cancel.set()
 
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set while a Stop waits to be consumed (e.g. for work between generations, like tools)."""
+        return self._cancel
+
     def reset_cancel(self) -> None:
         """Forget a Stop that no generation consumed (call before starting new work)."""
         self._cancel.clear()
 
     def stream_chat(
-        self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        options: GenerationOptions | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Iterator[Event]:
-        """Stream an answer to ``messages``; the last event is a DoneEvent or an ErrorEvent."""
+        """Stream an answer to ``messages``; the last event is a DoneEvent or an ErrorEvent.
+
+        ``tools`` (OpenAI-style descriptions) go to chat templates that support tools.
+        """
         options = options or GenerationOptions()
         with self._lock:
             started = time.perf_counter()
             try:
                 loaded = self._require()
                 reserve = min(options.max_tokens, loaded.n_ctx // 2)
-                _, prompt, tokens, dropped = self.fit_messages(messages, reserve)
+                _, prompt, tokens, dropped = self.fit_messages(messages, reserve, tools)
             except EngineError as exc:
                 yield ErrorEvent(str(exc))
                 return
@@ -391,6 +405,10 @@ class Engine:
             hit_stop = False
             end_token = None
             first_at = 0.0
+            # A grammar with a trigger binds only answers that begin with the trigger.
+            undecided = bool(options.grammar_trigger) and bool(options.grammar or options.json_schema)
+            opening = ""
+            generated: list[int] = []
             while stats.generated_tokens < limit:
                 if self._cancel.is_set():
                     self._cancel.clear()  # this generation consumed the Stop
@@ -405,6 +423,20 @@ class Engine:
                     first_at = time.perf_counter()
                     stats.time_to_first_token = first_at - started
                 piece = decoder.decode(_piece(loaded, token))
+                generated.append(token)
+                if undecided and piece:
+                    opening = (opening + piece).lstrip()
+                    trigger = options.grammar_trigger
+                    if opening.startswith(trigger):
+                        undecided = False  # a constrained answer: the grammar stays
+                    elif opening and not trigger.startswith(opening):
+                        # Free text: checking the grammar on every token would halve the speed.
+                        undecided = False
+                        llama_cpp.llama_sampler_free(sampler)
+                        sampler = None
+                        sampler = _build_sampler(loaded, replace(options, grammar=None, json_schema=None))
+                        for seen in generated:  # the repeat penalty remembers what was said
+                            llama_cpp.llama_sampler_accept(sampler, seen)
                 if piece:
                     held += piece
                     emit, held, hit_stop = _split_stop(held, stop)

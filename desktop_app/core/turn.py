@@ -34,10 +34,19 @@ class ChatMessage:
 
     role: str
     content: str
+    #: For an assistant message that calls tools (native tool templates only).
+    tool_calls: list[dict[str, Any]] | None = None
+    #: For a ``tool`` message: the tool's name and the call it answers.
+    name: str | None = None
+    tool_call_id: str | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        """Return the ``{"role", "content"}`` dict chat templates expect."""
-        return {"role": self.role, "content": self.content}
+    def as_dict(self) -> dict[str, Any]:
+        """Return the ``{"role", "content", ...}`` dict chat templates expect."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        for key in ("tool_calls", "name", "tool_call_id"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass
@@ -59,6 +68,14 @@ class GenerationOptions:
     grammar: str | None = None
     #: JSON schema the answer must match; turned into a grammar by the engine.
     json_schema: dict[str, Any] | None = None
+    #: With a grammar: it only binds answers that begin with this text (after blanks). An
+    #: answer that begins otherwise drops the grammar at once and runs at full speed; the
+    #: grammar must admit such free text itself. Used for "text or a tool call".
+    grammar_trigger: str = ""
+    #: Tools: "auto" lets the model choose; "required" makes its first reply a tool call.
+    tool_choice: str = "auto"
+    #: Tools: at most this many rounds of calls before the model must answer.
+    max_tool_rounds: int = 4
 
     def as_dict(self) -> dict[str, Any]:
         """Return the options as plain JSON-ready data."""
@@ -144,6 +161,8 @@ class Turn:
     adapters: list[Adapter] = field(default_factory=list)
     plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     trace: list[TraceEntry] = field(default_factory=list)
+    #: Tool calls and their results so far in this turn (added by the tool loop).
+    tool_exchange: list[ChatMessage] = field(default_factory=list)
 
     def _record(self, kind: str, content: Any) -> None:
         self.trace.append(TraceEntry(current_plugin.get(), kind, content))
@@ -199,7 +218,7 @@ class Turn:
         """Return the chat messages in the order the model sees them.
 
         System prompt first (with context blocks appended as numbered sources), then
-        few-shot examples, the history and the new user message.
+        few-shot examples, the history, the new user message and this turn's tool calls.
         """
         system = self.system_prompt
         if self.context_blocks:
@@ -215,6 +234,7 @@ class Turn:
         out.extend(self.examples)
         out.extend(self.history)
         out.append(ChatMessage("user", self.user_message))
+        out.extend(self.tool_exchange)
         return out
 
 

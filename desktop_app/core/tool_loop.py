@@ -1,0 +1,231 @@
+"""Step 6 of the turn pipeline: the model calls tools, they run, the model continues.
+
+One round: the model answers (text, or one tool call written in the turn's protocol); a
+call is checked against the tool's schema, approved (a plugin's ``approve_tool_call`` first,
+then the tool's default, then the user), run with its timeout, and its result goes back to
+the model. Rounds are bounded; after the last one the model must answer in text.
+Everything that can go wrong with a call (malformed JSON, an unknown tool, bad arguments,
+a denial, an error or a timeout) becomes the call's result, so the model can explain or
+try again and the chat goes on. Each call is recorded in the trace with its arguments,
+result, duration and who decided.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from desktop_app.core.tool_protocol import ToolProtocol, protocol_for
+from desktop_app.core.tools import ToolCall, ToolError, ToolOutcome, run_tool, validate_arguments
+from desktop_app.core.turn import GenerationOptions, Tool, TraceEntry, Turn, TurnResult
+
+__all__ = ["Approver", "ToolCallFinished", "ToolCallStarted", "ToolLoop"]
+
+log = logging.getLogger(__name__)
+
+#: ``approver(call, tool) -> bool``: ask the user whether ``call`` may run (blocking is fine).
+Approver = Callable[[ToolCall, Tool], bool]
+
+
+@dataclass
+class ToolCallStarted:
+    """The model asked for a tool; it is about to be approved and run."""
+
+    call: ToolCall
+    source: str
+
+
+@dataclass
+class ToolCallFinished:
+    """A tool call has a result (or an error the model will read)."""
+
+    outcome: ToolOutcome
+
+
+class _CallHider:
+    """Passes answer text on to the user, but holds back a reply that is a tool call."""
+
+    def __init__(self, on_token: Callable[[str], None] | None, trigger: str, hide_all: bool):
+        self.on_token = on_token
+        self.trigger = trigger
+        self.state = "hidden" if hide_all else "undecided"
+        self.held = ""
+
+    def __call__(self, piece: str) -> None:
+        if self.state == "shown":
+            if self.on_token:
+                self.on_token(piece)
+            return
+        if self.state == "hidden":
+            return
+        self.held += piece
+        opening = self.held.lstrip()
+        if not opening or self.trigger.startswith(opening):
+            return
+        if opening.startswith(self.trigger):
+            self.state = "hidden"
+            return
+        self.state = "shown"
+        if self.on_token:
+            self.on_token(self.held)
+
+
+class ToolLoop:
+    """Runs one turn that offers tools: rounds of generation and tool calls."""
+
+    def __init__(
+        self,
+        generate_once: Callable[[Turn, GenerationOptions, Callable[[str], None] | None, Any], TurnResult],
+        template_source: str | None,
+        hooks: Any,
+        approver: Approver | None,
+        on_event: Callable[[Any], None],
+        cancelled: threading.Event | None = None,
+    ):
+        self.generate_once = generate_once
+        self.template_source = template_source
+        self.hooks = hooks
+        self.approver = approver
+        self.on_event = on_event
+        self.cancelled = cancelled
+
+    def run(self, turn: Turn, options: GenerationOptions, on_token: Callable[[str], None] | None) -> TurnResult:
+        """Generate ``turn``'s answer, running the tools it calls; returns the final answer."""
+        tools = _unique(turn.tools)
+        protocol = protocol_for(self.template_source, tools)
+        # The protocol text goes into this pass only, so the turn stays as the plugins left it.
+        working = replace(turn, tool_exchange=list(turn.tool_exchange))
+        instructions = protocol.system_text()
+        if instructions:
+            working.system_prompt = f"{turn.system_prompt}\n\n{instructions}" if turn.system_prompt else instructions
+        rounds = max(0, int(options.max_tool_rounds))
+        totals = {"prompt_tokens": 0, "generated_tokens": 0, "total_time": 0.0}
+        first_token = None
+        round_no = 0
+        succeeded: set[str] = set()  # calls that already returned a result
+        answer_now = False
+        while True:
+            may_call = round_no < rounds and bool(tools) and not answer_now
+            required = may_call and round_no == 0 and options.tool_choice == "required"
+            round_options = self._options(protocol, options, may_call, required, after_calls=round_no > 0)
+            hider = _CallHider(on_token, protocol.trigger, hide_all=required)
+            result = self.generate_once(working, round_options, hider if may_call else on_token,
+                                        protocol.template_tools())
+            for key in totals:
+                totals[key] += result.stats.get(key) or 0
+            if first_token is None:
+                first_token = result.stats.get("time_to_first_token")
+            if result.finish_reason == "cancelled" or not may_call:
+                break
+            try:
+                call = protocol.parse(result.text)
+            except ToolError as exc:
+                call = None
+                outcome = ToolOutcome(ToolCall("?", {"written": result.text[:500]}), "invalid", error=str(exc),
+                                      round=round_no + 1)
+                self.on_event(ToolCallFinished(outcome))
+                self._record(turn, outcome)
+                working.tool_exchange.extend(protocol.error_exchange(result.text, outcome))
+                round_no += 1
+                continue
+            if call is None:
+                if hider.state == "hidden" and on_token and result.text:
+                    on_token(result.text)  # a reply that looked like a call but was not one
+                break
+            key = _call_key(call)
+            if key in succeeded:
+                # Small models tend to repeat a call that already answered; its result is in
+                # front of the model, so the next reply must be the answer.
+                answer_now = True
+                continue
+            round_no += 1
+            outcome = self.run_call(call, {t.name: t for t in tools}, round_no)
+            if outcome.ok:
+                succeeded.add(key)
+            self._record(turn, outcome)
+            working.tool_exchange.extend(protocol.exchange(call, outcome))
+            if self.cancelled is not None and self.cancelled.is_set():
+                # Stopped while the tool ran: this generation consumes the Stop, and the answer
+                # is empty rather than the call's JSON.
+                self.cancelled.clear()
+                result = TurnResult("", "cancelled", result.stats, result.prompt)
+                break
+        stats = dict(result.stats)
+        stats.update(totals)
+        stats["tool_rounds"] = round_no
+        if first_token is not None:
+            stats["time_to_first_token"] = first_token
+        return TurnResult(result.text, result.finish_reason, stats, result.prompt, result.samples)
+
+    @staticmethod
+    def _options(protocol: ToolProtocol, options: GenerationOptions, may_call: bool,
+                 required: bool, after_calls: bool) -> GenerationOptions:
+        if not may_call:
+            if not after_calls:
+                return replace(options, grammar=None, json_schema=None, grammar_trigger="")
+            # No more calls: the reply must not open like one. The grammar only shapes the
+            # first characters and is dropped as soon as the text has begun (full speed).
+            return replace(options, grammar=protocol.text_grammar(), json_schema=None,
+                           grammar_trigger=protocol.trigger)
+        return replace(options, grammar=protocol.grammar(required), json_schema=None,
+                       grammar_trigger="" if required else protocol.trigger)
+
+    def run_call(self, call: ToolCall, tools: dict[str, Tool], round_no: int = 1) -> ToolOutcome:
+        """Check, approve and run one call; every failure becomes the outcome's error."""
+        self.on_event(ToolCallStarted(call, tools[call.name].source if call.name in tools else ""))
+        outcome = self._decide_and_run(call, tools, round_no)
+        self.on_event(ToolCallFinished(outcome))
+        return outcome
+
+    def _decide_and_run(self, call: ToolCall, tools: dict[str, Tool], round_no: int) -> ToolOutcome:
+        tool = tools.get(call.name)
+        if tool is None:
+            known = ", ".join(sorted(tools)) or "none"
+            return ToolOutcome(call, "invalid", error=f"There is no tool named {call.name!r}. Tools: {known}.",
+                               round=round_no)
+        try:
+            call.arguments = validate_arguments(tool, call.arguments)
+        except ToolError as exc:
+            return ToolOutcome(call, "invalid", error=str(exc), source=tool.source, round=round_no)
+        allowed, decided_by = self._approve(call, tool)
+        if not allowed:
+            return ToolOutcome(call, "denied", decided_by, error="The user did not allow this call.",
+                               source=tool.source, round=round_no)
+        result, error, ms = run_tool(tool, call.arguments, self.cancelled)
+        decision = "approved" if decided_by == "you" else "allowed"
+        return ToolOutcome(call, decision, decided_by, result=result, error=error, duration_ms=ms,
+                           source=tool.source, round=round_no)
+
+    def _approve(self, call: ToolCall, tool: Tool) -> tuple[bool, str]:
+        """(allowed, who decided): a plugin first, then the tool's default, then the user."""
+        request = {"tool": call.name, "arguments": call.arguments, "source": tool.source}
+        verdict = self.hooks.approve_tool_call(call=request)
+        if verdict is not None:
+            return bool(verdict), "policy"
+        if not tool.requires_approval:
+            return True, ""
+        if self.approver is None:
+            return False, "no one to ask"
+        try:
+            return bool(self.approver(call, tool)), "you"
+        except Exception:
+            log.exception("asking for approval failed")
+            return False, "no one to ask"
+
+    @staticmethod
+    def _record(turn: Turn, outcome: ToolOutcome) -> None:
+        turn.trace.append(TraceEntry(outcome.source or "tools", "tool_call", outcome.as_dict()))
+
+
+def _call_key(call: ToolCall) -> str:
+    return json.dumps([call.name, call.arguments], sort_keys=True, default=str)
+
+
+def _unique(tools: list[Tool]) -> list[Tool]:
+    seen: dict[str, Tool] = {}
+    for tool in tools:
+        seen.setdefault(tool.name, tool)
+    return list(seen.values())

@@ -1,0 +1,339 @@
+"""How tool calls are written by the model and read back: the model's own format or ours.
+
+Two protocols:
+
+* **Native**: the model's chat template knows about tools (it uses a ``tools`` variable).
+  The tools go to the template; calls are read in the two common forms, Hermes-style
+  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` and a bare JSON object;
+  results go back as ``tool`` messages.
+* **Prompt protocol** (every other model): the system prompt lists the tools and asks the
+  model to reply either with text or with exactly one JSON object
+  ``{"tool": "<name>", "arguments": {...}}``. A llama.cpp grammar built from the tools'
+  schemas makes that object well-formed, with a known tool name and arguments of the right
+  shape, so even a very small model writes valid calls. A reply that starts with anything
+  but ``{`` is a text answer, and the grammar is dropped for it (full speed). Results go
+  back as a user message that starts with "Tool result".
+
+With ``tool_choice = "required"`` the first reply must be a call (the grammar has no text
+branch); small models rarely decide to call a tool on their own, so the user can ask for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from desktop_app.core.tools import ToolCall, ToolError, ToolOutcome, tool_summary
+from desktop_app.core.turn import ChatMessage, Tool
+
+__all__ = ["NativeProtocol", "PromptProtocol", "ToolProtocol", "protocol_for", "schema_grammar"]
+
+
+# -- a compact JSON-schema to GBNF converter ---------------------------------------------------
+# llama.cpp ships a converter too, but it allows free whitespace and newlines in strings;
+# small models then wander off inside a string. This one writes one fixed, compact layout.
+
+_CHAR = r'[^"\\\x00-\x1F\x7F]'
+_BASE_RULES = {
+    "str-char": rf'{_CHAR} | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{{4}})',
+    "string": '"\\"" str-char* "\\""',
+    "number": '"-"? [0-9]{1,15} ("." [0-9]{1,10})? ([eE] [-+]? [0-9]{1,3})?',
+    "integer": '"-"? [0-9]{1,15}',
+    "boolean": '"true" | "false"',
+    "null": '"null"',
+    "value": "string | number | boolean | null | any-array | any-object",
+    "any-array": '"[" (value (", " value){0,50})? "]"',
+    "any-object": '"{" (string ": " value (", " string ": " value){0,50})? "}"',
+}
+
+
+def _literal(text: str) -> str:
+    """A GBNF literal for ``text``."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+@dataclass
+class _Grammar:
+    rules: dict[str, str] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+
+    def add(self, name: str, body: str) -> str:
+        base, n = name, 1
+        while name in self.rules:
+            n += 1
+            name = f"{base}-{n}"
+        self.rules[name] = body
+        return name
+
+    def base(self, name: str) -> str:
+        """Use one of the shared base rules; returns its name."""
+        self.used.add(name)
+        return name
+
+    def text(self) -> str:
+        """The grammar as GBNF text, with the base rules the others use."""
+        if self.used & {"value", "any-array", "any-object"}:
+            self.used.update(("value", "any-array", "any-object", "string", "number", "boolean", "null"))
+        if "string" in self.used:
+            self.used.add("str-char")
+        lines = [f"{name} ::= {body}" for name, body in self.rules.items()]
+        lines += [f"{name} ::= {_BASE_RULES[name]}" for name in _BASE_RULES if name in self.used]
+        return "\n".join(lines) + "\n"
+
+
+def _value_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
+    """Return a GBNF expression admitting JSON values of ``schema`` (a practical subset)."""
+    if "const" in schema:
+        return _literal(json.dumps(schema["const"], ensure_ascii=False))
+    if "enum" in schema:
+        return "(" + " | ".join(_literal(json.dumps(v, ensure_ascii=False)) for v in schema["enum"]) + ")"
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return "(" + " | ".join(_value_rule(g, s, hint) for s in schema[key]) + ")"
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return "(" + " | ".join(_value_rule(g, dict(schema, type=k), hint) for k in kind) + ")"
+    if kind == "string":
+        return g.base("string")
+    if kind in ("number", "integer", "boolean", "null"):
+        return g.base(kind)
+    if kind == "array":
+        items = schema.get("items")
+        item = _value_rule(g, items, hint + "-item") if isinstance(items, dict) and items else g.base("value")
+        return g.add(f"{hint}-array", f'"[" ({item} (", " {item}){{0,50}})? "]"')
+    if kind == "object" or "properties" in schema:
+        if not schema.get("properties"):
+            return g.base("any-object")
+        return _object_rule(g, schema, hint)
+    return g.base("value")
+
+
+def _object_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
+    """An object with its properties in a fixed order: required ones always, optional ones maybe."""
+    properties: dict[str, Any] = schema.get("properties", {})
+    required = [k for k in properties if k in schema.get("required", [])]
+    optional = [k for k in properties if k not in required]
+
+    def pair(key: str) -> str:
+        return f'{_literal(json.dumps(key) + ": ")} {_value_rule(g, properties[key] or {}, f"{hint}-{_safe(key)}")}'
+
+    body = " \", \" ".join(pair(k) for k in required)
+    if optional:
+        # from-i: optional property i, then any later optional ones (any subset, in order).
+        names = [f"{hint}-opt{i}" for i in range(len(optional))]
+        for i in reversed(range(len(optional))):
+            later = names[i + 1:]
+            tail = f' (", " ({" | ".join(later)}))?' if later else ""
+            g.rules[names[i]] = pair(optional[i]) + tail
+        any_optional = "(" + " | ".join(names) + ")"
+        body = f'{body} (", " {any_optional})?' if body else f"{any_optional}?"
+    return g.add(hint, f'"{{" {body} "}}"' if body else '"{" "}"')
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "x"
+
+
+def schema_grammar(schema: dict[str, Any], root: str = "root") -> str:
+    """A GBNF grammar whose ``root`` admits compact JSON matching ``schema``."""
+    g = _Grammar()
+    expression = _value_rule(g, schema, "v")
+    g.rules = {root: expression, **g.rules}
+    return g.text()
+
+
+# -- the protocols -----------------------------------------------------------------------------
+
+class ToolProtocol:
+    """Base class: how tools are offered, how calls are recognised and how results return."""
+
+    #: Text that starts a call; the stream is held back from the user from there on.
+    trigger = "{"
+
+    def __init__(self, tools: list[Tool]):
+        self.tools = {t.name: t for t in tools}
+
+    def system_text(self) -> str:
+        """Text added to the system prompt (nothing for native templates)."""
+        return ""
+
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        """The ``tools`` variable for the chat template (None: the template gets none)."""
+        return None
+
+    def grammar(self, required: bool) -> str:
+        """The GBNF grammar for one reply."""
+        raise NotImplementedError
+
+    def text_grammar(self) -> str:
+        """A grammar for a reply that must be text: it may not open like a call."""
+        first = self.trigger[0]
+        return f'root ::= [ \\t\\n]* [^{first} \\t\\n] [^\\x00]*\n'
+
+    def parse(self, text: str) -> ToolCall | None:
+        """The call in ``text``, None for a text answer; raises ToolError when a call is malformed."""
+        raise NotImplementedError
+
+    def exchange(self, call: ToolCall, outcome: ToolOutcome) -> list[ChatMessage]:
+        """The messages that show the model its call and the result."""
+        raise NotImplementedError
+
+    def error_exchange(self, written: str, outcome: ToolOutcome) -> list[ChatMessage]:
+        """The messages that show the model what it wrote and why it was not a usable call."""
+        return [ChatMessage("assistant", written), ChatMessage("user", f"Tool error: {outcome.error}")]
+
+    # helpers shared by both protocols
+    def _call_grammar(self, name_key: str, args_key: str) -> _Grammar:
+        g = _Grammar()
+        options = []
+        for i, tool in enumerate(self.tools.values()):
+            head = _literal(f'{{"{name_key}": {json.dumps(tool.name)}, "{args_key}": ')
+            args = _object_rule(g, tool.parameters, f"t{i}-args") if tool.parameters.get("properties") else '"{}"'
+            options.append(g.add(f"t{i}", f'{head} {args} "}}"'))
+        g.rules = {"call": " | ".join(options) or '"{}"', **g.rules}
+        return g
+
+    def _decode(self, text: str) -> Any:
+        """Parse the JSON object at the start of ``text`` (extra text after it is ignored)."""
+        start = text.find("{")
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text[start:])
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"The tool call is not valid JSON ({exc.msg} at character {exc.pos + 1}). "
+                            'Write it as {"tool": "<name>", "arguments": {...}}.') from exc
+        if not isinstance(value, dict):
+            raise ToolError("A tool call must be a JSON object.")
+        return value
+
+    def _to_call(self, value: dict[str, Any]) -> ToolCall:
+        wrapped = value.get("tool_call") or value.get("function")
+        inner = wrapped if isinstance(wrapped, dict) else value
+        name = inner.get("tool", inner.get("name"))
+        arguments = inner.get("arguments", inner.get("parameters", {}))
+        if isinstance(arguments, str):
+            # Some models write the arguments as a JSON string, as OpenAI's API does.
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ToolError(f"The arguments are not valid JSON: {exc.msg}.") from exc
+        if not isinstance(name, str) or not name:
+            raise ToolError('The tool call names no tool; write {"tool": "<name>", "arguments": {...}}.')
+        return ToolCall(name, arguments if isinstance(arguments, dict) else {"value": arguments})
+
+
+class PromptProtocol(ToolProtocol):
+    """Parley's own protocol for models whose chat template knows nothing of tools."""
+
+    trigger = "{"
+
+    def system_text(self) -> str:
+        """The tool list and the calling convention, for the system prompt."""
+        lines = [
+            "You can use tools. To call one, reply with only a JSON object: "
+            '{"tool": "<tool name>", "arguments": {...}}. The result comes back in the next '
+            "message; then answer the user with it. Call a tool when the question needs exact "
+            "arithmetic, the current time, a conversion or the user's files; otherwise answer "
+            "directly.",
+            "",
+            "Tools:",
+        ]
+        for tool in self.tools.values():
+            args = ", ".join(_describe_param(k, v, k in tool.parameters.get("required", []))
+                             for k, v in tool.parameters.get("properties", {}).items())
+            lines.append(f"- {tool.name}({args}): {tool.description}")
+        return "\n".join(lines)
+
+    def grammar(self, required: bool) -> str:
+        """Calls with a known tool and well-formed arguments; with ``required`` nothing else."""
+        g = self._call_grammar("tool", "arguments")
+        if required:
+            g.rules = {"root": "call", **g.rules}
+        else:
+            # Text is anything that does not open with "{" (leading blanks allowed either way).
+            g.rules = {"root": '[ \\t\\n]* (call | text)', "text": "[^{ \\t\\n] [^\\x00]*", **g.rules}
+        return g.text()
+
+    def parse(self, text: str) -> ToolCall | None:
+        """A call when the reply opens with "{", else None (a text answer)."""
+        stripped = text.strip()
+        if not stripped.startswith("{"):
+            return None
+        return self._to_call(self._decode(stripped))
+
+    def exchange(self, call: ToolCall, outcome: ToolOutcome) -> list[ChatMessage]:
+        """The call as the model wrote it, then the result as the user's next message."""
+        written = json.dumps({"tool": call.name, "arguments": call.arguments}, ensure_ascii=False)
+        return [
+            ChatMessage("assistant", written),
+            ChatMessage("user", f"Tool result from {call.name}: {outcome.text_for_model()}\n\n"
+                                "Now answer the question with this result."),
+        ]
+
+
+class NativeProtocol(ToolProtocol):
+    """Tools through the model's own chat template (it reads a ``tools`` variable)."""
+
+    def __init__(self, tools: list[Tool], template_source: str):
+        super().__init__(tools)
+        self.hermes = "<tool_call>" in template_source
+        self.trigger = "<tool_call>" if self.hermes else "{"
+
+    def template_tools(self) -> list[dict[str, Any]]:
+        """The tools in the OpenAI-style form templates iterate over."""
+        return tool_summary(list(self.tools.values()))
+
+    def grammar(self, required: bool) -> str:
+        """The model's own call layout, constrained to known tools and well-formed arguments."""
+        g = self._call_grammar("name", "arguments")
+        call = '"<tool_call>\\n" call "\\n</tool_call>"' if self.hermes else "call"
+        if required:
+            g.rules = {"root": call, **g.rules}
+        else:
+            first = "<" if self.hermes else "{"
+            g.rules = {"root": f'[ \\t\\n]* ({call} | text)', "text": f"[^{first} \\t\\n] [^\\x00]*", **g.rules}
+        return g.text()
+
+    def parse(self, text: str) -> ToolCall | None:
+        """A Hermes ``<tool_call>`` block anywhere, or a reply that is one JSON call."""
+        match = re.search(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", text, re.S)
+        if match:
+            return self._to_call(self._decode(match.group(1)))
+        stripped = text.strip()
+        if stripped.startswith("{") and re.match(r'\{\s*"(name|tool|function|tool_call)"', stripped):
+            return self._to_call(self._decode(stripped))
+        return None
+
+    def exchange(self, call: ToolCall, outcome: ToolOutcome) -> list[ChatMessage]:
+        """An assistant message with ``tool_calls``, then a ``tool`` message with the result."""
+        calls = [{"type": "function", "id": call.id or "call_1",
+                  "function": {"name": call.name, "arguments": call.arguments}}]
+        return [
+            ChatMessage("assistant", "", tool_calls=calls),
+            ChatMessage("tool", outcome.text_for_model(), name=call.name, tool_call_id=call.id or "call_1"),
+        ]
+
+
+def _describe_param(name: str, schema: dict[str, Any], required: bool) -> str:
+    kind = schema.get("type", "any")
+    if "enum" in schema:
+        kind = " | ".join(json.dumps(v) for v in schema["enum"])
+    text = f"{name}: {kind}"
+    if not required:
+        text += "?"
+    if schema.get("description"):
+        text += f" ({schema['description']})"
+    return text
+
+
+def template_supports_tools(source: str | None) -> bool:
+    """True when a chat template reads the ``tools`` variable."""
+    return bool(source) and re.search(r"\btools\b", source or "") is not None
+
+
+def protocol_for(template_source: str | None, tools: list[Tool]) -> ToolProtocol:
+    """The native protocol when the template handles tools, else Parley's prompt protocol."""
+    if template_supports_tools(template_source):
+        return NativeProtocol(tools, template_source or "")
+    return PromptProtocol(tools)

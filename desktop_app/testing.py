@@ -1,0 +1,108 @@
+"""Helpers for testing Parley and its plugins without loading a model.
+
+:class:`FakeEngine` stands in for :class:`desktop_app.core.engine.Engine` in the turn
+pipeline: queue the replies it should give with :meth:`FakeEngine.enqueue`, run turns, then
+look at what it was asked in :attr:`FakeEngine.history`. Use the real model for anything
+about what a model actually writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from desktop_app.core.chat_template import ChatTemplate
+from desktop_app.core.engine import DoneEvent, ErrorEvent, GenerationStats, TokenEvent
+from desktop_app.core.turn import ChatMessage, GenerationOptions
+
+__all__ = ["FakeEngine", "FakeRequest"]
+
+
+@dataclass
+class FakeRequest:
+    """One call to :meth:`FakeEngine.stream_chat`: what the pipeline asked for."""
+
+    messages: list[ChatMessage]
+    options: GenerationOptions
+    tools: list[dict[str, Any]] | None
+    prompt: str = ""
+
+
+@dataclass
+class FakeEngine:
+    """A scripted engine: each generation streams the next queued reply word by word.
+
+    A queued reply may also be a callable ``reply(request) -> str`` (to answer from what was
+    asked) or an exception instance (the generation fails with it).
+    """
+
+    template_source: str | None = None
+    replies: list[Any] = field(default_factory=list)
+    history: list[FakeRequest] = field(default_factory=list)
+    model_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self._cancel = threading.Event()
+        self.chat_template = ChatTemplate(self.template_source)
+
+    def enqueue(self, *replies: str | Callable[[FakeRequest], str] | BaseException) -> "FakeEngine":
+        """Queue replies for the next generations, in order."""
+        self.replies.extend(replies)
+        return self
+
+    # The parts of the Engine interface the pipeline uses.
+    @property
+    def loaded(self) -> bool:
+        """Always True: the fake model is always there."""
+        return True
+
+    @property
+    def context_length(self) -> int:
+        """A generous context window."""
+        return 8192
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set by :meth:`cancel` until a generation consumes it."""
+        return self._cancel
+
+    def cancel(self) -> None:
+        """Stop the current or next generation."""
+        self._cancel.set()
+
+    def reset_cancel(self) -> None:
+        """Forget a Stop nothing consumed."""
+        self._cancel.clear()
+
+    def render(self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
+        """Render with the chat template given at construction (ChatML when none)."""
+        return self.chat_template.render([m.as_dict() for m in messages], tools=tools)
+
+    def stream_chat(self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None,
+                    tools: list[dict[str, Any]] | None = None) -> Iterator[Any]:
+        """Stream the next queued reply; fails clearly when the script has run out."""
+        options = options or GenerationOptions()
+        request = FakeRequest(list(messages), options, tools, self.render(messages, tools))
+        self.history.append(request)
+        if not self.replies:
+            yield ErrorEvent("FakeEngine has no reply queued for this generation.")
+            return
+        reply = self.replies.pop(0)
+        if isinstance(reply, BaseException):
+            yield ErrorEvent(str(reply))
+            return
+        text = reply(request) if callable(reply) else reply
+        stats = GenerationStats(prompt_tokens=len(request.prompt.split()))
+        sent = ""
+        for i, word in enumerate(text.split(" ")):
+            if self._cancel.is_set():
+                self._cancel.clear()
+                yield DoneEvent(sent, "cancelled", stats, request.prompt)
+                return
+            piece = word if i == 0 else " " + word
+            sent += piece
+            stats.generated_tokens += 1
+            yield TokenEvent(piece)
+        yield DoneEvent(sent, "stop", stats, request.prompt)

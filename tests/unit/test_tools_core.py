@@ -1,0 +1,152 @@
+"""Tools in the core: schemas from functions, argument checks, running with a timeout."""
+
+import time
+from typing import Literal
+
+import pytest
+
+from desktop_app.api import Tool, hookimpl
+from desktop_app.core.tools import (
+    ToolError,
+    ToolRegistry,
+    check_tool,
+    run_tool,
+    tool_from_function,
+    validate_arguments,
+)
+from desktop_app.plugins import PluginHost
+
+
+def convert(value: float, unit: Literal["km", "mi"], precise: bool = False, note: str | None = None) -> str:
+    """Convert a distance.
+
+    Longer explanation for programmers only.
+
+    Args:
+        value: How far.
+        unit: The unit to convert to.
+        precise: Keep all digits.
+    """
+    return f"{value} {unit}"
+
+
+def test_schema_from_type_hints_and_docstring():
+    tool = tool_from_function(convert)
+    assert tool.name == "convert"
+    assert tool.description == "Convert a distance."
+    props = tool.parameters["properties"]
+    assert props["value"] == {"type": "number", "description": "How far."}
+    assert props["unit"] == {"enum": ["km", "mi"], "type": "string", "description": "The unit to convert to."}
+    assert props["precise"] == {"type": "boolean", "description": "Keep all digits.", "default": False}
+    assert props["note"] == {"type": "string"}
+    assert tool.parameters["required"] == ["value", "unit"]
+    assert tool.parameters["additionalProperties"] is False
+
+
+def test_sphinx_docstrings_and_lists():
+    def tag(names: list[str], count: int = 1) -> str:
+        """Tag things.
+
+        :param names: The names.
+        :param count: How many.
+        """
+        return ""
+
+    props = tool_from_function(tag).parameters["properties"]
+    assert props["names"] == {"type": "array", "items": {"type": "string"}, "description": "The names."}
+    assert props["count"]["description"] == "How many."
+
+
+def test_unsupported_parameter_types_are_refused():
+    def odd(x: complex) -> str:
+        """Odd."""
+        return ""
+
+    with pytest.raises(ToolError, match="cannot be described"):
+        tool_from_function(odd)
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "has space", "x" * 65, "semi;colon"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(ToolError, match="not valid"):
+        check_tool(Tool(name, "d", {"type": "object", "properties": {}}, lambda: ""))
+
+
+def test_bad_schemas_are_refused():
+    with pytest.raises(ToolError, match="type 'object'"):
+        check_tool(Tool("t", "d", {"type": "string"}, lambda: ""))
+    with pytest.raises(ToolError, match="unknown type"):
+        check_tool(Tool("t", "d", {"type": "object", "properties": {"a": {"type": "str"}}}, lambda: ""))
+    with pytest.raises(ToolError, match="does not describe"):
+        check_tool(Tool("t", "d", {"type": "object", "properties": {}, "required": ["a"]}, lambda: ""))
+    with pytest.raises(ToolError, match="description"):
+        check_tool(Tool("t", " ", {"type": "object"}, lambda: ""))
+
+
+def test_arguments_are_checked_with_messages_the_model_can_use():
+    tool = tool_from_function(convert)
+    assert validate_arguments(tool, {"value": 5, "unit": "km"}) == {"value": 5, "unit": "km"}
+    # Quoted numbers are read as numbers, as a person would.
+    assert validate_arguments(tool, {"value": "5.5", "unit": "mi"})["value"] == 5.5
+    with pytest.raises(ToolError, match="missing 'unit'"):
+        validate_arguments(tool, {"value": 5})
+    with pytest.raises(ToolError, match='must be one of "km", "mi"'):
+        validate_arguments(tool, {"value": 5, "unit": "yards"})
+    with pytest.raises(ToolError, match="must be of type number"):
+        validate_arguments(tool, {"value": "far", "unit": "km"})
+    with pytest.raises(ToolError, match="Unknown argument 'speed'"):
+        validate_arguments(tool, {"value": 5, "unit": "km", "speed": 3})
+    with pytest.raises(ToolError, match="JSON object"):
+        validate_arguments(tool, [1, 2])
+
+
+def test_run_tool_returns_result_error_and_timeout():
+    def slow() -> str:
+        """Slow."""
+        time.sleep(5)
+        return "late"
+
+    def broken() -> str:
+        """Broken."""
+        raise RuntimeError("disk on fire")
+
+    fast = Tool("fast", "d", {"type": "object", "properties": {}}, lambda: {"a": 1})
+    assert run_tool(fast, {})[:2] == ('{"a": 1}', "")
+    result, error, _ = run_tool(tool_from_function(broken), {})
+    assert result == "" and error == "RuntimeError: disk on fire"
+    hanging = tool_from_function(slow, timeout=0.2)
+    started = time.perf_counter()
+    result, error, _ = run_tool(hanging, {})
+    assert "did not finish within 0.2 s" in error
+    assert time.perf_counter() - started < 1.5
+
+
+def test_long_results_are_cut():
+    big = Tool("big", "d", {"type": "object", "properties": {}}, lambda: "x" * 10_000)
+    result, _, _ = run_tool(big, {})
+    assert len(result) < 4100 and "more characters" in result
+
+
+def test_registry_records_source_and_refuses_duplicates():
+    registry = ToolRegistry()
+    assert registry.add(tool_from_function(convert), "one")
+    assert not registry.add(tool_from_function(convert), "two")
+    assert registry.tools["convert"].source == "one"
+    assert "already comes from one" in registry.problems[0]
+    assert not registry.add("not a tool", "three")
+
+
+def test_plugin_host_collects_tools_with_their_plugin():
+    import types
+
+    good = types.ModuleType("good")
+    good.register_tools = hookimpl(lambda register: register(tool_from_function(convert)))
+    bad = types.ModuleType("bad")
+    bad.register_tools = hookimpl(lambda register: register(Tool("bad name", "d", {}, lambda: "")))
+    host = PluginHost(default_plugins=())
+    host.register(good, name="good")
+    host.register(bad, name="bad")
+    registry = host.tools()
+    assert list(registry.tools) == ["convert"]
+    assert registry.tools["convert"].source == "good"
+    assert any(p.startswith("bad:") for p in registry.problems)
