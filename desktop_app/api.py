@@ -16,7 +16,15 @@ from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError,
 from desktop_app.core.paths import atomic_write_text
 from desktop_app.core.plugin_state import conversation_choice, remember_choice
 from desktop_app.core.settings import Option
-from desktop_app.core.tools import ToolCall, ToolError, ToolOutcome, check_tool, tool_from_function
+from desktop_app.core.tools import (
+    ToolCall,
+    ToolError,
+    ToolOutcome,
+    check_tool,
+    run_tool,
+    tool_from_function,
+    validate_arguments,
+)
 from desktop_app.core.turn import (
     Adapter,
     ChatMessage,
@@ -52,5 +60,7 @@ __all__ = [
     "conversation_choice",
     "hookimpl",
     "remember_choice",
+    "run_tool",
     "tool_from_function",
+    "validate_arguments",
 ]

@@ -80,6 +80,8 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int)
     chat.add_argument("--stop", action="append", help="stop the answer at this text (repeatable)")
     chat.add_argument("--stats", action="store_true", help="print speed and token counts afterwards")
+    chat.add_argument("--allow-tools", action="store_true",
+                      help="run tool calls that would ask for approval without asking (policies set to deny still apply)")
     chat.set_defaults(handler=_cmd_chat)
 
     models = sub.add_parser("models", help="the model library").add_subparsers(title="actions", metavar="ACTION", required=True)
@@ -146,8 +148,44 @@ def _run_gui(args: argparse.Namespace, context: Any) -> int:
 
 
 # -- chat ------------------------------------------------------------------------------------
+def _terminal_approver(allow_all: bool) -> Callable[[Any, Any], Any]:
+    """Ask on the terminal whether a tool call may run (refused when there is no terminal)."""
+
+    def approve(call: Any, tool: Any) -> Any:
+        arguments = json.dumps(call.arguments, ensure_ascii=False)
+        if allow_all:
+            return True
+        if not sys.stdin.isatty():
+            print(f"parley: {call.name} {arguments} needs your approval, but there is no terminal to ask; "
+                  "refused. Pass --allow-tools, or set its policy with `parley tools policy`.", file=sys.stderr)
+            return False
+        while True:
+            sys.stderr.write(f"\nAllow {call.name} ({tool.source or 'tool'}) with {arguments}? "
+                             "[y]es / [n]o / [a]lways / ne[v]er: ")
+            sys.stderr.flush()
+            try:
+                answer = input().strip().lower()
+            except EOFError:
+                return False
+            choices = {"y": True, "yes": True, "n": False, "no": False, "": False,
+                       "a": "always", "always": "always", "v": "never", "never": "never"}
+            if answer in choices:
+                return choices[answer]
+
+    return approve
+
+
+def _describe_tool_outcome(outcome: Any) -> str:
+    """One line about a finished tool call, for the terminal."""
+    arguments = json.dumps(outcome.call.arguments, ensure_ascii=False)
+    if outcome.error:
+        return f"[tool {outcome.call.name} {arguments}: {outcome.decision}: {outcome.error}]"
+    result = outcome.result if len(outcome.result) <= 200 else outcome.result[:200] + "…"
+    return f"[tool {outcome.call.name} {arguments} -> {result} ({outcome.duration_ms:.1f} ms)]"
+
+
 def _cmd_chat(args: argparse.Namespace, context: Any) -> int:
-    from desktop_app.core.chat import TurnFailed, TurnFinished
+    from desktop_app.core.chat import ToolCallFinished, TurnFailed, TurnFinished
     from desktop_app.core.engine import TokenEvent
 
     overrides = {k: getattr(args, k) for k in
@@ -178,6 +216,10 @@ def _cmd_chat(args: argparse.Namespace, context: Any) -> int:
         if isinstance(event, TokenEvent):
             sys.stdout.write(event.text)
             sys.stdout.flush()
+        elif isinstance(event, ToolCallFinished):
+            print(_describe_tool_outcome(event.outcome), file=sys.stderr)
+
+    approve = _terminal_approver(getattr(args, "allow_tools", False))
 
     def ask(question: str) -> int:
         # Ctrl+C stops the answer (it is kept, marked incomplete) instead of killing Parley.
@@ -185,7 +227,8 @@ def _cmd_chat(args: argparse.Namespace, context: Any) -> int:
         previous = signal.signal(signal.SIGINT, lambda *_: context.engine.cancel())
         try:
             outcome = context.chat.send(conversation.id, question, on_event, options=overrides,
-                                        plugin_options=getattr(args, "plugin_options", None))
+                                        plugin_options=getattr(args, "plugin_options", None),
+                                        approve_tool=approve)
         finally:
             signal.signal(signal.SIGINT, previous)
         sys.stdout.write("\n")

@@ -76,7 +76,8 @@ class AppContext:
                 self.plugins.hook.model_loaded(engine=self.engine)
 
     def close(self) -> None:
-        """Free the model and close the store."""
+        """Let plugins stop their work, free the model and close the store."""
+        self.plugins.hook.app_closing(context=self)
         self.engine.cancel()
         if self.engine.loaded:
             self.plugins.hook.model_unloading(engine=self.engine)

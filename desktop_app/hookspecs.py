@@ -110,12 +110,26 @@ def generate_turn(turn: "Turn", generate: Callable[..., Any]) -> "TurnResult | N
 
 
 @hookspec(firstresult=True)
-def approve_tool_call(call: dict[str, Any]) -> bool | None:
-    """Decide whether a tool call may run: True runs it, False refuses, None asks the user.
+def approve_tool_call(call: dict[str, Any]) -> "bool | str | None":
+    """Decide whether a tool call may run before anyone asks the user.
 
-    :param call: ``{"tool": name, "arguments": {...}}``.
+    :param call: ``{"tool": name, "arguments": {...}, "source": who provides the tool}``.
+    :return: True runs it, False refuses it, ``"ask"`` asks the user (even for a tool that
+        would run unasked), None leaves the decision to other plugins and then to the tool's
+        default (ask the user when it ``requires_approval``, else run).
     Stops at the first non-None result. Called on the generation worker thread; must not
-    block waiting for the user (return None instead).
+    block waiting for the user (return "ask" instead).
+    """
+
+
+@hookspec
+def remember_tool_policy(tool: str, policy: str) -> None:
+    """The user answered a tool call's approval with "always": keep it for this tool.
+
+    :param tool: the tool's name.
+    :param policy: ``"allow"`` or ``"deny"``.
+    A plugin that keeps approval policies stores it and applies it through
+    ``approve_tool_call`` from then on. Called on the generation worker thread; may block briefly.
     """
 
 
@@ -150,4 +164,13 @@ def app_started(context: Any) -> None:
 
     Historic: a plugin registered later still receives the call. Called on the main thread;
     must not block.
+    """
+
+
+@hookspec
+def app_closing(context: Any) -> None:
+    """The application is about to close: stop background work and child processes.
+
+    Called on the main thread before the model is unloaded and the store closed; should
+    finish within a few seconds.
     """

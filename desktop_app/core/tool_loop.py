@@ -26,8 +26,12 @@ __all__ = ["Approver", "ToolCallFinished", "ToolCallStarted", "ToolLoop"]
 
 log = logging.getLogger(__name__)
 
-#: ``approver(call, tool) -> bool``: ask the user whether ``call`` may run (blocking is fine).
-Approver = Callable[[ToolCall, Tool], bool]
+#: Token budget of a round that may write a call, whatever the answer's own limit.
+MIN_CALL_TOKENS = 160
+
+#: ``approver(call, tool)`` asks the user whether ``call`` may run (blocking is fine) and
+#: returns True/False for this call, or "always"/"never" to decide for the tool from now on.
+Approver = Callable[[ToolCall, Tool], "bool | str"]
 
 
 @dataclass
@@ -95,7 +99,7 @@ class ToolLoop:
     def run(self, turn: Turn, options: GenerationOptions, on_token: Callable[[str], None] | None) -> TurnResult:
         """Generate ``turn``'s answer, running the tools it calls; returns the final answer."""
         tools = _unique(turn.tools)
-        protocol = protocol_for(self.template_source, tools)
+        protocol = protocol_for(self.template_source, tools, turn.user_message)
         # The protocol text goes into this pass only, so the turn stays as the plugins left it.
         working = replace(turn, tool_exchange=list(turn.tool_exchange))
         instructions = protocol.system_text()
@@ -170,8 +174,10 @@ class ToolLoop:
             # first characters and is dropped as soon as the text has begun (full speed).
             return replace(options, grammar=protocol.text_grammar(), json_schema=None,
                            grammar_trigger=protocol.trigger)
+        # A call must be able to finish even when answers are kept very short.
         return replace(options, grammar=protocol.grammar(required), json_schema=None,
-                       grammar_trigger="" if required else protocol.trigger)
+                       grammar_trigger="" if required else protocol.trigger,
+                       max_tokens=max(options.max_tokens, MIN_CALL_TOKENS))
 
     def run_call(self, call: ToolCall, tools: dict[str, Tool], round_no: int = 1) -> ToolOutcome:
         """Check, approve and run one call; every failure becomes the outcome's error."""
@@ -203,17 +209,22 @@ class ToolLoop:
         """(allowed, who decided): a plugin first, then the tool's default, then the user."""
         request = {"tool": call.name, "arguments": call.arguments, "source": tool.source}
         verdict = self.hooks.approve_tool_call(call=request)
-        if verdict is not None:
+        if verdict is not None and verdict != "ask":
             return bool(verdict), "policy"
-        if not tool.requires_approval:
+        if verdict is None and not tool.requires_approval:
             return True, ""
         if self.approver is None:
             return False, "no one to ask"
         try:
-            return bool(self.approver(call, tool)), "you"
+            answer = self.approver(call, tool)
         except Exception:
             log.exception("asking for approval failed")
             return False, "no one to ask"
+        if answer in ("always", "never"):
+            # The user chose once and for all: a plugin that keeps policies remembers it.
+            self.hooks.remember_tool_policy(tool=call.name, policy="allow" if answer == "always" else "deny")
+            return answer == "always", "you"
+        return bool(answer), "you"
 
     @staticmethod
     def _record(turn: Turn, outcome: ToolOutcome) -> None:

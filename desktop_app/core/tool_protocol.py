@@ -96,7 +96,7 @@ def _value_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
     if isinstance(kind, list):
         return "(" + " | ".join(_value_rule(g, dict(schema, type=k), hint) for k in kind) + ")"
     if kind == "string":
-        return g.base("string")
+        return _string_rule(g, schema, hint)
     if kind in ("number", "integer", "boolean", "null"):
         return g.base(kind)
     if kind == "array":
@@ -108,6 +108,32 @@ def _value_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
             return g.base("any-object")
         return _object_rule(g, schema, hint)
     return g.base("value")
+
+
+#: The regular-expression patterns the grammar can enforce: one character class, repeated.
+_SIMPLE_PATTERN = re.compile(r"^\^(\[[^\]\\\"]+\])(\+|\*|\{\d+,\d+\})\$$")
+
+
+def _string_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
+    """A JSON string; a simple ``pattern`` (``^[chars]+$``) or ``maxLength`` is enforced too.
+
+    A tool may shape a string's content exactly with ``"x-gbnf"`` (a GBNF expression for what
+    goes between the quotes) and ``"x-gbnf-rules"`` (the named rules it uses; give them
+    names unlikely to clash, e.g. prefixed with the tool's name).
+    """
+    if isinstance(schema.get("x-gbnf"), str):
+        for name, body in (schema.get("x-gbnf-rules") or {}).items():
+            g.rules[name] = body
+        return g.add(f"{hint}-str", f'"\\"" ({schema["x-gbnf"]}) "\\""')
+    match = _SIMPLE_PATTERN.match(schema.get("pattern", ""))
+    if match:
+        chars, repeat = match.groups()
+        if "maxLength" in schema and repeat in ("+", "*"):
+            repeat = f"{{{1 if repeat == '+' else 0},{int(schema['maxLength'])}}}"
+        return g.add(f"{hint}-str", f'"\\"" {chars}{repeat} "\\""')
+    if "maxLength" in schema:
+        return g.add(f"{hint}-str", f'"\\"" {g.base("str-char")}{{0,{int(schema["maxLength"])}}} "\\""')
+    return g.base("string")
 
 
 def _object_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
@@ -152,8 +178,10 @@ class ToolProtocol:
     #: Text that starts a call; the stream is held back from the user from there on.
     trigger = "{"
 
-    def __init__(self, tools: list[Tool]):
+    def __init__(self, tools: list[Tool], question: str = ""):
         self.tools = {t.name: t for t in tools}
+        #: The user's message, repeated after a result: small models then answer it.
+        self.question = question
 
     def system_text(self) -> str:
         """Text added to the system prompt (nothing for native templates)."""
@@ -268,15 +296,16 @@ class PromptProtocol(ToolProtocol):
         return [
             ChatMessage("assistant", written),
             ChatMessage("user", f"Tool result from {call.name}: {outcome.text_for_model()}\n\n"
-                                "Now answer the question with this result."),
+                                + (f"Using this result, answer my question: {self.question}" if self.question
+                                   else "Now answer the question with this result.")),
         ]
 
 
 class NativeProtocol(ToolProtocol):
     """Tools through the model's own chat template (it reads a ``tools`` variable)."""
 
-    def __init__(self, tools: list[Tool], template_source: str):
-        super().__init__(tools)
+    def __init__(self, tools: list[Tool], template_source: str, question: str = ""):
+        super().__init__(tools, question)
         self.hermes = "<tool_call>" in template_source
         self.trigger = "<tool_call>" if self.hermes else "{"
 
@@ -332,8 +361,8 @@ def template_supports_tools(source: str | None) -> bool:
     return bool(source) and re.search(r"\btools\b", source or "") is not None
 
 
-def protocol_for(template_source: str | None, tools: list[Tool]) -> ToolProtocol:
+def protocol_for(template_source: str | None, tools: list[Tool], question: str = "") -> ToolProtocol:
     """The native protocol when the template handles tools, else Parley's prompt protocol."""
     if template_supports_tools(template_source):
-        return NativeProtocol(tools, template_source or "")
-    return PromptProtocol(tools)
+        return NativeProtocol(tools, template_source or "", question)
+    return PromptProtocol(tools, question)

@@ -302,6 +302,8 @@ def _check_value(value: Any, schema: dict[str, Any], where: str) -> Any:
         if "maximum" in schema and value > schema["maximum"]:
             raise ToolError(f"{where} must be at most {schema['maximum']}.")
     if isinstance(value, str):
+        if "pattern" in schema and re.search(schema["pattern"], value) is None:
+            raise ToolError(f"{where} has characters or a form it cannot have ({json.dumps(value)}).")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise ToolError(f"{where} must be at most {schema['maxLength']} characters long.")
         if "minLength" in schema and len(value) < schema["minLength"]:
@@ -395,10 +397,20 @@ def run_tool(tool: Tool, arguments: dict[str, Any], cancelled: threading.Event |
     return _as_text(box.get("value")), "", elapsed
 
 
+def _public_schema(schema: Any) -> Any:
+    """The schema without Parley's own ``x-`` keys (grammar hints are not for the model's eyes)."""
+    if isinstance(schema, dict):
+        return {k: _public_schema(v) for k, v in schema.items() if not str(k).startswith("x-")}
+    if isinstance(schema, list):
+        return [_public_schema(v) for v in schema]
+    return schema
+
+
 def tool_summary(tools: list[Tool]) -> list[dict[str, Any]]:
     """The tools as chat templates and OpenAI-style APIs expect them (``{"type": "function", ...}``)."""
     return [
-        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        {"type": "function", "function": {"name": t.name, "description": t.description,
+                                          "parameters": _public_schema(t.parameters)}}
         for t in tools
     ]
 

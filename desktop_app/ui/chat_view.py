@@ -115,6 +115,63 @@ class SourcesView(QLabel):
         self.sources = sources
 
 
+class ToolCallsView(QFrame):
+    """The tool calls behind an answer: one line each, with arguments and result on a click."""
+
+    def __init__(self, calls: list[dict[str, Any]], parent: QWidget | None = None):
+        super().__init__(parent)
+        import html as _html
+        import json as _json
+
+        self.setObjectName("toolCalls")
+        self.setAccessibleName("Tool calls")
+        self.calls = calls
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 2, 0, 2)
+        layout.setSpacing(0)
+        failed = sum(1 for c in calls if c.get("error"))
+        summary = f"Used {len(calls)} tool call{'s' if len(calls) != 1 else ''}"
+        if failed:
+            summary += f" ({failed} without a result)"
+        self.toggle = QToolButton(self)
+        self.toggle.setObjectName("toolCallsToggle")
+        self.toggle.setText(f"▸ {summary}")
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonTextOnly)
+        self.toggle.setAutoRaise(True)
+        self.toggle.setAccessibleName(summary)
+        layout.addWidget(self.toggle)
+        rows = []
+        for call in calls:
+            arguments = _html.escape(_json.dumps(call.get("arguments", {}), ensure_ascii=False))
+            decision = call.get("decision", "")
+            who = call.get("decided_by") or ""
+            how = {"approved": "approved by you", "allowed": "allowed" + (f" by {who}" if who else ""),
+                   "denied": "denied" + (f" ({who})" if who else ""), "invalid": "not a valid call"}.get(decision, decision)
+            result = call.get("error") and f"<span style='color:#c0392b'>{_html.escape(call['error'])}</span>" \
+                or _html.escape(str(call.get("result", ""))[:600])
+            source = _html.escape(call.get("source") or "")
+            rows.append(
+                f"<b>{_html.escape(str(call.get('tool')))}</b>"
+                f"<span style='color:gray'> · {how} · {call.get('duration_ms', 0):.0f} ms"
+                f"{' · ' + source if source else ''}</span><br>"
+                f"<code>{arguments}</code><br>→ {result}"
+            )
+        self.details = QLabel("<br><br>".join(rows), self)
+        self.details.setObjectName("toolCallDetails")
+        self.details.setWordWrap(True)
+        self.details.setTextFormat(Qt.RichText)
+        self.details.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.details.hide()
+        layout.addWidget(self.details)
+        self.toggle.toggled.connect(self._on_toggle_toggled)
+
+    @Slot(bool)
+    def _on_toggle_toggled(self, shown: bool) -> None:
+        self.details.setVisible(shown)
+        self.toggle.setText(("▾ " if shown else "▸ ") + self.toggle.text()[2:])
+
+
 class MessageWidget(QFrame):
     """One message with its actions.
 
@@ -131,7 +188,7 @@ class MessageWidget(QFrame):
     branch_requested = Signal(int)
 
     def __init__(self, message: Message, dark: bool, *, siblings: list[int] | None = None,
-                 last: bool = False, sources: list[dict[str, Any]] | None = None, parent: QWidget | None = None):
+                 last: bool = False, trace: list[dict[str, Any]] | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.message = message
         self.dark = dark
@@ -178,6 +235,11 @@ class MessageWidget(QFrame):
         self.body = MarkdownView(self)
         self.body.setAccessibleName(f"{who} text")
         layout.addWidget(self.body)
+        trace = trace or []
+        calls = [e["content"] for e in trace if e.get("kind") == "tool_call" and isinstance(e.get("content"), dict)]
+        if calls:
+            layout.addWidget(ToolCallsView(calls, self))
+        sources = [e["content"] for e in trace if e.get("kind") == "context" and isinstance(e.get("content"), dict)]
         if sources:
             layout.addWidget(SourcesView(sources, self))
         samples = message.stats.get("samples") or []
@@ -223,6 +285,12 @@ class MessageWidget(QFrame):
         else:
             text = ""
         self.status.setText(f"<i>{text}</i>" if text else "")
+
+    def set_activity(self, text: str) -> None:
+        """Say what the answer is waiting for (e.g. a tool call) while it is being written."""
+        import html as _html
+
+        self.status.setText(f"<i>{_html.escape(text)}</i>")
 
     def _copy(self) -> None:
         QGuiApplication.clipboard().setText(self.message.content)
@@ -277,30 +345,30 @@ class ChatView(QScrollArea):
         self._placeholder.show()
 
     def set_messages(self, messages: list[Message], siblings: dict[int, list[int]] | None = None,
-                     sources: dict[int, list[dict[str, Any]]] | None = None) -> None:
+                     traces: dict[int, list[dict[str, Any]]] | None = None) -> None:
         """Show ``messages`` (one branch, oldest first); ``siblings`` maps ids to their
-        alternatives, ``sources`` maps answer ids to the passages they were given."""
+        alternatives, ``traces`` maps answer ids to their trace entries (sources, tool calls)."""
         self.clear()
         siblings = siblings or {}
-        sources = sources or {}
+        traces = traces or {}
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
         for i, message in enumerate(messages):
             self.add_message(message, siblings.get(message.id), last=i == last_assistant,
-                             sources=sources.get(message.id))
+                             trace=traces.get(message.id))
         self.scroll_to_bottom()
 
     def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False,
-                    sources: list[dict[str, Any]] | None = None) -> MessageWidget:
+                    trace: list[dict[str, Any]] | None = None) -> MessageWidget:
         """Append one message widget."""
         self._placeholder.hide()
-        widget = self._make(message, siblings, last, sources)
+        widget = self._make(message, siblings, last, trace)
         self._layout.insertWidget(self._layout.count() - 1, widget)
         self.widgets.append(widget)
         return widget
 
     def _make(self, message: Message, siblings: list[int] | None, last: bool,
-              sources: list[dict[str, Any]] | None = None) -> MessageWidget:
-        widget = MessageWidget(message, self.dark, siblings=siblings, last=last, sources=sources, parent=self._inner)
+              trace: list[dict[str, Any]] | None = None) -> MessageWidget:
+        widget = MessageWidget(message, self.dark, siblings=siblings, last=last, trace=trace, parent=self._inner)
         widget.edit_requested.connect(self.edit_requested)
         widget.regenerate_requested.connect(self.regenerate_requested)
         widget.inspect_requested.connect(self.inspect_requested)
@@ -308,10 +376,10 @@ class ChatView(QScrollArea):
         return widget
 
     def replace_message(self, old: MessageWidget, message: Message, siblings: list[int] | None = None,
-                        last: bool = False, sources: list[dict[str, Any]] | None = None) -> MessageWidget:
+                        last: bool = False, trace: list[dict[str, Any]] | None = None) -> MessageWidget:
         """Swap one message widget for a fresh one (e.g. when an answer is finished), in place."""
         index = self._layout.indexOf(old)
-        widget = self._make(message, siblings, last, sources)
+        widget = self._make(message, siblings, last, trace)
         self._layout.insertWidget(index, widget)
         self.widgets[self.widgets.index(old)] = widget
         old.setParent(None)
@@ -329,6 +397,11 @@ class ChatView(QScrollArea):
         self._timer.start()
         self.scroll_to_bottom()
         return widget
+
+    def show_activity(self, text: str) -> None:
+        """Show what the answer being written waits for (a tool call, an approval)."""
+        if self._stream_widget is not None:
+            self._stream_widget.set_activity(text)
 
     def append_text(self, piece: str) -> None:
         """Add streamed text; it is shown at the next render tick."""

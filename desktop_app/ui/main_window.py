@@ -107,6 +107,8 @@ class MainWindow(QMainWindow):
         self._reported_failures: set[str] = set()
         self._state_file = context.paths.config_dir / "window.json"
         self.dialogs: list[QWidget] = []
+        #: The open "allow this tool call?" dialog, if any (Stop refuses it).
+        self.approval_dialog: QWidget | None = None
 
         self._build_toolbar()
         self._build_central()
@@ -235,6 +237,9 @@ class MainWindow(QMainWindow):
         w.token_received.connect(self._on_worker_token_received)
         w.turn_finished.connect(self._on_worker_turn_finished)
         w.turn_failed.connect(self._on_worker_turn_failed)
+        w.tool_call_started.connect(self._on_worker_tool_call_started)
+        w.tool_call_finished.connect(self._on_worker_tool_call_finished)
+        w.tool_approval_requested.connect(self._on_worker_tool_approval_requested)
 
     def _add_plugin_ui(self) -> None:
         hook = self.context.plugins.hook
@@ -438,15 +443,15 @@ class MainWindow(QMainWindow):
             self.composer.cancel_editing()  # an edit belongs to the conversation it was started in
         self.current_conversation = conversation_id
         siblings = {m.id: [s.id for s in store.siblings(m)] for m in history}
-        sources = {m.id: self._sources(m.id) for m in history if m.role == "assistant"}
+        traces = {m.id: self._trace(m.id) for m in history if m.role == "assistant"}
         streaming = self.generating_conversation == conversation_id and history and history[-1].role == "assistant"
         if streaming:
-            self.chat_view.set_messages(history[:-1], siblings, sources)
+            self.chat_view.set_messages(history[:-1], siblings, traces)
             answer = history[-1]
             answer.content = self.stream_text
             self.chat_view.begin_stream(answer)
         else:
-            self.chat_view.set_messages(history, siblings, sources)
+            self.chat_view.set_messages(history, siblings, traces)
         if self.sidebar.current_id() != conversation_id:
             self.sidebar.refresh(select=conversation_id)
         self.conversation_shown.emit(conversation_id)
@@ -455,11 +460,10 @@ class MainWindow(QMainWindow):
             # switch: redrawing the same conversation (after every answer) changes nothing to save.
             self.save_state()
 
-    def _sources(self, message_id: int) -> list[dict[str, Any]]:
-        """The passages (context blocks) an answer was given, from its stored trace."""
+    def _trace(self, message_id: int) -> list[dict[str, Any]]:
+        """An answer's stored trace entries (its sources and tool calls are shown with it)."""
         trace = self.context.store.get_trace(message_id) or {}
-        return [e["content"] for e in trace.get("entries", [])
-                if e.get("kind") == "context" and isinstance(e.get("content"), dict)]
+        return list(trace.get("entries", []))
 
     @Slot(int)
     def _on_sidebar_conversation_deleted(self, conversation_id: int) -> None:
@@ -546,6 +550,8 @@ class MainWindow(QMainWindow):
         """Stop the answer being written (the partial answer is kept)."""
         if self.generating_conversation is not None:
             self.client.cancel()
+        if self.approval_dialog is not None:
+            self.approval_dialog.reject()  # a pending tool call is refused
 
     @Slot(int, int, int)
     def _on_worker_turn_started(self, conversation_id: int, user_id: int, answer_id: int) -> None:
@@ -592,6 +598,31 @@ class MainWindow(QMainWindow):
             self.show_error("\n".join(notes))
         self.answer_finished.emit(message_id)
 
+    @Slot(int, object)
+    def _on_worker_tool_call_started(self, conversation_id: int, event: Any) -> None:
+        if conversation_id == self.current_conversation:
+            self.chat_view.show_activity(f"calling {event.call.name}…")
+
+    @Slot(int, object)
+    def _on_worker_tool_call_finished(self, conversation_id: int, outcome: Any) -> None:
+        if conversation_id == self.current_conversation:
+            state = "failed" if outcome.error else "done"
+            self.chat_view.show_activity(f"{outcome.call.name}: {state} — writing…")
+
+    @Slot(object)
+    def _on_worker_tool_approval_requested(self, request: Any) -> None:
+        from desktop_app.ui.tool_approval import ToolApprovalDialog
+
+        if request.conversation_id != self.current_conversation:
+            # The user is looking at another conversation: bring the asking one back first.
+            self.show_conversation(request.conversation_id)
+        self.chat_view.show_activity(f"waiting for your approval of {request.call.name}…")
+        dialog = ToolApprovalDialog(request, self)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        self.approval_dialog = dialog
+        dialog.finished.connect(lambda _=0: setattr(self, "approval_dialog", None))
+        dialog.open()
+
     @Slot(int, str)
     def _on_worker_turn_failed(self, conversation_id: int, error: str) -> None:
         self._end_turn(conversation_id, None)
@@ -607,7 +638,7 @@ class MainWindow(QMainWindow):
                 store = self.context.store
                 answer = store.get_message(message_id)
                 self.chat_view.replace_message(streamed, answer, [m.id for m in store.siblings(answer)], last=True,
-                                               sources=self._sources(message_id))
+                                               trace=self._trace(message_id))
             else:
                 self.show_conversation(conversation_id)
         self.sidebar.refresh(select=self.current_conversation)

@@ -17,9 +17,10 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
-from desktop_app.core.chat import TurnFailed, TurnFinished, TurnStarted
+from desktop_app.core.chat import ToolCallFinished, ToolCallStarted, TurnFailed, TurnFinished, TurnStarted
 from desktop_app.core.engine import TokenEvent
 from desktop_app.core.errors import ParleyError
+from desktop_app.ui.tool_approval import ApprovalRequest
 
 __all__ = ["EngineClient", "EngineWorker", "run_task"]
 
@@ -40,6 +41,9 @@ class EngineWorker(QObject):
         token_received(int, str): conversation, a piece of the answer.
         turn_finished(int, int, object): conversation, answer message id, TurnResult.
         turn_failed(int, str): conversation, readable reason.
+        tool_call_started(int, object): conversation, ToolCallStarted.
+        tool_call_finished(int, object): conversation, ToolOutcome.
+        tool_approval_requested(object): an ApprovalRequest the window must answer.
     """
 
     model_load_started = Signal(str)
@@ -49,6 +53,9 @@ class EngineWorker(QObject):
     token_received = Signal(int, str)
     turn_finished = Signal(int, int, object)
     turn_failed = Signal(int, str)
+    tool_call_started = Signal(int, object)
+    tool_call_finished = Signal(int, object)
+    tool_approval_requested = Signal(object)
 
     def __init__(self, context: Any):
         super().__init__()
@@ -81,13 +88,25 @@ class EngineWorker(QObject):
         kwargs: dict[str, Any] = {"options": options or None}
         if parent_id != CURRENT_LEAF:
             kwargs["parent_id"] = parent_id
+        kwargs["approve_tool"] = self._approver(conversation_id)
         self._run(conversation_id, lambda on_event: self.context.chat.send(conversation_id, text, on_event, **kwargs))
 
     @Slot(int, object)
     def regenerate(self, conversation_id: int, options: object) -> None:
         """Answer the last user message of the current branch again."""
         self._run(conversation_id,
-                  lambda on_event: self.context.chat.regenerate(conversation_id, on_event, options=options or None))
+                  lambda on_event: self.context.chat.regenerate(conversation_id, on_event, options=options or None,
+                                                                approve_tool=self._approver(conversation_id)))
+
+    def _approver(self, conversation_id: int) -> Callable[[Any, Any], Any]:
+        """Ask the window about a tool call and wait (on this worker thread) for the answer."""
+
+        def approve(call: Any, tool: Any) -> Any:
+            request = ApprovalRequest(conversation_id, call, tool)
+            self.tool_approval_requested.emit(request)
+            return request.wait(self.context.engine.cancel_event)
+
+        return approve
 
     def _run(self, conversation_id: int, call: Callable[[Callable[[Any], None]], Any]) -> None:
         def on_event(event: Any) -> None:
@@ -99,6 +118,10 @@ class EngineWorker(QObject):
                 self.turn_finished.emit(conversation_id, event.message.id, event.result)
             elif isinstance(event, TurnFailed):
                 self.turn_failed.emit(conversation_id, event.error)
+            elif isinstance(event, ToolCallStarted):
+                self.tool_call_started.emit(conversation_id, event)
+            elif isinstance(event, ToolCallFinished):
+                self.tool_call_finished.emit(conversation_id, event.outcome)
 
         try:
             call(on_event)

@@ -275,3 +275,15 @@ def test_templates_that_know_tools_get_them_natively(store, paths, tools):
     assert '<tool_call>\n{"arguments": {"a": 4, "b": 4}, "name": "add"}\n</tool_call>' in second.prompt
     assert second.messages[-1].role == "tool" and second.messages[-1].content == "8"
     assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == "Eight."
+
+
+def test_a_plugin_can_make_the_user_decide_even_for_pure_tools(store, paths, tools):
+    asker = types.ModuleType("asker")
+    asker.approve_tool_call = hookimpl(lambda call: "ask")
+    asked = []
+    engine = FakeEngine().enqueue(call("add", a=1, b=2), "Three.")
+    outcome, _ = run(store, paths, engine, [offering(tools["add"]), asker],
+                     approve_tool=lambda c, t: asked.append(c.name) or "always")
+    assert asked == ["add"]
+    (recorded,) = tool_calls(store, outcome.message.id)
+    assert (recorded["decision"], recorded["decided_by"], recorded["result"]) == ("approved", "you", "3")

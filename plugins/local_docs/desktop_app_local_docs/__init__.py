@@ -194,5 +194,5 @@ def register_tools(register) -> None:
             "required": ["query"],
         },
         function=search_documents,
-        requires_approval=False,
+        requires_approval=True,  # it reads the user's documents: ask by default
     ))
