@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +25,6 @@ from pathlib import Path
 from desktop_app.core.tool_loop import ToolLoop
 from desktop_app.core.tool_protocol import PromptProtocol
 from desktop_app.core.turn import GenerationOptions, Turn
-from desktop_app.plugins import PluginHost
 
 REPEATS = 200
 MCP_REPEATS = 50
@@ -75,36 +75,35 @@ def report(name: str, parley: list[float], raw: list[float], goal_ms: float) -> 
 
 
 def main() -> None:
-    from desktop_app_tools import builtin, register_tools
+    with tempfile.TemporaryDirectory() as home:
+        # A throwaway Parley home: the benchmark never touches the user's settings.
+        os.environ["PARLEY_HOME"] = home
+        from desktop_app.context import build_context
+        from desktop_app_tools import builtin, state
 
-    host = PluginHost(default_plugins=("desktop_app_tools",)).load_all()
-    tools = {}
-    register_tools(lambda t: tools.__setitem__(t.name, t))
-    calculator = tools["calculator"]
-    reply = json.dumps({"tool": "calculator", "arguments": {"expression": "17.5% of 2,340"}})
-    raw = measure(lambda: builtin.calculator("17.5% of 2,340"), REPEATS)
-    parley = measure(round_of(calculator, reply, host), REPEATS)
-    report("built-in calculator", parley, raw, 5.0)
-
-    from desktop_app_tools.mcp_client import McpManager
-
-    with tempfile.TemporaryDirectory() as folder:
-        config = Path(folder) / "mcp.json"
         server = {"command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]}
-        config.write_text(json.dumps({"mcpServers": {"time": server}}))
-        manager = McpManager(config, Path(folder))
-        manager.start()
+        context = build_context()
+        (context.paths.data_dir / "mcp.json").write_text(json.dumps({"mcpServers": {"time": server}}))
         try:
-            status = manager.wait_ready("time", 30)
+            tools = state.all_tools()
+            reply = json.dumps({"tool": "calculator", "arguments": {"expression": "17.5% of 2,340"}})
+            raw = measure(lambda: builtin.calculator("17.5% of 2,340"), REPEATS)
+            parley = measure(round_of(tools["calculator"], reply, context.plugins), REPEATS)
+            report("built-in calculator", parley, raw, 5.0)
+
+            state.start_mcp()
+            status = state.mcp.wait_ready("time", 30)
             if status.state != "ready":
                 raise SystemExit(f"the time server did not start: {status.message}")
-            tool = next(t for t in manager.tools() if t.name == "time.get_current_time")
+            # The user's wait for an approval is not Parley's overhead: allow it for the run.
+            state.set_policy("time.get_current_time", "allow")
+            tool = state.all_tools()["time.get_current_time"]
             reply = json.dumps({"tool": tool.name, "arguments": {"timezone": "Asia/Tokyo"}})
-            parley = measure(round_of(tool, reply, host), MCP_REPEATS)
+            parley = measure(round_of(tool, reply, context.plugins), MCP_REPEATS)
         finally:
-            manager.stop()
+            context.close()
         raw = asyncio.run(_raw_mcp_calls(server))
-    report("MCP tool over stdio (mcp-server-time, get_current_time)", parley, raw, 50.0)
+        report("MCP tool over stdio (mcp-server-time, get_current_time)", parley, raw, 50.0)
 
 
 async def _raw_mcp_calls(server: dict) -> list[float]:

@@ -90,6 +90,44 @@ def main() -> None:
         path = out_dir / "screenshot-documents.png"
         window.grab().save(str(path))
         print(f"wrote {path.relative_to(ROOT)}")
+        # Tools: the panel, the approval dialog, and an answer with its tool call opened.
+        from desktop_app.ui.chat_view import ToolCallsView
+        from desktop_app_tools import state
+
+        from desktop_app_local_docs import state as docs_state
+
+        dock.hide()
+        docs_state.selection = []  # this question is not about the documents
+        window.new_conversation()
+        tools_dock = [d for d in window.findChildren(QDockWidget) if d.windowTitle() == "Tools"][0]
+        tools_dock.show()
+        state.set_policy("calculator", "ask")
+        state.set_offered(None, ["calculator", "current_time", "convert_units"])
+        context.settings.set("plugins.tools.tool_choice", "required")
+        window.send("What is 17.5% of 2,340?")
+        wait_for(window.client.worker.tool_approval_requested)
+        for _ in range(5):
+            QApplication.processEvents()
+        dialog = window.approval_dialog
+        dialog.move(window.geometry().center() - dialog.rect().center())
+        for _ in range(20):
+            QApplication.processEvents()
+        path = out_dir / "screenshot-tool-approval.png"
+        screen = QApplication.primaryScreen()
+        shot = screen.grabWindow(0) if os.environ.get("DISPLAY") else dialog.grab()
+        shot.save(str(path))
+        print(f"wrote {path.relative_to(ROOT)}")
+        dialog.allow_button.click()
+        wait_for(window.answer_finished)
+        for _ in range(5):
+            QApplication.processEvents()
+        for view in window.findChildren(ToolCallsView):
+            view.toggle.setChecked(True)
+        for _ in range(5):
+            QApplication.processEvents()
+        path = out_dir / "screenshot-tools.png"
+        window.grab().save(str(path))
+        print(f"wrote {path.relative_to(ROOT)}")
         window.close()
         context.close()
 

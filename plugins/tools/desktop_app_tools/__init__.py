@@ -83,6 +83,8 @@ class State:
         return self.data_dir / "mcp.json"
 
     def _load(self) -> dict[str, Any]:
+        if self._config is None and self.context is None:
+            return {"policies": {}, "granted_folders": []}  # not started: defaults, nothing saved
         if self._config is None:
             config: dict[str, Any] = {}
             try:

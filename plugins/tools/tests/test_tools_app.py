@@ -270,3 +270,40 @@ def test_stop_refuses_a_pending_approval(qtbot, context):
         assert calls[0]["decision"] == "denied"
     finally:
         window.close()
+
+
+def test_mcp_tools_from_mcp_json_sit_next_to_the_built_in_ones_and_need_approval(paths):
+    """The reference time server, configured like other desktop apps do, through the whole turn."""
+    from desktop_app.context import build_context
+    from desktop_app.core.chat import ChatService, TurnFinished
+    from desktop_app.testing import FakeEngine
+
+    server = {"command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]}
+    (paths.data_dir / "mcp.json").write_text(json.dumps({"mcpServers": {"time": server}}))
+    ctx = build_context(paths)
+    try:
+        from desktop_app_tools import state
+
+        assert state.mcp is not None  # started in the background by app_started
+        assert state.mcp.wait_ready("time", 30).state == "ready"
+        tools = state.all_tools()
+        assert {"time.get_current_time", "time.convert_time", "calculator"} <= set(tools)
+        assert tools["time.get_current_time"].source == "mcp:time"
+        assert state.policy("time.get_current_time") == "ask"
+        engine = FakeEngine().enqueue(
+            json.dumps({"tool": "time.get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}),
+            "It is morning in Tokyo.")
+        service = ChatService(ctx.store, engine, ctx.settings, ctx.plugins.hook)
+        conversation = ctx.store.create_conversation("t")
+        asked = []
+        outcome = service.send(conversation.id, "What time is it in Tokyo?",
+                               plugin_options={"tools": {"tools": ["time.get_current_time"]}},
+                               approve_tool=lambda call, tool: asked.append(tool.source) or True)
+        assert isinstance(outcome, TurnFinished) and asked == ["mcp:time"]
+        (call,) = [e["content"] for e in ctx.store.get_trace(outcome.message.id)["entries"]
+                   if e["kind"] == "tool_call"]
+        assert call["decision"] == "approved" and call["source"] == "mcp:time"
+        assert json.loads(call["result"])["timezone"] == "Asia/Tokyo"
+    finally:
+        ctx.close()
+    assert state.mcp is None  # closing the app stopped the servers
