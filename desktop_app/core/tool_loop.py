@@ -109,7 +109,7 @@ class ToolLoop:
         totals = {"prompt_tokens": 0, "generated_tokens": 0, "total_time": 0.0}
         first_token = None
         round_no = 0
-        succeeded: set[str] = set()  # calls that already returned a result
+        attempted: set[str] = set()  # calls already made (repeating one gives nothing new)
         answer_now = False
         while True:
             may_call = round_no < rounds and bool(tools) and not answer_now
@@ -140,15 +140,14 @@ class ToolLoop:
                     on_token(result.text)  # a reply that looked like a call but was not one
                 break
             key = _call_key(call)
-            if key in succeeded:
-                # Small models tend to repeat a call that already answered; its result is in
-                # front of the model, so the next reply must be the answer.
+            if key in attempted:
+                # Small models tend to repeat a call; its result (or error) is already in front
+                # of the model and would be the same again, so the next reply must be the answer.
                 answer_now = True
                 continue
+            attempted.add(key)
             round_no += 1
             outcome = self.run_call(call, {t.name: t for t in tools}, round_no)
-            if outcome.ok:
-                succeeded.add(key)
             self._record(turn, outcome)
             working.tool_exchange.extend(protocol.exchange(call, outcome))
             if self.cancelled is not None and self.cancelled.is_set():

@@ -287,3 +287,10 @@ def test_a_plugin_can_make_the_user_decide_even_for_pure_tools(store, paths, too
     assert asked == ["add"]
     (recorded,) = tool_calls(store, outcome.message.id)
     assert (recorded["decision"], recorded["decided_by"], recorded["result"]) == ("approved", "you", "3")
+
+
+def test_a_repeated_failing_call_is_not_run_again(store, paths, tools):
+    engine = FakeEngine().enqueue(call("add", a="x", b=1), call("add", a="x", b=1), "I cannot add that.")
+    outcome, _ = run(store, paths, engine, [offering(tools["add"])])
+    assert [c["decision"] for c in tool_calls(store, outcome.message.id)] == ["invalid"]
+    assert outcome.message.content == "I cannot add that."

@@ -731,17 +731,38 @@ def _offset_text(moment: _dt.datetime) -> str:
     return f"UTC{sign}{hours:02d}:{rest // 60:02d}"
 
 
+def _find_zone_leniently(text: str) -> tuple[_dt.tzinfo, str]:
+    """Like _find_zone, but also tries the parts of a decorated answer.
+
+    Small models write things like "US/Eastern (New York)": the place in parentheses, or the
+    text around them, is often a name that resolves when the whole does not.
+    """
+    try:
+        return _find_zone(text)
+    except ValueError as first:
+        inside = re.findall(r"\(([^()]*)\)", text)
+        outside = re.sub(r"\([^()]*\)", " ", text).strip()
+        for candidate in [*inside, outside, *re.split(r"[,;]", outside)]:
+            candidate = candidate.strip()
+            if candidate and candidate != text:
+                try:
+                    return _find_zone(candidate)
+                except ValueError:
+                    continue
+        raise first
+
+
 def current_time(timezone: str = "") -> str:
     """Get the current date, time, weekday and UTC offset, in a given time zone or in the
     user's own. Use it whenever the answer depends on today's date or the time of day.
 
     Args:
-        timezone: IANA zone ("Europe/Paris"), city ("Tokyo"), "UTC" or offset ("UTC+05:30"); empty for local.
+        timezone: The city ("Tokyo") or IANA time zone the user asked about; empty for the user's own.
     """
     if not isinstance(timezone, str):
         raise ValueError('timezone must be text, like "Europe/Paris" or "Tokyo".')
     local = not timezone.strip()
-    zone, label = _local_zone() if local else _find_zone(timezone)
+    zone, label = _local_zone() if local else _find_zone_leniently(timezone)
     now = _clock().astimezone(zone)
     offset = _offset_text(now)
     text = f"{now:%Y-%m-%d %H:%M:%S} {_WEEKDAYS[now.weekday()]}, "

@@ -307,3 +307,26 @@ def test_mcp_tools_from_mcp_json_sit_next_to_the_built_in_ones_and_need_approval
     finally:
         ctx.close()
     assert state.mcp is None  # closing the app stopped the servers
+
+
+def test_decorated_time_zone_answers_of_small_models_still_resolve():
+    from desktop_app_tools import builtin
+
+    assert "Asia/Tokyo" in builtin.current_time("UTC-07 (Tokyo)")
+    assert "America/New_York" in builtin.current_time("US/Eastern (New York)")
+    with pytest.raises(ValueError, match="Unknown time zone"):
+        builtin.current_time("Atlantis (nowhere)")
+
+
+@pytest.mark.model
+def test_every_built_in_tool_grammar_compiles_in_llama_cpp(context, tools_state):
+    """The grammars of all built-in tools, in every mode, are accepted by llama.cpp itself."""
+    from desktop_app.core.tool_protocol import PromptProtocol
+    from desktop_app.core.turn import ChatMessage, GenerationOptions
+
+    context.load_model()
+    protocol = PromptProtocol([t for t in tools_state.all_tools().values()])
+    for grammar in (protocol.grammar(required=True), protocol.grammar(required=False), protocol.text_grammar()):
+        events = list(context.engine.stream_chat([ChatMessage("user", "Hi")],
+                                                 GenerationOptions(temperature=0, max_tokens=2, grammar=grammar)))
+        assert type(events[-1]).__name__ == "DoneEvent", events[-1]
