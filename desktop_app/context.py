@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from desktop_app.core.chat import ChatService
 from desktop_app.core.engine import Engine, LoadConfig
@@ -99,12 +100,31 @@ def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = No
         host.load_all()
     _register_plugin_settings(host, settings)
     store = Store(paths.database_file)
-    engine = Engine()
+    warnings = list(settings.warnings)
+    engine = _make_engine(host, settings, warnings)
     chat = ChatService(store, engine, settings, host.hook)
-    context = AppContext(paths, settings, store, ModelLibrary(paths), engine, host, chat,
-                         list(settings.warnings))
+    context = AppContext(paths, settings, store, ModelLibrary(paths), engine, host, chat, warnings)
     host.hook.app_started.call_historic(kwargs={"context": context})
     return context
+
+
+def _make_engine(host: PluginHost, settings: Settings, warnings: list[str]) -> Any:
+    """The backend the settings ask for; llama.cpp when it is that, missing, or fails to start."""
+    wanted = settings.get("model.backend") or "llama.cpp"
+    if wanted == "llama.cpp":
+        return Engine()
+    backends = host.backends()
+    if wanted not in backends:
+        known = ", ".join(["llama.cpp", *sorted(backends)])
+        warnings.append(f"The backend {wanted!r} is not available (backends: {known}); using llama.cpp.")
+        return Engine()
+    plugin, factory = backends[wanted]
+    try:
+        return factory(settings)
+    except Exception as exc:
+        log.exception("backend %s failed to start", wanted)
+        warnings.append(f"The backend {wanted!r} of plugin {plugin} failed to start ({exc}); using llama.cpp.")
+        return Engine()
 
 
 def _register_plugin_settings(host: PluginHost, settings: Settings) -> None:

@@ -239,6 +239,22 @@ class PluginHost:
             log.warning("tool left out: %s", problem)
         return registry
 
+    def backends(self) -> dict[str, tuple[str, Callable[..., Any]]]:
+        """Generation backends the enabled plugins add: name -> (plugin, factory)."""
+        found: dict[str, tuple[str, Callable[..., Any]]] = {}
+
+        def register(name: str, factory: Callable[..., Any]) -> None:
+            plugin = current_plugin.get()
+            if not isinstance(name, str) or not name or not callable(factory):
+                log.warning("plugin %s registered a backend without a name or factory; ignored", plugin)
+            elif name in found or name == "llama.cpp":
+                log.warning("plugin %s registered backend %r, which already exists; ignored", plugin, name)
+            else:
+                found[name] = (plugin, factory)
+
+        self.hook.register_backends(register=register)
+        return found
+
     def failed(self) -> list[PluginRecord]:
         """Plugins that failed this session."""
         return [r for r in self.records.values() if r.status == "failed"]

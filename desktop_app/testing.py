@@ -52,11 +52,24 @@ class FakeEngine:
         self.replies.extend(replies)
         return self
 
-    # The parts of the Engine interface the pipeline uses.
+    # The Engine interface the app uses (so it can also stand in as a backend).
     @property
     def loaded(self) -> bool:
         """Always True: the fake model is always there."""
         return True
+
+    @staticmethod
+    def gpu_offload_supported() -> bool:
+        """The fake model needs no GPU."""
+        return False
+
+    def load(self, path: Path | str, config: Any = None) -> list[str]:
+        """Remember the path; nothing is read."""
+        self.model_path = Path(path)
+        return []
+
+    def unload(self) -> None:
+        """Nothing to free."""
 
     @property
     def context_length(self) -> int:

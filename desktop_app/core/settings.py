@@ -84,6 +84,8 @@ DEFAULT_SYSTEM_PROMPT = (
 
 CORE_OPTIONS: tuple[Option, ...] = (
     Option("model.path", str, "", "GGUF model to load; empty means the built-in default model.", True),
+    Option("model.backend", str, "llama.cpp", "What runs the model: llama.cpp inside Parley, or a backend "
+           "a plugin adds (see `parley plugins list`).", True),
     Option("model.context_length", int, 4096, "Context window in tokens.", True, minimum=256),
     Option("model.gpu_layers", int, 0, "Layers to offload to the GPU: 0 = CPU only, -1 = all.", True, minimum=-1),
     Option("model.threads", int, 0, "CPU threads; 0 = all physical cores.", True, minimum=0),

@@ -161,3 +161,60 @@ def test_the_built_in_plugins_load_by_default_and_are_named_without_prefix():
     host = PluginHost().load_all()
     assert host.records["prompt_templates"].source == "built-in"
     assert host.records["prompt_templates"].status == "enabled"
+
+
+def _host_with(*plugins):
+    host = PluginHost(default_plugins=())
+    for i, plugin in enumerate(plugins):
+        host.register(plugin, name=f"p{i}")
+    return host
+
+
+def test_a_plugin_backend_is_used_when_the_settings_pick_it(paths):
+    from desktop_app.context import build_context
+    from desktop_app.core.chat import TurnFinished
+    from desktop_app.core.engine import Engine
+    from desktop_app.core.settings import Settings
+    from desktop_app.testing import FakeEngine
+
+    made = []
+
+    def factory(settings):
+        made.append(settings)
+        return FakeEngine().enqueue("Hello from the other backend.")
+
+    backend = make_plugin("scripted", register_backends=lambda register: register("scripted", factory))
+    settings = Settings.load(paths.settings_file)
+    assert build_context(paths, host=_host_with(backend), settings=settings).engine.__class__ is Engine
+    settings.set("model.backend", "scripted")
+    context = build_context(paths, host=_host_with(backend), settings=settings)
+    try:
+        assert isinstance(context.engine, FakeEngine) and made == [settings]
+        context.load_model()
+        conversation = context.store.create_conversation("t")
+        outcome = context.chat.send(conversation.id, "Hi")
+        assert isinstance(outcome, TurnFinished) and outcome.message.content == "Hello from the other backend."
+    finally:
+        context.close()
+
+
+def test_a_missing_or_failing_backend_falls_back_to_llama_cpp_with_a_warning(paths):
+    from desktop_app.context import build_context
+    from desktop_app.core.engine import Engine
+    from desktop_app.core.settings import Settings
+
+    def broken(settings):
+        raise RuntimeError("server unreachable")
+
+    settings = Settings.load(paths.settings_file)
+    settings.set("model.backend", "nowhere")
+    context = build_context(paths, host=_host_with(), settings=settings)
+    assert isinstance(context.engine, Engine)
+    assert "The backend 'nowhere' is not available (backends: llama.cpp)" in context.warnings[-1]
+    context.close()
+    plugin = make_plugin("remote", register_backends=lambda register: register("remote", broken))
+    settings.set("model.backend", "remote")
+    context = build_context(paths, host=_host_with(plugin), settings=settings)
+    assert isinstance(context.engine, Engine)
+    assert "failed to start (server unreachable); using llama.cpp" in context.warnings[-1]
+    context.close()
