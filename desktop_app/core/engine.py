@@ -16,6 +16,7 @@ thread and stops generation before the next token, keeping what was generated.
 from __future__ import annotations
 
 import codecs
+import collections
 import ctypes
 import gc
 import logging
@@ -414,7 +415,7 @@ class Engine:
                     self._cancel.clear()  # this generation consumed the Stop
                     finish = "cancelled"
                     break
-                token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+                token = sampler.sample(ctx)
                 if llama_cpp.llama_vocab_is_eog(loaded.vocab, token):
                     finish, end_token = "stop", token
                     break
@@ -432,11 +433,11 @@ class Engine:
                     elif opening and not trigger.startswith(opening):
                         # Free text: checking the grammar on every token would halve the speed.
                         undecided = False
-                        llama_cpp.llama_sampler_free(sampler)
+                        sampler.free()
                         sampler = None
                         sampler = _build_sampler(loaded, replace(options, grammar=None, json_schema=None))
                         for seen in generated:  # the repeat penalty remembers what was said
-                            llama_cpp.llama_sampler_accept(sampler, seen)
+                            sampler.accept(seen)
                 if piece:
                     held += piece
                     emit, held, hit_stop = _split_stop(held, stop)
@@ -479,7 +480,7 @@ class Engine:
             yield ErrorEvent(f"Generation failed: {exc}", text)
         finally:
             if sampler is not None:
-                llama_cpp.llama_sampler_free(sampler)
+                sampler.free()
 
     def _evaluate_prompt(self, loaded: _Loaded, tokens: list[int]) -> int:
         """Bring the KV cache to ``tokens``, reusing the common prefix; return how many were evaluated."""
@@ -531,7 +532,88 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
 PENALTY_LAST_N = 64
 
 
-def _build_sampler(loaded: _Loaded, options: GenerationOptions):
+class _ChainSampler:
+    """llama.cpp's native sampler chain."""
+
+    def __init__(self, chain: Any):
+        self.chain = chain
+
+    def sample(self, ctx: Any) -> int:
+        """Pick the next token from the last logits (and remember it)."""
+        import llama_cpp
+
+        return llama_cpp.llama_sampler_sample(self.chain, ctx, -1)
+
+    def accept(self, token: int) -> None:
+        """Remember a token generated elsewhere (for the repeat penalty)."""
+        import llama_cpp
+
+        llama_cpp.llama_sampler_accept(self.chain, token)
+
+    def free(self) -> None:
+        """Free the chain."""
+        import llama_cpp
+
+        llama_cpp.llama_sampler_free(self.chain)
+
+
+class _GreedySampler:
+    """Greedy decoding with llama.cpp's repeat penalty, straight from the logits.
+
+    llama.cpp's samplers first copy all logits into a candidate array (the whole vocabulary,
+    every token); for greedy decoding that copy and the sort that follows cost several
+    percent of the time per token. The same choice is an argmax: the best token not in the
+    penalty window, against the best penalised one (a test compares both token for token).
+    """
+
+    def __init__(self, loaded: _Loaded, repeat_penalty: float):
+        import numpy
+
+        import llama_cpp
+
+        self.np = numpy
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(loaded.vocab)
+        self.penalty = repeat_penalty
+        self.recent: collections.deque[int] = collections.deque(maxlen=PENALTY_LAST_N)
+        self._logits = llama_cpp.llama_get_logits_ith
+
+    def sample(self, ctx: Any) -> int:
+        """The token with the highest (penalised) logit."""
+        np = self.np
+        logits = np.ctypeslib.as_array(self._logits(ctx, -1), shape=(self.n_vocab,))
+        if self.penalty != 1.0 and self.recent:
+            ids = np.fromiter(set(self.recent), dtype=np.int64)
+            saved = logits[ids].copy()
+            logits[ids] = -np.inf  # the buffer is llama.cpp's scratch until the next decode
+            best = int(logits.argmax())
+            value = logits[best]
+            logits[ids] = saved
+            penalised = np.where(saved <= 0, saved * self.penalty, saved / self.penalty)
+            j = int(penalised.argmax())
+            if penalised[j] > value:
+                best = int(ids[j])
+        else:
+            best = int(logits.argmax())
+        self.recent.append(best)
+        return best
+
+    def accept(self, token: int) -> None:
+        """Remember a token generated elsewhere."""
+        self.recent.append(token)
+
+    def free(self) -> None:
+        """Nothing to free."""
+
+
+def _build_sampler(loaded: _Loaded, options: GenerationOptions) -> "_ChainSampler | _GreedySampler":
+    """The sampler for ``options``: llama.cpp's native chain, or plain greedy when that is all."""
+    grammar_text = options.grammar or options.json_schema
+    if options.temperature <= 0 and not grammar_text:
+        return _GreedySampler(loaded, options.repeat_penalty or 1.0)
+    return _ChainSampler(_build_chain(loaded, options))
+
+
+def _build_chain(loaded: _Loaded, options: GenerationOptions) -> Any:
     """Build llama.cpp's native sampler chain for ``options``."""
     import llama_cpp
 

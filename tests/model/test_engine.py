@@ -284,6 +284,7 @@ def _reference_chain(engine, options):
 
 @pytest.mark.parametrize("options", [
     GenerationOptions(temperature=0, repeat_penalty=1.3),
+    GenerationOptions(temperature=0, repeat_penalty=1.0),
     GenerationOptions(temperature=0.9, top_k=40, repeat_penalty=1.3, seed=11),
 ])
 def test_the_fast_sampler_chain_picks_exactly_what_the_textbook_chain_picks(engine, options):
@@ -295,21 +296,24 @@ def test_the_fast_sampler_chain_picks_exactly_what_the_textbook_chain_picks(engi
     ctx = loaded.llm._ctx.ctx
     prompt = engine.tokenize(engine.render([SYSTEM, ChatMessage("user", "List ten animals, one per line.")]))
 
-    def generate(chain):
+    def generate(sample, free):
         engine.clear_cache()
         array = (llama_cpp.llama_token * len(prompt))(*prompt)
         assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(prompt))) == 0
         out, one = [], (llama_cpp.llama_token * 1)()
         for _ in range(60):
-            one[0] = llama_cpp.llama_sampler_sample(chain, ctx, -1)
+            one[0] = sample()
             out.append(one[0])
             assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1)) == 0
-        llama_cpp.llama_sampler_free(chain)
+        free()
         return out
 
     with engine._lock:
-        fast = generate(_build_sampler(loaded, options))
-        reference = generate(_reference_chain(engine, options))
+        sampler = _build_sampler(loaded, options)
+        fast = generate(lambda: sampler.sample(ctx), sampler.free)
+        chain = _reference_chain(engine, options)
+        reference = generate(lambda: llama_cpp.llama_sampler_sample(chain, ctx, -1),
+                             lambda: llama_cpp.llama_sampler_free(chain))
         engine.clear_cache()
     assert fast == reference
 
