@@ -17,6 +17,7 @@ from desktop_app.core.paths import atomic_write_text
 from desktop_app.core.plugin_state import conversation_choice, remember_choice
 from desktop_app.core.settings import Option
 from desktop_app.core.tools import (
+    MAX_RESULT_CHARS,
     ToolCall,
     ToolError,
     ToolOutcome,
@@ -38,6 +39,7 @@ from desktop_app.core.turn import (
 from desktop_app.hookspecs import hookimpl
 
 __all__ = [
+    "MAX_RESULT_CHARS",
     "Adapter",
     "ChatMessage",
     "ContextBlock",

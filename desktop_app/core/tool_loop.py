@@ -208,8 +208,10 @@ class ToolLoop:
         """(allowed, who decided): a plugin first, then the tool's default, then the user."""
         request = {"tool": call.name, "arguments": call.arguments, "source": tool.source}
         verdict = self.hooks.approve_tool_call(call=request)
+        if verdict is True or verdict is False:
+            return verdict, "policy"
         if verdict is not None and verdict != "ask":
-            return bool(verdict), "policy"
+            log.warning("approve_tool_call returned %r; asking the user instead", verdict)
         if verdict is None and not tool.requires_approval:
             return True, ""
         if self.approver is None:

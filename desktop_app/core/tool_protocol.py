@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from desktop_app.core.tools import ToolCall, ToolError, ToolOutcome, tool_summary
+from desktop_app.core.tools import ToolCall, ToolError, ToolOutcome, simple_pattern, tool_summary
 from desktop_app.core.turn import ChatMessage, Tool
 
 __all__ = ["NativeProtocol", "PromptProtocol", "ToolProtocol", "protocol_for", "schema_grammar"]
@@ -39,8 +39,9 @@ _CHAR = r'[^"\\\x00-\x1F\x7F]'
 _BASE_RULES = {
     "str-char": rf'{_CHAR} | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{{4}})',
     "string": '"\\"" str-char* "\\""',
-    "number": '"-"? [0-9]{1,15} ("." [0-9]{1,10})? ([eE] [-+]? [0-9]{1,3})?',
-    "integer": '"-"? [0-9]{1,15}',
+    # JSON allows no leading zeros: "0", or a digit 1-9 and more digits.
+    "number": '"-"? ("0" | [1-9] [0-9]{0,14}) ("." [0-9]{1,10})? ([eE] [-+]? [0-9]{1,2})?',
+    "integer": '"-"? ("0" | [1-9] [0-9]{0,14})',
     "boolean": '"true" | "false"',
     "null": '"null"',
     "value": "string | number | boolean | null | any-array | any-object",
@@ -83,14 +84,16 @@ class _Grammar:
         return "\n".join(lines) + "\n"
 
 
-def _value_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
+def _value_rule(g: _Grammar, schema: Any, hint: str) -> str:
     """Return a GBNF expression admitting JSON values of ``schema`` (a practical subset)."""
+    if not isinstance(schema, dict):
+        schema = {}  # a boolean schema ("true"): any value
     if "const" in schema:
         return _literal(json.dumps(schema["const"], ensure_ascii=False))
-    if "enum" in schema:
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
         return "(" + " | ".join(_literal(json.dumps(v, ensure_ascii=False)) for v in schema["enum"]) + ")"
     for key in ("anyOf", "oneOf"):
-        if key in schema:
+        if isinstance(schema.get(key), list) and schema[key]:
             return "(" + " | ".join(_value_rule(g, s, hint) for s in schema[key]) + ")"
     kind = schema.get("type")
     if isinstance(kind, list):
@@ -110,8 +113,8 @@ def _value_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
     return g.base("value")
 
 
-#: The regular-expression patterns the grammar can enforce: one character class, repeated.
-_SIMPLE_PATTERN = re.compile(r"^\^(\[[^\]\\\"]+\])(\+|\*|\{\d+,\d+\})\$$")
+#: Rule names the converter uses itself; a tool's own rules may not take them.
+_RESERVED = {"root", "call", "text", *_BASE_RULES}
 
 
 def _string_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
@@ -121,13 +124,15 @@ def _string_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
     goes between the quotes) and ``"x-gbnf-rules"`` (the named rules it uses; give them
     names unlikely to clash, e.g. prefixed with the tool's name).
     """
-    if isinstance(schema.get("x-gbnf"), str):
-        for name, body in (schema.get("x-gbnf-rules") or {}).items():
-            g.rules[name] = body
+    own = schema.get("x-gbnf-rules") or {}
+    if isinstance(schema.get("x-gbnf"), str) and isinstance(own, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and k not in _RESERVED
+            and g.rules.get(k, v) == v and re.fullmatch(r"[a-z][a-z0-9-]*", k) for k, v in own.items()):
+        g.rules.update(own)
         return g.add(f"{hint}-str", f'"\\"" ({schema["x-gbnf"]}) "\\""')
-    match = _SIMPLE_PATTERN.match(schema.get("pattern", ""))
-    if match:
-        chars, repeat = match.groups()
+    simple = simple_pattern(schema.get("pattern"))
+    if simple:
+        chars, repeat = simple
         if "maxLength" in schema and repeat in ("+", "*"):
             repeat = f"{{{1 if repeat == '+' else 0},{int(schema['maxLength'])}}}"
         return g.add(f"{hint}-str", f'"\\"" {chars}{repeat} "\\""')
@@ -143,12 +148,12 @@ def _object_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
     optional = [k for k in properties if k not in required]
 
     def pair(key: str) -> str:
-        return f'{_literal(json.dumps(key) + ": ")} {_value_rule(g, properties[key] or {}, f"{hint}-{_safe(key)}")}'
+        return f'{_literal(json.dumps(key) + ": ")} {_value_rule(g, properties[key], f"{hint}-{_safe(key)}")}'
 
     body = " \", \" ".join(pair(k) for k in required)
     if optional:
         # from-i: optional property i, then any later optional ones (any subset, in order).
-        names = [f"{hint}-opt{i}" for i in range(len(optional))]
+        names = [g.add(f"{hint}-opt{i}", "") for i in range(len(optional))]  # reserve unique names
         for i in reversed(range(len(optional))):
             later = names[i + 1:]
             tail = f' (", " ({" | ".join(later)}))?' if later else ""
@@ -156,6 +161,20 @@ def _object_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
         any_optional = "(" + " | ".join(names) + ")"
         body = f'{body} (", " {any_optional})?' if body else f"{any_optional}?"
     return g.add(hint, f'"{{" {body} "}}"' if body else '"{" "}"')
+
+
+def _not_opening(trigger: str) -> str:
+    """A GBNF expression for any text that does not begin with ``trigger`` (nor with a blank)."""
+
+    def excluded(char: str, blanks: bool) -> str:
+        escaped = "".join("\\" + c if c in "\\]^-" else c for c in char)
+        return "[^" + escaped + (" \\t\\n" if blanks else "") + "]"
+
+    options = [excluded(trigger[0], True) + " [^\\x00]*"]
+    for i in range(1, len(trigger)):
+        # The trigger's first i characters, then anything but its next one (or the end).
+        options.append(f"{_literal(trigger[:i])} ({excluded(trigger[i], False)} [^\\x00]*)?")
+    return " | ".join(f"({o})" for o in options)
 
 
 def _safe(name: str) -> str:
@@ -197,8 +216,7 @@ class ToolProtocol:
 
     def text_grammar(self) -> str:
         """A grammar for a reply that must be text: it may not open like a call."""
-        first = self.trigger[0]
-        return f'root ::= [ \\t\\n]* [^{first} \\t\\n] [^\\x00]*\n'
+        return f"root ::= [ \\t\\n]* ({_not_opening(self.trigger)})\n"
 
     def parse(self, text: str) -> ToolCall | None:
         """The call in ``text``, None for a text answer; raises ToolError when a call is malformed."""
@@ -280,7 +298,7 @@ class PromptProtocol(ToolProtocol):
             g.rules = {"root": "call", **g.rules}
         else:
             # Text is anything that does not open with "{" (leading blanks allowed either way).
-            g.rules = {"root": '[ \\t\\n]* (call | text)', "text": "[^{ \\t\\n] [^\\x00]*", **g.rules}
+            g.rules = {"root": '[ \\t\\n]* (call | text)', "text": _not_opening(self.trigger), **g.rules}
         return g.text()
 
     def parse(self, text: str) -> ToolCall | None:
@@ -320,8 +338,7 @@ class NativeProtocol(ToolProtocol):
         if required:
             g.rules = {"root": call, **g.rules}
         else:
-            first = "<" if self.hermes else "{"
-            g.rules = {"root": f'[ \\t\\n]* ({call} | text)', "text": f"[^{first} \\t\\n] [^\\x00]*", **g.rules}
+            g.rules = {"root": f'[ \\t\\n]* ({call} | text)', "text": _not_opening(self.trigger), **g.rules}
         return g.text()
 
     def parse(self, text: str) -> ToolCall | None:
@@ -344,7 +361,9 @@ class NativeProtocol(ToolProtocol):
         ]
 
 
-def _describe_param(name: str, schema: dict[str, Any], required: bool) -> str:
+def _describe_param(name: str, schema: Any, required: bool) -> str:
+    if not isinstance(schema, dict):
+        schema = {}
     kind = schema.get("type", "any")
     if "enum" in schema:
         kind = " | ".join(json.dumps(v) for v in schema["enum"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import math
 import re
 import threading
 import time
@@ -29,6 +30,7 @@ __all__ = [
     "ToolRegistry",
     "check_tool",
     "run_tool",
+    "simple_pattern",
     "tool_from_function",
     "tool_summary",
     "validate_arguments",
@@ -39,6 +41,22 @@ NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 #: Results longer than this are cut: a tiny context window must still fit the answer.
 MAX_RESULT_CHARS = 4000
 _JSON_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
+
+
+#: The regular-expression patterns the grammar can enforce: one character class, repeated.
+_SIMPLE_PATTERN = re.compile(r"^\^(\[[^\]\\\"]+\])(\+|\*|\{\d+,\d+\})\$$")
+#: What such a class may contain to be safe inside a JSON string: plain characters and ranges
+#: of letters or digits; never a quote, a backslash, a control character or a negation.
+_SAFE_CLASS = re.compile(r"^\[(?!\^)(?:[a-z]-[a-z]|[A-Z]-[A-Z]|[0-9]-[0-9]|[^\-\[\]\\\"\x00-\x1f\x7f]|-(?=\]))+\]$")
+
+
+def simple_pattern(pattern: Any) -> tuple[str, str] | None:
+    """(character class, repetition) when ``pattern`` is ``^[chars]+$``-like and safe, else None."""
+    match = _SIMPLE_PATTERN.match(pattern) if isinstance(pattern, str) else None
+    if match and _SAFE_CLASS.match(match.group(1)):
+        return match.group(1), match.group(2)
+    return None
+
 
 
 class ToolError(ParleyError):
@@ -231,12 +249,16 @@ def check_tool(tool: Any) -> None:
     if not isinstance(properties, dict):
         raise ToolError(f"The 'properties' of tool {tool.name!r} must be an object.")
     for key, sub in properties.items():
+        if sub is True:
+            continue  # JSON schema's "anything"
         if not isinstance(sub, dict):
             raise ToolError(f"Parameter {key!r} of tool {tool.name!r} must be described by a schema object.")
         kind = sub.get("type")
         kinds = kind if isinstance(kind, list) else [kind] if kind else []
         if any(k not in _JSON_TYPES for k in kinds):
             raise ToolError(f"Parameter {key!r} of tool {tool.name!r} has an unknown type {kind!r}.")
+        if "enum" in sub and (not isinstance(sub["enum"], list) or not sub["enum"]):
+            raise ToolError(f"Parameter {key!r} of tool {tool.name!r} has an empty list of allowed values.")
     required = schema.get("required", [])
     if not isinstance(required, list) or any(r not in properties for r in required):
         raise ToolError(f"Tool {tool.name!r} requires parameters it does not describe: {required!r}.")
@@ -265,8 +287,14 @@ def _type_ok(value: Any, kind: str) -> bool:
     return True
 
 
-def _check_value(value: Any, schema: dict[str, Any], where: str) -> Any:
+def _check_value(value: Any, schema: Any, where: str) -> Any:
     """Check one value against a (subset of) JSON schema; return it, lightly normalised."""
+    if not isinstance(schema, dict):
+        if schema is False:
+            raise ToolError(f"{where} is not allowed.")
+        return value  # a boolean schema "true": anything goes
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolError(f"{where} must be a finite number.")
     if "const" in schema and value != schema["const"]:
         raise ToolError(f"{where} must be {json.dumps(schema['const'])}.")
     if "enum" in schema and value not in schema["enum"]:
@@ -290,7 +318,7 @@ def _check_value(value: Any, schema: dict[str, Any], where: str) -> Any:
                 number = float(value.replace(",", ""))
             except ValueError:
                 number = None
-            if number is not None and ("number" in kinds or number.is_integer()):
+            if number is not None and math.isfinite(number) and ("number" in kinds or number.is_integer()):
                 value = int(number) if "integer" in kinds and number.is_integer() else number
                 return _check_value(value, schema, where)
         raise ToolError(f"{where} must be of type {' or '.join(kinds)}, not {json.dumps(value)}.")
@@ -302,7 +330,10 @@ def _check_value(value: Any, schema: dict[str, Any], where: str) -> Any:
         if "maximum" in schema and value > schema["maximum"]:
             raise ToolError(f"{where} must be at most {schema['maximum']}.")
     if isinstance(value, str):
-        if "pattern" in schema and re.search(schema["pattern"], value) is None:
+        # Only patterns of one character class are checked here: they cannot backtrack
+        # for ages (other patterns are the tool's own business).
+        simple = simple_pattern(schema.get("pattern"))
+        if simple and re.fullmatch(simple[0] + simple[1], value) is None:
             raise ToolError(f"{where} has characters or a form it cannot have ({json.dumps(value)}).")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise ToolError(f"{where} must be at most {schema['maxLength']} characters long.")
@@ -341,7 +372,12 @@ def validate_arguments(tool: Tool, arguments: Any) -> dict[str, Any]:
         arguments = {}
     if not isinstance(arguments, dict):
         raise ToolError(f"The arguments of {tool.name} must be a JSON object.")
-    return _check_object(arguments, tool.parameters, "arguments")
+    try:
+        return _check_object(arguments, tool.parameters, "arguments")
+    except ToolError:
+        raise
+    except Exception as exc:  # an odd schema (e.g. from an MCP server) must not end the turn
+        raise ToolError(f"The arguments of {tool.name} could not be checked: {exc}.") from exc
 
 
 # -- running -----------------------------------------------------------------------------------

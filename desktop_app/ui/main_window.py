@@ -613,15 +613,14 @@ class MainWindow(QMainWindow):
     def _on_worker_tool_approval_requested(self, request: Any) -> None:
         from desktop_app.ui.tool_approval import ToolApprovalDialog
 
-        if request.conversation_id != self.current_conversation:
-            # The user is looking at another conversation: bring the asking one back first.
-            self.show_conversation(request.conversation_id)
-        self.chat_view.show_activity(f"waiting for your approval of {request.call.name}…")
+        if request.conversation_id == self.current_conversation:
+            self.chat_view.show_activity(f"waiting for your approval of {request.call.name}…")
         dialog = ToolApprovalDialog(request, self)
         dialog.setAttribute(Qt.WA_DeleteOnClose)
         self.approval_dialog = dialog
         dialog.finished.connect(lambda _=0: setattr(self, "approval_dialog", None))
-        dialog.open()
+        # Not modal: the window (its Stop button, other conversations) stays usable meanwhile.
+        dialog.show()
 
     @Slot(int, str)
     def _on_worker_turn_failed(self, conversation_id: int, error: str) -> None:

@@ -62,7 +62,6 @@ class ToolApprovalDialog(QDialog):
         self.request = request
         self.setWindowTitle("Allow this tool call?")
         self.setObjectName("toolApprovalDialog")
-        self.setModal(False)  # the window stays usable (e.g. to press Stop)
         layout = QVBoxLayout(self)
         tool = request.tool
         source = tool.source or "a plugin"
@@ -84,7 +83,9 @@ class ToolApprovalDialog(QDialog):
         self.allow_button = buttons.addButton("Allow", QDialogButtonBox.AcceptRole)
         self.always_button = buttons.addButton(f"Always allow {tool.name}", QDialogButtonBox.ActionRole)
         self.deny_button = buttons.addButton("Deny", QDialogButtonBox.RejectRole)
-        self.allow_button.setDefault(True)
+        # Enter typed for the message box must never approve a call: the safe choice is default.
+        self.deny_button.setDefault(True)
+        self.setAttribute(Qt.WA_ShowWithoutActivating)
         row = QHBoxLayout()
         row.addWidget(buttons)
         layout.addLayout(row)

@@ -294,3 +294,13 @@ def test_a_repeated_failing_call_is_not_run_again(store, paths, tools):
     outcome, _ = run(store, paths, engine, [offering(tools["add"])])
     assert [c["decision"] for c in tool_calls(store, outcome.message.id)] == ["invalid"]
     assert outcome.message.content == "I cannot add that."
+
+
+def test_only_true_from_a_plugin_allows_a_call(store, paths, tools):
+    sloppy = types.ModuleType("sloppy")
+    sloppy.approve_tool_call = hookimpl(lambda call: "deny")  # a word, not a decision
+    engine = FakeEngine().enqueue(call("read_secret", name="x"), "Done.")
+    outcome, _ = run(store, paths, engine, [offering(tools["read_secret"]), sloppy],
+                     approve_tool=lambda c, t: False)
+    (recorded,) = tool_calls(store, outcome.message.id)
+    assert (recorded["decision"], recorded["decided_by"]) == ("denied", "you")

@@ -150,3 +150,65 @@ def test_plugin_host_collects_tools_with_their_plugin():
     assert list(registry.tools) == ["convert"]
     assert registry.tools["convert"].source == "good"
     assert any(p.startswith("bad:") for p in registry.problems)
+
+
+def test_odd_schemas_from_servers_never_end_a_turn():
+    tool = Tool("odd", "d", {"type": "object", "properties": {
+        "a": True,
+        "p": {"type": "string", "pattern": "^\\p{L}+$"},  # not Python's regex dialect
+        "n": {"type": "number"},
+    }}, lambda **k: "")
+    check_tool(tool)
+    assert validate_arguments(tool, {"a": [1], "p": "héllo", "n": 2}) == {"a": [1], "p": "héllo", "n": 2}
+    with pytest.raises(ToolError, match="finite"):
+        validate_arguments(tool, {"n": float("nan")})
+    with pytest.raises(ToolError, match="must be of type number"):
+        validate_arguments(tool, {"n": "inf"})
+    with pytest.raises(ToolError, match="empty list"):
+        check_tool(Tool("e", "d", {"type": "object", "properties": {"x": {"enum": []}}}, lambda **k: ""))
+
+
+def test_simple_patterns_are_enforced_and_unsafe_ones_are_not_trusted():
+    from desktop_app.core.tools import simple_pattern
+
+    assert simple_pattern("^[A-Z0-9-]{2,6}$") == ("[A-Z0-9-]", "{2,6}")
+    for unsafe in ("^[^/]+$", "^[ -~]+$", '^[a-z"]+$', "^[a\\\\]+$", "^(a|b)+$"):
+        assert simple_pattern(unsafe) is None, unsafe
+    tool = Tool("code", "d", {"type": "object", "properties": {
+        "c": {"type": "string", "pattern": "^[A-Z]{2,3}$"}}}, lambda **k: "")
+    assert validate_arguments(tool, {"c": "AB"}) == {"c": "AB"}
+    with pytest.raises(ToolError, match="cannot have"):
+        validate_arguments(tool, {"c": "abcd"})
+
+
+def test_grammar_hints_cannot_replace_the_grammars_own_rules():
+    from desktop_app.core.tool_protocol import PromptProtocol
+
+    hostile = Tool("h", "d", {"type": "object", "properties": {"s": {
+        "type": "string", "x-gbnf": "root", "x-gbnf-rules": {"root": '"PWNED"'}}}, "required": ["s"]},
+        lambda **k: "")
+    grammar = PromptProtocol([hostile]).grammar(required=True)
+    assert "PWNED" not in grammar and grammar.startswith("root ::= call")
+    friendly = Tool("f", "d", {"type": "object", "properties": {"s": {
+        "type": "string", "x-gbnf": "f-digits", "x-gbnf-rules": {"f-digits": "[0-9]+"}}}, "required": ["s"]},
+        lambda **k: "")
+    assert "f-digits ::= [0-9]+" in PromptProtocol([friendly]).grammar(required=True)
+
+
+def test_optional_properties_never_clash_with_other_rule_names():
+    from desktop_app.core.tool_protocol import schema_grammar
+
+    grammar = schema_grammar({"type": "object", "properties": {
+        "opt0": {"type": "object", "properties": {"x": {"type": "boolean"}}, "required": ["x"]},
+        "y": {"type": "integer"}}})
+    rules = dict(line.split(" ::= ", 1) for line in grammar.strip().splitlines())
+    assert len(rules) == len(grammar.strip().splitlines())  # every rule name is defined once
+    assert all(name not in body.split() for name, body in rules.items() if name != "root")  # none refers to itself
+
+
+def test_the_text_branch_only_excludes_the_trigger_itself():
+    from desktop_app.core.tool_protocol import _not_opening
+
+    text = _not_opening("<tool_call>")
+    assert '("<" ([^t] [^\\x00]*)?)' in text  # "<think>" is still allowed
+    assert text.startswith("([^< \\t\\n]")

@@ -22,11 +22,14 @@ from typing import Any
 from desktop_app.api import (
     Option,
     Tool,
+    ToolError,
     Turn,
     atomic_write_text,
+    check_tool,
     conversation_choice,
     hookimpl,
     remember_choice,
+    MAX_RESULT_CHARS,
     tool_from_function,
 )
 
@@ -169,6 +172,11 @@ class State:
         tools = dict(self.registered())
         if self.mcp is not None:
             for tool in self.mcp.tools():
+                try:
+                    check_tool(tool)  # a server's schema is checked like a plugin's
+                except ToolError as exc:
+                    log.warning("MCP tool left out: %s", exc)
+                    continue
                 tools.setdefault(tool.name, tool)
         return tools
 
@@ -280,7 +288,8 @@ def register_tools(register) -> None:
                 {"pattern": EXPRESSION_PATTERN, "maxLength": 300, "x-gbnf": "calc-expr",
                  "x-gbnf-rules": EXPRESSION_GRAMMAR})
         register(tool)
-    files = builtin.FileAccess(state.granted_folders)
+    # Pages of a file or folder fit in one tool result, so "more from line N" stays true.
+    files = builtin.FileAccess(state.granted_folders, max_chars=MAX_RESULT_CHARS - 400, max_entries=100)
     register(tool_from_function(files.list_folder, requires_approval=True, timeout=20.0))
     register(tool_from_function(files.read_file, requires_approval=True, timeout=20.0))
 

@@ -412,6 +412,15 @@ def _is_transport_error(exc: BaseException) -> bool:
     return isinstance(exc, broken) or type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore")
 
 
+def _without_hints(schema: Any) -> Any:
+    """A server's schema without ``x-`` keys: grammar hints are only taken from plugins."""
+    if isinstance(schema, dict):
+        return {k: _without_hints(v) for k, v in schema.items() if not str(k).startswith("x-")}
+    if isinstance(schema, list):
+        return [_without_hints(v) for v in schema]
+    return schema
+
+
 def _exit_text(returncode: int | None) -> str:
     if returncode is None:
         return ""
@@ -1068,7 +1077,7 @@ class McpManager:
                     original=tool.name,
                     public=_public_tool_name(server_name, tool.name, taken),
                     description=tool.description or tool.title or "",
-                    schema=dict(schema) or {"type": "object", "properties": {}},
+                    schema=_without_hints(schema) or {"type": "object", "properties": {}},
                 ))
             cursor = page.next_cursor
             if not cursor:

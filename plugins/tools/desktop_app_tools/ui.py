@@ -233,7 +233,7 @@ class ToolsPanel(QWidget):
     @Slot(int)
     def _on_choice_current_index_changed(self, index: int) -> None:
         if not self._filling:
-            self.context.settings.set(f"plugins.tools.tool_choice", self.choice.itemData(index))
+            self.context.settings.set("plugins.tools.tool_choice", self.choice.itemData(index))
             self.context.settings.save()
 
     @Slot()

@@ -330,3 +330,19 @@ def test_every_built_in_tool_grammar_compiles_in_llama_cpp(context, tools_state)
         events = list(context.engine.stream_chat([ChatMessage("user", "Hi")],
                                                  GenerationOptions(temperature=0, max_tokens=2, grammar=grammar)))
         assert type(events[-1]).__name__ == "DoneEvent", events[-1]
+
+
+def test_a_long_file_is_read_in_pages_that_fit_one_result(context, tools_state, tmp_path):
+    from desktop_app.api import run_tool
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "long.txt").write_text("".join(f"line {i} of the long file\n" for i in range(1, 1001)))
+    tools_state.grant(folder)
+    read = tools_state.all_tools()["read_file"]
+    result, error, _ = run_tool(read, {"path": "long.txt"})
+    assert not error and "[cut:" not in result
+    last = max(int(line.split()[1]) for line in result.splitlines() if line.startswith("line "))
+    assert f"start_line={last + 1}" in result  # the next page starts right after what was shown
+    second, _, _ = run_tool(read, {"path": "long.txt", "start_line": last + 1})
+    assert f"line {last + 1} of the long file" in second
