@@ -106,7 +106,8 @@ class ToolLoop:
         if instructions:
             working.system_prompt = f"{turn.system_prompt}\n\n{instructions}" if turn.system_prompt else instructions
         rounds = max(0, int(options.max_tool_rounds))
-        totals = {"prompt_tokens": 0, "generated_tokens": 0, "total_time": 0.0}
+        # Work adds up over the rounds; the context in use is the last round's prompt.
+        totals = {"generated_tokens": 0, "total_time": 0.0}
         first_token = None
         round_no = 0
         attempted: set[str] = set()  # calls already made (repeating one gives nothing new)
