@@ -94,7 +94,7 @@ class FakeEngine:
         return self.chat_template.render([m.as_dict() for m in messages], tools=tools)
 
     def stream_chat(self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None,
-                    tools: list[dict[str, Any]] | None = None) -> Iterator[Any]:
+                    tools: list[dict[str, Any]] | None = None, keep_last: int = 1) -> Iterator[Any]:
         """Stream the next queued reply; fails clearly when the script has run out."""
         options = options or GenerationOptions()
         request = FakeRequest(list(messages), options, tools, self.render(messages, tools))

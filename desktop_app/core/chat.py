@@ -259,7 +259,9 @@ class ChatService:
                        on_token: Callable[[str], None] | None,
                        tools: list[dict[str, Any]] | None = None) -> TurnResult:
         """One streamed pass through the engine; raises EngineError (with ``partial``) on failure."""
-        for event in self.engine.stream_chat(turn.messages(), options or turn.options, tools):
+        # The question and this turn's tool exchange stay together when history is left out.
+        keep = 1 + len(turn.tool_exchange)
+        for event in self.engine.stream_chat(turn.messages(), options or turn.options, tools, keep):
             if isinstance(event, TokenEvent):
                 if on_token is not None:
                     on_token(event.text)

@@ -290,13 +290,15 @@ class Engine:
         return loaded.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def fit_messages(
-        self, messages: Sequence[ChatMessage], reserve: int, tools: list[dict[str, Any]] | None = None
+        self, messages: Sequence[ChatMessage], reserve: int, tools: list[dict[str, Any]] | None = None,
+        keep_last: int = 1,
     ) -> tuple[list[ChatMessage], str, list[int], int]:
         """Fit ``messages`` into the context window, leaving ``reserve`` tokens for the answer.
 
-        Keeps the leading system message and the newest messages; drops the oldest others
-        first; as a last resort shortens the middle of the longest remaining message. Returns
-        (messages kept, rendered prompt, its tokens, how many messages were dropped).
+        Keeps the leading system message and the newest ``keep_last`` messages (the question,
+        and this turn's tool calls and results, which make no sense apart); drops the oldest
+        others first; as a last resort shortens the middle of the longest remaining message.
+        Returns (messages kept, rendered prompt, its tokens, how many messages were dropped).
         """
         loaded = self._require()
         budget = max(16, loaded.n_ctx - reserve)
@@ -309,7 +311,7 @@ class Engine:
                 return kept, prompt, tokens, dropped
             first = 1 if kept and kept[0].role == "system" else 0
             # Drop whole older messages while more than the newest one remains.
-            if len(kept) - first > 1:
+            if len(kept) - first > max(1, keep_last):
                 del kept[first]
                 dropped += 1
                 continue
@@ -321,12 +323,12 @@ class Engine:
             # characters (plus a margin) always converges.
             cut = max(excess * 4, len(text) // 4, 16)
             if cut >= len(text):
-                kept[longest] = ChatMessage(kept[longest].role, "")
+                kept[longest] = replace(kept[longest], content="")
                 if all(not m.content for m in kept):
                     raise EngineError("The context window is too small for even an empty prompt.")
                 continue
             half = (len(text) - cut) // 2
-            kept[longest] = ChatMessage(kept[longest].role, text[:half] + " … " + text[len(text) - half:])
+            kept[longest] = replace(kept[longest], content=text[:half] + " … " + text[len(text) - half:])
 
     def clear_cache(self) -> None:
         """Forget the KV cache: the next prompt is evaluated from its first token."""
@@ -361,10 +363,12 @@ class Engine:
         messages: Sequence[ChatMessage],
         options: GenerationOptions | None = None,
         tools: list[dict[str, Any]] | None = None,
+        keep_last: int = 1,
     ) -> Iterator[Event]:
         """Stream an answer to ``messages``; the last event is a DoneEvent or an ErrorEvent.
 
-        ``tools`` (OpenAI-style descriptions) go to chat templates that support tools.
+        ``tools`` (OpenAI-style descriptions) go to chat templates that support tools;
+        the newest ``keep_last`` messages are never left out to fit the context.
         """
         options = options or GenerationOptions()
         with self._lock:
@@ -372,7 +376,7 @@ class Engine:
             try:
                 loaded = self._require()
                 reserve = min(options.max_tokens, loaded.n_ctx // 2)
-                _, prompt, tokens, dropped = self.fit_messages(messages, reserve, tools)
+                _, prompt, tokens, dropped = self.fit_messages(messages, reserve, tools, keep_last)
             except EngineError as exc:
                 yield ErrorEvent(str(exc))
                 return

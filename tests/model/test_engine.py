@@ -337,3 +337,20 @@ def test_templates_cannot_build_huge_texts():
     assert template.render([{"role": "user", "content": "Hi"}]).startswith("<|im_start|>user")
     loops = ChatTemplate("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}")
     assert "<|im_start|>" in loops.render([{"role": "user", "content": "Hi"}])
+
+
+def test_fitting_keeps_the_question_and_its_tool_exchange_together(engine):
+    history = []
+    for i in range(12):
+        history += [ChatMessage("user", f"Old question {i} about the harbour and its many boats."),
+                    ChatMessage("assistant", f"Old answer {i}: the harbour has boats of every size.")]
+    call = [{"type": "function", "id": "c1", "function": {"name": "add", "arguments": {"a": 1}}}]
+    tail = [ChatMessage("user", "What is 1 + 1?"), ChatMessage("assistant", "", tool_calls=call),
+            ChatMessage("tool", "2 " * 60, name="add", tool_call_id="c1")]
+    budget = len(engine.tokenize(engine.render([SYSTEM, *tail]))) + 10
+    kept, _, tokens, dropped = engine.fit_messages([SYSTEM, *history, *tail], engine.context_length - budget,
+                                                   keep_last=3)
+    assert dropped == len(history) and kept[-3:] == tail and len(tokens) <= budget
+    # Shortening keeps what a message is (its tool call), not only its text.
+    kept, _, _, _ = engine.fit_messages([SYSTEM, *tail], engine.context_length - budget + 40, keep_last=3)
+    assert kept[2].tool_calls == call and kept[3].name == "add" and len(kept[3].content) < len(tail[2].content)
