@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from desktop_app.core.engine import DoneEvent, Engine, ErrorEvent, TokenEvent
@@ -116,13 +117,15 @@ class ChatService:
         self.settings = settings
         self.hooks = hooks if hooks is not None else _NoHooks()
 
-    def default_system_prompt(self) -> str:
+    def default_system_prompt(self, model_path: Path | None = None) -> str:
         """The system prompt used when neither the conversation nor the user set one.
 
         The built-in SmolLM2-135M answers far better with the prompt it was trained with.
+        ``model_path`` asks about a model that is not loaded (default: the loaded one).
         """
+        model_path = model_path or self.engine.model_path
         try:
-            if self.engine.model_path is not None and self.engine.model_path == default_model_path():
+            if model_path is not None and Path(model_path) == default_model_path():
                 return DEFAULT_MODEL_SYSTEM_PROMPT
         except ModelFileError:
             pass
@@ -243,6 +246,8 @@ class ChatService:
     def _generate_once(self, turn: Turn, options: GenerationOptions | None,
                        on_token: Callable[[str], None] | None) -> TurnResult:
         """One streamed pass through the engine; raises EngineError (with ``partial``) on failure."""
+        # The turn's LoRA adapters (none unless a plugin added some); a no-op when unchanged.
+        self.engine.set_adapters(turn.adapters)
         for event in self.engine.stream_chat(turn.messages(), options or turn.options):
             if isinstance(event, TokenEvent):
                 if on_token is not None:
