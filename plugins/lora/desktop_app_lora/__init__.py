@@ -87,8 +87,6 @@ class State:
     # -- checking against a model ----------------------------------------------------------
     def resolve(self, choices: list[Any], model_path: Path | None) -> tuple[list[Adapter], list[str]]:
         """The adapters to apply for ``choices`` (scale 0 left out), and why any others cannot be."""
-        from desktop_app_lora.adapters import AdapterError, check_compatible, read_adapter_info
-
         adapters: list[Adapter] = []
         problems: list[str] = []
         for choice in choices:
@@ -99,23 +97,24 @@ class State:
                 continue
             if choice.scale == 0:
                 continue
-            path = self.library.path(entry)
-            try:
-                info = read_adapter_info(path)
-                if model_path is not None:
-                    check_compatible(info, model_path)
-            except AdapterError as exc:
-                problems.append(f"LoRA adapter “{choice.name}” left out: {exc}")
+            problem = self.fits(choice.name, model_path)
+            if problem is not None:
+                problems.append(f"LoRA adapter “{choice.name}” left out: {problem}")
                 continue
-            adapters.append(Adapter(choice.name, str(path), choice.scale))
+            adapters.append(Adapter(choice.name, str(self.library.path(entry)), choice.scale))
         return adapters, problems
 
     def fits(self, name: str, model_path: Path | None) -> str | None:
-        """Why adapter ``name`` cannot be used with ``model_path``, or None when it can."""
-        from desktop_app_lora.library import Choice
+        """Why adapter ``name`` cannot be used with ``model_path`` (None: any model), or None if it can."""
+        from desktop_app_lora.adapters import AdapterError, check_compatible, read_adapter_info
 
-        _, problems = self.resolve([Choice(name, 1.0)], model_path)
-        return problems[0] if problems else None
+        try:
+            info = read_adapter_info(self.library.path(self.library.get(name)))
+            if model_path is not None:
+                check_compatible(info, model_path)
+        except AdapterError as exc:
+            return str(exc)
+        return None
 
     def system_prompt_for(self, model_path: Path | None) -> str:
         """The system prompt answers get with ``model_path`` when nobody set one (for training)."""
@@ -146,8 +145,8 @@ def register_settings(register) -> None:
                minimum=0.5, maximum=1024.0),
         Option("learning_rate", float, 0.002, "How big each training step is. Lower it if the loss jumps about.",
                minimum=0.00001, maximum=0.1),
-        Option("epochs", int, 8, "How often training goes through all examples. Few examples need more passes.",
-               minimum=1, maximum=1000),
+        Option("epochs", int, 0, "How often training goes through all examples; 0 = automatic (enough passes "
+               "for at least 16 steps, at least 3).", minimum=0, maximum=1000),
         Option("batch_size", int, 4, "Examples per training step.", minimum=1, maximum=256),
         Option("max_length", int, 512, "Longest example in tokens; longer ones are cut.", minimum=16, maximum=32768),
         Option("target_modules", str, "q_proj,k_proj,v_proj,o_proj",
@@ -210,3 +209,29 @@ def register_commands(subparsers) -> None:
     from desktop_app_lora import cli
 
     cli.register(subparsers)
+
+
+@hookimpl
+def register_panels(register) -> None:
+    """The LoRA side panel."""
+
+    def make(context, parent):
+        from desktop_app_lora.ui import LoraPanel
+
+        return LoraPanel(context, parent.window(), parent)
+
+    register("LoRA", make, area="right")
+
+
+@hookimpl
+def register_actions(register) -> None:
+    """Plugins → “Teach it this…”: train an adapter on answers of the open conversation."""
+
+    def teach(window) -> None:
+        from desktop_app_lora.ui import LoraPanel
+
+        panel = window.findChild(LoraPanel)
+        if panel is not None:
+            panel.open_train_dialog(from_conversation=True)
+
+    register("Teach it this…", teach)

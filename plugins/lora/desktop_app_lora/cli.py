@@ -90,7 +90,7 @@ def register(subparsers) -> None:
     p.add_argument("--alpha", type=float)
     p.add_argument("--targets", help="comma-separated: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     p.add_argument("--lr", type=float, dest="learning_rate")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="passes over the examples (default: automatic)")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--max-length", type=int, dest="max_length")
     p.add_argument("--system", help="system prompt for examples without one (default: the app's)")
@@ -258,7 +258,8 @@ def _train(args, context) -> int:
     cancel = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
     print(f"Training {args.name} on {len(chats)} examples with {model.name} "
-          f"(rank {config.rank}, alpha {config.alpha:g}, {config.epochs} epochs)…", file=sys.stderr)
+          f"(rank {config.rank}, alpha {config.alpha:g}, {config.epochs_for(len(chats))} epochs)…",
+          file=sys.stderr)
     try:
         entry, result = train_adapter(model, chats, state.library, args.name, config, progress=show,
                                       cancel=cancel, work_dir=context.paths.cache_dir)
@@ -288,7 +289,7 @@ def config_from_settings(state) -> Any:
     targets = tuple(t.strip() for t in str(state.setting("target_modules", "")).split(",") if t.strip())
     return TrainConfig(
         rank=int(state.setting("rank", 8)), alpha=float(state.setting("alpha", 16.0)),
-        learning_rate=float(state.setting("learning_rate", 0.002)), epochs=int(state.setting("epochs", 8)),
+        learning_rate=float(state.setting("learning_rate", 0.002)), epochs=int(state.setting("epochs", 0)),
         batch_size=int(state.setting("batch_size", 4)), max_length=int(state.setting("max_length", 512)),
         target_modules=targets or TrainConfig().target_modules,
     )
