@@ -119,6 +119,9 @@ class AdapterRow(QWidget):
     def _show_scale(self) -> None:
         self.scale_label.setText(f"×{self.scale:.2f}")
         self.slider.setEnabled(self.check.isChecked())
+        # An adapter that cannot be used has no strength to set.
+        self.slider.setVisible(self.problem is None or self.check.isChecked())
+        self.scale_label.setVisible(self.problem is None or self.check.isChecked())
 
     def _on_check_toggled(self, _checked: bool) -> None:
         self._show_scale()
@@ -203,6 +206,7 @@ class LoraPanel(QWidget):
         self._save_timer = QTimer(self, singleShot=True, interval=300)
         self._save_timer.timeout.connect(self.save_choice)
         self.dialog: TrainDialog | None = None
+        self._shown: int | None = None
         self.refresh()
 
     # -- the list -------------------------------------------------------------------------
@@ -213,7 +217,7 @@ class LoraPanel(QWidget):
 
     def refresh(self) -> None:
         """Rebuild the list: every adapter, ticked and scaled as the open conversation uses it."""
-        conversation = self.window.current_conversation
+        conversation = self._shown = self.window.current_conversation
         choices, _ = state.choices_for(conversation)
         chosen = {c.name: c.scale for c in choices}
         model = self.model_path()
@@ -284,6 +288,8 @@ class LoraPanel(QWidget):
             state.notices = []
 
     def _on_window_answer_finished(self, message_id: int) -> None:
+        if self.window.current_conversation != self._shown:
+            self.refresh()  # a new chat became a stored conversation with its first answer
         # What the answer really used (an adapter may have been left out, with a note).
         trace = self.context.store.get_trace(message_id) or {}
         used = [(e["content"]["name"], e["content"]["scale"]) for e in trace.get("entries", [])
