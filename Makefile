@@ -42,6 +42,7 @@ bench: $(STAMP) bench-native
 	$(PY) benchmarks/engine_throughput.py
 	$(PY) benchmarks/ui_responsiveness.py
 	$(PY) benchmarks/startup_time.py
+	$(PY) benchmarks/lora.py
 
 # Renders the window with a real conversation, light and dark, into docs/.
 screenshots: $(STAMP)

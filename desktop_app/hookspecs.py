@@ -47,7 +47,10 @@ def register_tools(register: Callable[[Any], None]) -> None:
 def register_adapters(register: Callable[[Any], None]) -> None:
     """Add LoRA adapters by calling ``register(adapter)`` with a :class:`desktop_app.api.Adapter`.
 
-    Called on the main thread at start-up; must not block.
+    The LoRA plugin lists them in its library (the file is used where it is, never copied or
+    deleted) and the user picks them per conversation; a file that is not a usable adapter is
+    left out with a message. Called once by the LoRA plugin when the app has started, on the
+    main thread; must not block.
     """
 
 

@@ -42,7 +42,8 @@ class State:
         self._lock = threading.Lock()
         #: The adapters of the last turn: re-applied when another model (or the same) is loaded.
         self.applied: list[Adapter] = []
-        #: Problems found when re-applying after a model load, for the window to show.
+        #: Problems found when re-applying after a model load (or with adapters other plugins
+        #: offer), for the window to show once.
         self.notices: list[str] = []
 
     @property
@@ -131,9 +132,27 @@ state = State()
 
 @hookimpl
 def app_started(context: Any) -> None:
-    """Keep the context (a fresh start: nothing from an earlier context carries over)."""
+    """Keep the context (a fresh start: nothing from an earlier context carries over), and list
+    the adapters other plugins provide through ``register_adapters``."""
     state.__init__()
     state.context = context
+    hook = getattr(getattr(context, "plugins", None), "hook", None)
+    if hook is None or not hasattr(hook, "register_adapters"):
+        return
+    # Each implementation is called on its own, so every adapter is listed with its plugin.
+    for impl in hook.register_adapters.get_hookimpls():
+        impl.function(register=lambda adapter, plugin=impl.plugin_name: _provide(adapter, plugin))
+
+
+def _provide(adapter: Adapter, plugin: str) -> None:
+    from desktop_app_lora.adapters import AdapterError
+
+    try:
+        state.library.provide(adapter.name, adapter.path, plugin)
+    except AdapterError as exc:
+        log.warning("adapter %s from the plugin %s left out: %s", adapter.name, plugin, exc)
+        state.notices.append(f"The plugin {plugin} offers the LoRA adapter “{adapter.name}”, "
+                             f"which cannot be used: {exc}")
 
 
 @hookimpl
@@ -190,7 +209,6 @@ def model_loaded(engine: Any) -> None:
     """Put the last turn's adapters back on the freshly loaded model, if they fit it."""
     from desktop_app_lora.library import Choice
 
-    state.notices = []
     if not state.applied or state.context is None:
         return
     adapters, problems = state.resolve([Choice(a.name, a.scale) for a in state.applied], engine.model_path)
@@ -200,7 +218,7 @@ def model_loaded(engine: Any) -> None:
         problems.append(str(exc))
         adapters = []
     state.applied = adapters
-    state.notices = problems
+    state.notices.extend(problems)
 
 
 @hookimpl

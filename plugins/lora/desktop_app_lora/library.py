@@ -27,13 +27,15 @@ MAX_SCALE = 2.0
 
 @dataclass
 class AdapterEntry:
-    """An adapter in the library. ``file`` is its name inside the adapters folder."""
+    """An adapter in the library. ``file`` is its name inside the adapters folder, or, for an
+    adapter another plugin provides (``plugin`` names it), the full path of a file used in place."""
 
     name: str
     file: str
     added: float = 0.0
     source: str = ""
     info: dict[str, Any] | None = None
+    plugin: str | None = None
 
 
 @dataclass
@@ -67,6 +69,8 @@ class AdapterLibrary:
         self.index_file = folder / "index.json"
         self._lock = threading.RLock()
         self._entries: list[AdapterEntry] = []
+        #: Adapters other plugins provide (register_adapters): listed for this session, never saved.
+        self._provided: list[AdapterEntry] = []
         self._defaults: list[Choice] = []
         self._load()
 
@@ -107,7 +111,7 @@ class AdapterLibrary:
         atomic_write_text(self.index_file, json.dumps(data, indent=2))
 
     def _unique(self, base: str) -> str:
-        taken = {e.name for e in self._entries}
+        taken = {e.name for e in self._entries + self._provided}
         unique, n = base, 2
         while unique in taken:
             unique, n = f"{base} ({n})", n + 1
@@ -115,27 +119,27 @@ class AdapterLibrary:
 
     # -- reading --------------------------------------------------------------------------
     def entries(self) -> list[AdapterEntry]:
-        """All adapters, in the order they were added."""
+        """All adapters, in the order they were added; those other plugins provide last."""
         with self._lock:
-            return list(self._entries)
+            return self._entries + self._provided
 
     def get(self, name: str) -> AdapterEntry:
         """The adapter called ``name``; AdapterError listing the names if there is none."""
         with self._lock:
-            for entry in self._entries:
+            for entry in self.entries():
                 if entry.name == name:
                     return entry
-            names = ", ".join(e.name for e in self._entries) or "none yet"
+            names = ", ".join(e.name for e in self.entries()) or "none yet"
         raise AdapterError(f"There is no adapter called {name!r}. Adapters: {names}.")
 
     def find(self, name: str) -> AdapterEntry | None:
         """The adapter called ``name``, or None."""
         with self._lock:
-            return next((e for e in self._entries if e.name == name), None)
+            return next((e for e in self.entries() if e.name == name), None)
 
     def path(self, entry: AdapterEntry) -> Path:
         """The adapter's file."""
-        return self.folder / entry.file
+        return Path(entry.file) if entry.plugin else self.folder / entry.file
 
     def info(self, name: str) -> AdapterInfo:
         """An adapter's metadata, read from its file (so a damaged file is noticed)."""
@@ -173,7 +177,7 @@ class AdapterLibrary:
     def remove(self, name: str) -> AdapterEntry:
         """Remove an adapter and delete its file (it was a copy)."""
         with self._lock:
-            entry = self.get(name)
+            entry = self._own(name)
             self._entries.remove(entry)
             self._defaults = [c for c in self._defaults if c.name != name]
             self._save()
@@ -184,7 +188,7 @@ class AdapterLibrary:
         """Give an adapter another name (its file keeps its own)."""
         new_name = new_name.strip()
         with self._lock:
-            entry = self.get(name)
+            entry = self._own(name)
             if not new_name:
                 raise AdapterError("An adapter needs a name.")
             if new_name != name and self.find(new_name):
@@ -193,6 +197,26 @@ class AdapterLibrary:
             self._defaults = [Choice(new_name, c.scale) if c.name == name else c for c in self._defaults]
             self._save()
             return entry
+
+    def provide(self, name: str, path: Path | str, plugin: str) -> AdapterEntry:
+        """List an adapter another plugin provides; it is used in place, never copied or deleted.
+
+        Raises AdapterError (nothing is listed) when the file is not a usable adapter.
+        """
+        path = Path(path).expanduser().resolve()
+        info = read_adapter_info(path)
+        with self._lock:
+            entry = AdapterEntry(self._unique(name.strip() or path.stem), str(path), time.time(),
+                                 f"from the plugin {plugin}", info.summary(), plugin)
+            self._provided.append(entry)
+            return entry
+
+    def _own(self, name: str) -> AdapterEntry:
+        entry = self.get(name)
+        if entry.plugin:
+            raise AdapterError(f"“{name}” comes from the plugin {entry.plugin}; switch that plugin off "
+                               "(Settings → Plugins) to take it away.")
+        return entry
 
     # -- adapters for new conversations ---------------------------------------------------
     def defaults(self) -> list[Choice]:

@@ -42,6 +42,12 @@ def train_in_subprocess(
     Raises :class:`TrainingCancelled` or :class:`TrainingError` like the in-process trainer,
     and TrainingError when the child dies (e.g. killed for lack of memory).
     """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("peft") is None:
+        # Checked here: a child started without them would only fail after a second start-up.
+        raise TrainingError("Training needs torch, transformers and peft. Install Parley with pip to get "
+                            "them; the desktop package leaves them out.")
     context = multiprocessing.get_context("spawn")  # never fork a process that runs Qt and llama.cpp
     messages = context.Queue()
     stop = context.Event()

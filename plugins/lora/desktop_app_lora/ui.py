@@ -240,6 +240,7 @@ class LoraPanel(QWidget):
             row.check.setEnabled(problem is None or entry.name in chosen)
             row.changed.connect(self._on_row_changed)
             row.remove_requested.connect(self.remove_asking)
+            row.remove_button.setVisible(entry.plugin is None)  # a plugin's adapter goes with the plugin
             self.rows_layout.insertWidget(self.rows_layout.count() - 1, row)
             self.rows[entry.name] = row
         self.empty.setVisible(not self.rows)

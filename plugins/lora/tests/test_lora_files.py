@@ -248,3 +248,40 @@ def test_empty_or_missing_training_files(tmp_path):
         load_jsonl(tmp_path / "empty.jsonl")
     with pytest.raises(DataError, match="does not exist"):
         load_jsonl(tmp_path / "missing.jsonl")
+
+
+# -- adapters other plugins provide (register_adapters) ------------------------------------
+def test_adapters_from_other_plugins_are_listed_and_used_in_place(paths, adapter, tmp_path):
+    import types
+
+    from desktop_app.api import Adapter, hookimpl
+    from desktop_app.context import build_context
+    from desktop_app.plugins import PluginHost
+    from desktop_app_lora import state
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_text("no")
+
+    @hookimpl
+    def register_adapters(register):
+        register(Adapter("house style", str(adapter)))
+        register(Adapter("broken", str(broken)))
+
+    host = PluginHost().load_all()
+    host.register(types.SimpleNamespace(register_adapters=register_adapters), name="styles")
+    context = build_context(paths, host=host)
+    try:
+        entry = state.library.get("house style")
+        assert entry.plugin == "styles" and entry.source == "from the plugin styles"
+        assert state.library.path(entry) == adapter.resolve() and adapter.exists()
+        assert state.fits("house style", default_model_path()) is None
+        with pytest.raises(AdapterError, match="comes from the plugin styles"):
+            state.library.remove("house style")
+        assert state.library.find("broken") is None
+        assert any("offers the LoRA adapter “broken”" in n for n in state.notices)
+        # Not saved: the plugin offers it again at the next start.
+        index = json.loads((paths.data_dir / "adapters" / "index.json").read_text()) \
+            if (paths.data_dir / "adapters" / "index.json").exists() else {"adapters": []}
+        assert index["adapters"] == []
+    finally:
+        context.close()
