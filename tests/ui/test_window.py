@@ -236,7 +236,7 @@ def test_plugins_can_add_a_panel_and_an_action(qtbot, make_window, paths, monkey
     )
     window = make_window(wait_model=False)
     docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
-    assert set(docks) == {"Notes", "Documents"} and docks["Notes"].widget().text() == "my notes"
+    assert set(docks) == {"Notes", "Documents", "LoRA"} and docks["Notes"].widget().text() == "my notes"
     assert not docks["Notes"].isVisible()
     toggle = [a for a in window.view_menu.actions() if a.text() == "Notes"][0]
     toggle.trigger()
