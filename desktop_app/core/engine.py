@@ -427,8 +427,11 @@ class Engine:
                 f"llama.cpp could not load the LoRA adapter {path.name}: it does not fit "
                 f"{loaded.path.name} or is damaged. The model keeps working without it."
             )
-        if handle is not None:  # the file changed; the old handle may still be applied
-            loaded.retired_adapters.append(handle)
+        if handle is not None:  # the file changed: let the old handle go once it is not applied
+            if any(h is handle for _, _, h in loaded.active_adapters):
+                loaded.retired_adapters.append(handle)
+            else:
+                handle.free()
         handle = loaded.adapter_handles[path] = _AdapterHandle(pointer, version)
         return handle
 

@@ -151,7 +151,9 @@ def _info(args, context) -> int:
 
     state = _state(context)
     entry = state.library.find(args.name)
-    info = read_adapter_info(state.library.path(entry) if entry else args.name)
+    if entry is None and not Path(args.name).expanduser().exists():
+        state.library.get(args.name)  # says which adapters there are
+    info = read_adapter_info(state.library.path(entry) if entry else Path(args.name).expanduser())
     data = info.summary()
     data["ranks"] = "/".join(map(str, info.ranks))
     data.pop("rank")

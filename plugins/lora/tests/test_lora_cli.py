@@ -46,6 +46,8 @@ def test_add_list_info_and_remove(files, capsys):
                                                  "embedding size 4096" in out
     assert main(["lora", "info", str(files / "style.gguf")]) == 0  # a file outside the library
     assert "fits              yes" in capsys.readouterr().out
+    assert main(["lora", "info", "nothing"]) == 1
+    assert "There is no adapter called 'nothing'. Adapters: style, big." in capsys.readouterr().err
     assert main(["lora", "remove", "big"]) == 0
     assert main(["lora", "remove", "big"]) == 1
     assert "There is no adapter called 'big'. Adapters: style." in capsys.readouterr().err
