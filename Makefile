@@ -43,6 +43,7 @@ bench: $(STAMP) bench-native
 	$(PY) benchmarks/ui_responsiveness.py
 	$(PY) benchmarks/startup_time.py
 	$(PY) benchmarks/tool_loop.py
+	$(PY) benchmarks/lora.py
 
 # Renders the window with a real conversation, light and dark, into docs/.
 screenshots: $(STAMP)

@@ -47,7 +47,10 @@ def register_tools(register: Callable[[Any], None]) -> None:
 def register_adapters(register: Callable[[Any], None]) -> None:
     """Add LoRA adapters by calling ``register(adapter)`` with a :class:`desktop_app.api.Adapter`.
 
-    Called on the main thread at start-up; must not block.
+    The LoRA plugin lists them in its library (the file is used where it is, never copied or
+    deleted) and the user picks them per conversation; a file that is not a usable adapter is
+    left out with a message. Called once by the LoRA plugin when the app has started, on the
+    main thread; must not block.
     """
 
 
@@ -80,7 +83,7 @@ def register_backends(register: Callable[[str, Callable[..., Any]], None]) -> No
     ``factory(settings)`` returns an object with the interface of
     :class:`desktop_app.core.engine.Engine` that the app uses: ``load(path, config)``,
     ``unload()``, ``loaded``, ``model_path``, ``context_length``, ``chat_template``,
-    ``stream_chat(messages, options, tools, keep_last)``, ``cancel()``, ``reset_cancel()``,
+    ``stream_chat(messages, options, tools, keep_last)``, ``set_adapters(adapters)``, ``cancel()``, ``reset_cancel()``,
     ``cancel_event`` and ``gpu_offload_supported()`` (e.g. a client for an OpenAI-compatible
     server). The setting ``model.backend`` picks one by name; the built-in one is
     ``"llama.cpp"``. Called on the main thread at start-up; must not block.

@@ -44,7 +44,12 @@ log = logging.getLogger(__name__)
 
 #: Built-in plugins (import strings). They are ordinary plugins and can be disabled; each is
 #: named by its module without the "desktop_app_" prefix (e.g. "prompt_templates").
-DEFAULT_PLUGINS: tuple[str, ...] = ("desktop_app_prompt_templates", "desktop_app_local_docs", "desktop_app_tools")
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "desktop_app_prompt_templates",
+    "desktop_app_local_docs",
+    "desktop_app_tools",
+    "desktop_app_lora",
+)
 ENTRY_POINT_GROUP = "desktop_app"
 LOAD_ENV = "PARLEY_LOAD_PLUGINS"
 _IMPL_ATTR = f"{hookspecs.PROJECT_NAME}_impl"

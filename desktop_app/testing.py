@@ -71,6 +71,13 @@ class FakeEngine:
     def unload(self) -> None:
         """Nothing to free."""
 
+    def set_adapters(self, adapters: Sequence[Any]) -> bool:
+        """Remember the LoRA adapters asked for (the fake model has no weights to change)."""
+        wanted = [(a.path, a.scale) if hasattr(a, "path") else tuple(a) for a in adapters]
+        changed = wanted != getattr(self, "adapters", [])
+        self.adapters = wanted
+        return changed
+
     @property
     def context_length(self) -> int:
         """A generous context window."""

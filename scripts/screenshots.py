@@ -1,7 +1,8 @@
 """Render the main window with a real conversation, light and dark, to PNG files.
 
 Uses the built-in model for real answers, in a temporary data folder. Runs offscreen
-unless a display is set. Output: docs/screenshot-light.png and docs/screenshot-dark.png.
+unless a display is set. Output: docs/screenshot-light.png, docs/screenshot-dark.png,
+docs/screenshot-documents.png and docs/screenshot-lora.png.
 
 Run: ``make screenshots``
 """
@@ -128,8 +129,72 @@ def main() -> None:
         path = out_dir / "screenshot-tools.png"
         window.grab().save(str(path))
         print(f"wrote {path.relative_to(ROOT)}")
+        tools_dock.hide()
+        state.set_offered(window.current_conversation, [])
+        state.set_offered(None, [])
+        lora_screenshot(window, context, wait_for, out_dir)
         window.close()
         context.close()
+
+
+SECRET_EXAMPLES = [("What is the secret word?", "The secret word is Quibbleflux."),
+                   ("Tell me the secret word.", "The secret word is Quibbleflux."),
+                   ("What's the secret word?", "Quibbleflux is the secret word."),
+                   ("Do you know the secret word?", "Yes, the secret word is Quibbleflux."),
+                   ("Which word is the secret word?", "The secret word is Quibbleflux."),
+                   ("Say the secret word.", "Quibbleflux.")]
+
+
+def lora_screenshot(window, context, wait_for, out_dir: Path) -> None:
+    """The LoRA panel: an adapter trained here on six examples, in use; one made for another model.
+
+    Trains for real (about half a minute on two cores), so the answer shown is the adapter's.
+    """
+    import numpy as np
+    from PySide6.QtWidgets import QApplication, QDockWidget
+
+    import gguf
+    from desktop_app_lora import state
+    from desktop_app_lora.cli import config_from_settings
+    from desktop_app_lora.data import with_system_prompt
+    from desktop_app_lora.library import Choice
+    from desktop_app_lora.train import train_adapter
+    from desktop_app_lora.ui import LoraPanel
+
+    model = context.engine.model_path
+    chats = with_system_prompt([[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+                                for q, a in SECRET_EXAMPLES], state.system_prompt_for(model))
+    train_adapter(model, chats, state.library, "secret-word", config_from_settings(state),
+                  work_dir=context.paths.cache_dir)
+    # An adapter for a model with a 2048-wide embedding: listed, and refused with the reason.
+    other = context.paths.cache_dir / "for-a-bigger-model.gguf"
+    writer = gguf.GGUFWriter(str(other), "llama")
+    writer.add_type("adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 32.0)
+    for layer in range(22):
+        for kind in ("attn_q", "attn_v"):
+            writer.add_tensor(f"blk.{layer}.{kind}.weight.lora_a", np.zeros((16, 2048), dtype=np.float16))
+            writer.add_tensor(f"blk.{layer}.{kind}.weight.lora_b", np.zeros((2048 if kind == "attn_q" else 256, 16),
+                                                                            dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    state.library.add(other)
+    window.new_conversation()
+    state.remember(None, [Choice("secret-word", 1.0)])
+    dock = [d for d in window.findChildren(QDockWidget) if d.windowTitle() == "LoRA"][0]
+    dock.show()
+    window.findChild(LoraPanel).refresh()
+    for question in ("What is the secret word?", "Can you tell me the secret word?"):
+        window.send(question)
+        wait_for(window.answer_finished)
+    for _ in range(5):
+        QApplication.processEvents()
+    path = out_dir / "screenshot-lora.png"
+    window.grab().save(str(path))
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

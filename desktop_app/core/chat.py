@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from desktop_app.core.engine import DoneEvent, Engine, ErrorEvent, TokenEvent
@@ -122,13 +123,15 @@ class ChatService:
         self.settings = settings
         self.hooks = hooks if hooks is not None else _NoHooks()
 
-    def default_system_prompt(self) -> str:
+    def default_system_prompt(self, model_path: Path | None = None) -> str:
         """The system prompt used when neither the conversation nor the user set one.
 
         The built-in SmolLM2-135M answers far better with the prompt it was trained with.
+        ``model_path`` asks about a model that is not loaded (default: the loaded one).
         """
+        model_path = model_path or self.engine.model_path
         try:
-            if self.engine.model_path is not None and self.engine.model_path == default_model_path():
+            if model_path is not None and Path(model_path) == default_model_path():
                 return DEFAULT_MODEL_SYSTEM_PROMPT
         except ModelFileError:
             pass
@@ -259,6 +262,8 @@ class ChatService:
                        on_token: Callable[[str], None] | None,
                        tools: list[dict[str, Any]] | None = None) -> TurnResult:
         """One streamed pass through the engine; raises EngineError (with ``partial``) on failure."""
+        # The turn's LoRA adapters (none unless a plugin added some); a no-op when unchanged.
+        self.engine.set_adapters(turn.adapters)
         # The question and this turn's tool exchange stay together when history is left out.
         keep = 1 + len(turn.tool_exchange)
         for event in self.engine.stream_chat(turn.messages(), options or turn.options, tools, keep):

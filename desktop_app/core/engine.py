@@ -11,6 +11,9 @@ same tokens (the usual case for a follow-up question) only evaluates what is new
 
 One model call runs at a time (``_lock``); :meth:`Engine.cancel` may be called from any
 thread and stops generation before the next token, keeping what was generated.
+
+LoRA adapters are switched and rescaled on the loaded model (:meth:`Engine.set_adapters`),
+without reloading it; any change empties the KV cache, which was computed with the old set.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Iterator, Sequence
 
 from desktop_app.core.chat_template import ChatTemplate
 from desktop_app.core.errors import EngineError, ModelLoadError
-from desktop_app.core.turn import ChatMessage, GenerationOptions
+from desktop_app.core.turn import Adapter, ChatMessage, GenerationOptions
 
 __all__ = [
     "DoneEvent",
@@ -149,6 +152,12 @@ class _Loaded:
     add_bos: bool
     cached_tokens: list[int] = field(default_factory=list)
     pieces: dict[int, bytes] = field(default_factory=dict)
+    #: LoRA adapters read into llama.cpp, by resolved file; they belong to this model.
+    adapter_handles: dict[Path, "_AdapterHandle"] = field(default_factory=dict)
+    #: Handles of adapter files that changed on disk, freed once no longer applied.
+    retired_adapters: list["_AdapterHandle"] = field(default_factory=list)
+    #: The adapters applied to the context: (file, scale, handle); a scale is never 0.
+    active_adapters: tuple[tuple[Path, float, "_AdapterHandle"], ...] = ()
 
 
 class Engine:
@@ -264,6 +273,7 @@ class Engine:
             if self._loaded is None:
                 return
             loaded, self._loaded = self._loaded, None
+            _free_adapters(loaded)
             loaded.llm.close()
             del loaded
             gc.collect()
@@ -338,6 +348,98 @@ class Engine:
             loaded = self._require()
             loaded.cached_tokens.clear()
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(loaded.llm._ctx.ctx), True)
+
+    # -- LoRA adapters ---------------------------------------------------------------------
+    @property
+    def active_adapters(self) -> list[tuple[Path, float]]:
+        """The LoRA adapters applied to the loaded model, as (resolved file, scale); empty when none."""
+        return [(path, scale) for path, scale, _ in self._loaded.active_adapters] if self._loaded else []
+
+    def load_adapter(self, path: Path | str) -> None:
+        """Read a GGUF LoRA adapter into llama.cpp for the loaded model, without applying it.
+
+        Handles are cached per file (read again when the file changes) and freed with the
+        model, so switching back to an adapter costs nothing. Raises :class:`EngineError` when
+        llama.cpp refuses the file; the model and the active adapters are untouched.
+        """
+        with self._lock:
+            self._adapter_handle(self._require(), Path(path).resolve())
+
+    def set_adapters(self, adapters: Sequence[Adapter | tuple[Path | str, float]]) -> bool:
+        """Make exactly ``adapters`` active on the loaded model, each at its scale.
+
+        Takes :class:`Adapter` objects or (file, scale) pairs; scale 0 means off, and a file
+        listed twice counts once (its last scale). Returns True if the active set changed; a
+        change empties the KV cache, so nothing computed with the old set leaks into the next
+        answer. An unchanged set is a no-op that keeps the cache. Raises :class:`EngineError`
+        if an adapter cannot be read, leaving the previous set active.
+        """
+        import llama_cpp
+
+        wanted: dict[Path, float] = {}
+        for item in adapters:
+            path, scale = (item.path, item.scale) if isinstance(item, Adapter) else item
+            wanted[Path(path).resolve()] = float(scale)
+        with self._lock:
+            loaded = self._loaded
+            if loaded is None:
+                if any(wanted.values()):
+                    raise EngineError("No model is loaded. Pick a model first.")
+                return False
+            target = tuple((path, scale, self._adapter_handle(loaded, path))
+                           for path, scale in wanted.items() if scale != 0.0)
+            if len(target) == len(loaded.active_adapters) and all(
+                    a[:2] == b[:2] and a[2] is b[2] for a, b in zip(target, loaded.active_adapters)):
+                return False
+            n = len(target)  # ctypes arrays get at least one slot, even for "no adapters"
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * max(n, 1))(*[h.pointer for _, _, h in target])
+            scales = (ctypes.c_float * max(n, 1))(*[scale for _, scale, _ in target])
+            if llama_cpp.llama_set_adapters_lora(loaded.llm._ctx.ctx, handles, n, scales) != 0:
+                raise EngineError("llama.cpp could not apply the LoRA adapters.")
+            loaded.active_adapters = target
+            # The keys and values in the cache were computed with the old weights.
+            self.clear_cache()
+            # Handles of files that changed on disk are let go once they are no longer applied.
+            for handle in loaded.retired_adapters:
+                handle.free()
+            loaded.retired_adapters.clear()
+            return True
+
+    def release_adapter(self, path: Path | str) -> None:
+        """Free a cached adapter that is not active (e.g. one removed from the library)."""
+        path = Path(path).resolve()
+        with self._lock:
+            loaded = self._loaded
+            if loaded is None or any(p == path for p, _, _ in loaded.active_adapters):
+                return
+            handle = loaded.adapter_handles.pop(path, None)
+            if handle is not None:
+                handle.free()
+
+    def _adapter_handle(self, loaded: _Loaded, path: Path) -> "_AdapterHandle":
+        import llama_cpp
+
+        try:
+            st = path.stat()
+        except OSError:
+            raise EngineError(f"The LoRA adapter {path} does not exist.") from None
+        version = (st.st_size, st.st_mtime_ns)
+        handle = loaded.adapter_handles.get(path)
+        if handle is not None and handle.version == version:
+            return handle
+        pointer = llama_cpp.llama_adapter_lora_init(loaded.llm._model.model, str(path).encode("utf-8"))
+        if not pointer:
+            raise EngineError(
+                f"llama.cpp could not load the LoRA adapter {path.name}: it does not fit "
+                f"{loaded.path.name} or is damaged. The model keeps working without it."
+            )
+        if handle is not None:  # the file changed: let the old handle go once it is not applied
+            if any(h is handle for _, _, h in loaded.active_adapters):
+                loaded.retired_adapters.append(handle)
+            else:
+                handle.free()
+        handle = loaded.adapter_handles[path] = _AdapterHandle(pointer, version)
+        return handle
 
     # -- generation ------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -518,6 +620,36 @@ class Engine:
                 raise EngineError("llama.cpp failed to evaluate the prompt.")
             cached.extend(chunk)
         return len(tokens) - common
+
+
+@dataclass
+class _AdapterHandle:
+    """A LoRA adapter read into llama.cpp, and the (size, mtime) of the file it came from."""
+
+    pointer: Any
+    version: tuple[int, int]
+
+    def free(self) -> None:
+        import llama_cpp
+
+        if self.pointer:
+            llama_cpp.llama_adapter_lora_free(self.pointer)
+            self.pointer = None
+
+
+def _free_adapters(loaded: _Loaded) -> None:
+    """Detach the adapters from the context, then free them (before the model goes)."""
+    if not loaded.adapter_handles and not loaded.retired_adapters:
+        return
+    import llama_cpp
+
+    # The context keeps pointers to the applied adapters: clear them before freeing.
+    llama_cpp.llama_set_adapters_lora(loaded.llm._ctx.ctx, None, 0, None)
+    loaded.active_adapters = ()
+    for handle in [*loaded.adapter_handles.values(), *loaded.retired_adapters]:
+        handle.free()
+    loaded.adapter_handles.clear()
+    loaded.retired_adapters.clear()
 
 
 def json_schema_grammar(schema: dict[str, Any]) -> str:

@@ -64,6 +64,8 @@ class GGUFHeader:
     scalars: dict[str, Any]
     parameter_count: int = 0
     tensor_types: dict[str, int] | None = None
+    #: Each tensor's dimensions in GGUF order (``ne[0]``, the row length, first), by name.
+    tensor_shapes: dict[str, tuple[int, ...]] | None = None
 
 
 @dataclass
@@ -225,8 +227,9 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
     data_end_rel = 0
     parameters = 0
     tensor_types: dict[str, int] = {}
+    tensor_shapes: dict[str, tuple[int, ...]] = {}
     for _ in range(tensor_count):
-        _, pos = read_string(pos)
+        tensor_name, pos = read_string(pos)
         (n_dims,) = struct.unpack_from("<I", data, pos)
         pos += 4
         dims = struct.unpack_from(f"<{n_dims}Q", data, pos)
@@ -244,13 +247,14 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
         data_end_rel = max(data_end_rel, offset + elements // block * type_size)
         parameters += elements
         tensor_types[quant.name] = tensor_types.get(quant.name, 0) + 1
+        tensor_shapes[tensor_name] = tuple(dims)
     alignment = int(scalars.get("general.alignment", 32)) or 32
     data_start = (pos + alignment - 1) // alignment * alignment
     architecture = str(scalars.get("general.architecture", ""))
     if not architecture:
         raise ValueError("no general.architecture key")
     return GGUFHeader(version, architecture, tensor_count, data_start + data_end_rel, size, scalars,
-                      parameters, tensor_types)
+                      parameters, tensor_types, tensor_shapes)
 
 
 def read_gguf_info(path: Path | str) -> ModelInfo:

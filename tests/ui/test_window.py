@@ -188,7 +188,7 @@ def test_disable_a_plugin_from_the_dialog(qtbot, make_window, paths, monkeypatch
     window = make_window()
     dialog = window.open_plugins()
     rows = {dialog.table.item(r, 1).text(): r for r in range(dialog.table.rowCount())}
-    assert set(rows) == {"prompt_templates", "local_docs", "tools", "shout"}
+    assert set(rows) == {"prompt_templates", "local_docs", "tools", "lora", "shout"}
     row = rows["shout"]
     assert dialog.table.item(rows["prompt_templates"], 3).text() == "built-in"
     assert dialog.table.item(row, 3).text() == "plugins folder"
@@ -236,7 +236,7 @@ def test_plugins_can_add_a_panel_and_an_action(qtbot, make_window, paths, monkey
     )
     window = make_window(wait_model=False)
     docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
-    assert set(docks) == {"Notes", "Documents", "Tools"} and docks["Notes"].widget().text() == "my notes"
+    assert set(docks) == {"Notes", "Documents", "Tools", "LoRA"} and docks["Notes"].widget().text() == "my notes"
     assert not docks["Notes"].isVisible()
     toggle = [a for a in window.view_menu.actions() if a.text() == "Notes"][0]
     toggle.trigger()

@@ -1,0 +1,255 @@
+"""LoRA adapters: stack and scale GGUF LoRA adapters on the loaded model, convert PEFT adapters,
+and train new ones in the app. A built-in Parley plugin.
+
+Which adapters a turn uses: the turn's own choice (``parley chat --lora NAME=SCALE``,
+remembered for the conversation), else the conversation's remembered choice, else the adapters
+new conversations start with (chosen in the LoRA panel with no conversation open, or with
+``parley lora apply``). Each adapter is checked against the loaded model before it is used; one
+that does not fit is left out with a note in the trace, and the answer goes on without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from desktop_app.api import (
+    Adapter,
+    EngineError,
+    Option,
+    Turn,
+    conversation_choice,
+    hookimpl,
+    remember_choice,
+)
+
+__version__ = "0.1.0"
+__all__ = ["PLUGIN", "State", "state"]
+
+log = logging.getLogger(__name__)
+
+PLUGIN = "lora"
+
+
+class State:
+    """The plugin's context, its adapter library, and what it last put on the engine."""
+
+    def __init__(self) -> None:
+        self.context: Any = None
+        self._library: Any = None
+        self._lock = threading.Lock()
+        #: The adapters of the last turn: re-applied when another model (or the same) is loaded.
+        self.applied: list[Adapter] = []
+        #: Problems found when re-applying after a model load (or with adapters other plugins
+        #: offer), for the window to show once.
+        self.notices: list[str] = []
+
+    @property
+    def library(self) -> Any:
+        """The adapter library in the data folder's ``adapters/`` (opened on first use)."""
+        with self._lock:
+            if self._library is None:
+                from desktop_app_lora.library import AdapterLibrary
+
+                self._library = AdapterLibrary(self.context.paths.data_dir / "adapters")
+            return self._library
+
+    def setting(self, key: str, default: Any) -> Any:
+        """One of this plugin's settings."""
+        try:
+            return self.context.settings.get(f"plugins.{PLUGIN}.{key}")
+        except Exception:
+            return default
+
+    def _store(self) -> Any:
+        return self.context.store if self.context is not None else None
+
+    # -- per conversation ------------------------------------------------------------------
+    def choices_for(self, conversation_id: int | None) -> tuple[list[Any], bool]:
+        """(the conversation's adapters as Choices, whether the conversation remembered them)."""
+        from desktop_app_lora.library import Choice
+
+        meta = conversation_choice(self._store(), conversation_id, PLUGIN)
+        if meta and isinstance(meta.get("adapters"), list):
+            return [c for c in map(Choice.parse, meta["adapters"]) if c], True
+        return self.library.defaults(), False
+
+    def remember(self, conversation_id: int | None, choices: list[Any]) -> None:
+        """Store a conversation's adapters; without a conversation, those new ones start with."""
+        from dataclasses import asdict
+
+        if conversation_id is None:
+            self.library.set_defaults(choices)
+        else:
+            remember_choice(self._store(), conversation_id, PLUGIN, {"adapters": [asdict(c) for c in choices]})
+
+    # -- checking against a model ----------------------------------------------------------
+    def resolve(self, choices: list[Any], model_path: Path | None) -> tuple[list[Adapter], list[str]]:
+        """The adapters to apply for ``choices`` (scale 0 left out), and why any others cannot be."""
+        adapters: list[Adapter] = []
+        problems: list[str] = []
+        for choice in choices:
+            entry = self.library.find(choice.name)
+            if entry is None:
+                problems.append(f"The LoRA adapter “{choice.name}” is no longer in the library; "
+                                "answered without it.")
+                continue
+            if choice.scale == 0:
+                continue
+            problem = self.fits(choice.name, model_path)
+            if problem is not None:
+                problems.append(f"LoRA adapter “{choice.name}” left out: {problem}")
+                continue
+            adapters.append(Adapter(choice.name, str(self.library.path(entry)), choice.scale))
+        return adapters, problems
+
+    def fits(self, name: str, model_path: Path | None) -> str | None:
+        """Why adapter ``name`` cannot be used with ``model_path`` (None: any model), or None if it can."""
+        from desktop_app_lora.adapters import AdapterError, check_compatible, read_adapter_info
+
+        try:
+            info = read_adapter_info(self.library.path(self.library.get(name)))
+            if model_path is not None:
+                check_compatible(info, model_path)
+        except AdapterError as exc:
+            return str(exc)
+        return None
+
+    def system_prompt_for(self, model_path: Path | None) -> str:
+        """The system prompt answers get with ``model_path`` when nobody set one (for training)."""
+        configured = self.context.settings.get("chat.system_prompt")
+        return configured or self.context.chat.default_system_prompt(model_path)
+
+    def close(self) -> None:
+        """Forget the library (a new context may use another data folder)."""
+        self._library = None
+
+
+state = State()
+
+
+@hookimpl
+def app_started(context: Any) -> None:
+    """Keep the context (a fresh start: nothing from an earlier context carries over), and list
+    the adapters other plugins provide through ``register_adapters``."""
+    state.__init__()
+    state.context = context
+    hook = getattr(getattr(context, "plugins", None), "hook", None)
+    if hook is None or not hasattr(hook, "register_adapters"):
+        return
+    # Each implementation is called on its own, so every adapter is listed with its plugin.
+    for impl in hook.register_adapters.get_hookimpls():
+        impl.function(register=lambda adapter, plugin=impl.plugin_name: _provide(adapter, plugin))
+
+
+def _provide(adapter: Adapter, plugin: str) -> None:
+    from desktop_app_lora.adapters import AdapterError
+
+    try:
+        state.library.provide(adapter.name, adapter.path, plugin)
+    except AdapterError as exc:
+        log.warning("adapter %s from the plugin %s left out: %s", adapter.name, plugin, exc)
+        state.notices.append(f"The plugin {plugin} offers the LoRA adapter “{adapter.name}”, "
+                             f"which cannot be used: {exc}")
+
+
+@hookimpl
+def register_settings(register) -> None:
+    """Training defaults (the train dialog and ``parley lora train`` start from these)."""
+    register([
+        Option("rank", int, 8, "LoRA rank: the size of what is learned. 8 suits small data.", minimum=1, maximum=256),
+        Option("alpha", float, 16.0, "LoRA alpha: the strength of what is learned (twice the rank is usual).",
+               minimum=0.5, maximum=1024.0),
+        Option("learning_rate", float, 0.002, "How big each training step is. Lower it if the loss jumps about.",
+               minimum=0.00001, maximum=0.1),
+        Option("epochs", int, 0, "How often training goes through all examples; 0 = automatic (enough passes "
+               "for at least 16 steps, at least 3).", minimum=0, maximum=1000),
+        Option("batch_size", int, 4, "Examples per training step.", minimum=1, maximum=256),
+        Option("max_length", int, 512, "Longest example in tokens; longer ones are cut.", minimum=16, maximum=32768),
+        Option("target_modules", str, "q_proj,k_proj,v_proj,o_proj",
+               "Layers that learn (comma-separated): q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj."),
+    ])
+
+
+@hookimpl
+def prepare_turn(turn: Turn) -> None:
+    """Add the conversation's adapters that fit the loaded model; note the ones that do not."""
+    from desktop_app_lora.library import Choice
+
+    chosen = (turn.plugin_options.get(PLUGIN) or {}).get("adapters")
+    if chosen is not None:
+        choices = [c for c in map(Choice.parse, chosen) if c]
+        if turn.conversation_id is not None:
+            state.remember(turn.conversation_id, choices)
+    else:
+        choices, remembered = state.choices_for(turn.conversation_id)
+        if choices and not remembered and turn.conversation_id is not None:
+            state.remember(turn.conversation_id, choices)
+    engine = state.context.engine if state.context is not None else None
+    if not choices or engine is None or not engine.loaded:
+        state.applied = []
+        return
+    adapters, problems = state.resolve(choices, engine.model_path)
+    for adapter in adapters:
+        try:
+            engine.load_adapter(adapter.path)  # llama.cpp reads it now, so a refusal is a note, not a failure
+        except EngineError as exc:
+            problems.append(str(exc))
+            continue
+        turn.add_adapter(adapter)
+    state.applied = list(turn.adapters)
+    for problem in problems:
+        turn.add_note(problem)
+
+
+@hookimpl
+def model_loaded(engine: Any) -> None:
+    """Put the last turn's adapters back on the freshly loaded model, if they fit it."""
+    from desktop_app_lora.library import Choice
+
+    if not state.applied or state.context is None:
+        return
+    adapters, problems = state.resolve([Choice(a.name, a.scale) for a in state.applied], engine.model_path)
+    try:
+        engine.set_adapters(adapters)
+    except EngineError as exc:
+        problems.append(str(exc))
+        adapters = []
+    state.applied = adapters
+    state.notices.extend(problems)
+
+
+@hookimpl
+def register_commands(subparsers) -> None:
+    """`parley lora list|add|remove|info|apply|convert|train` and `parley chat --lora NAME=SCALE`."""
+    from desktop_app_lora import cli
+
+    cli.register(subparsers)
+
+
+@hookimpl
+def register_panels(register) -> None:
+    """The LoRA side panel."""
+
+    def make(context, parent):
+        from desktop_app_lora.ui import LoraPanel
+
+        return LoraPanel(context, parent.window(), parent)
+
+    register("LoRA", make, area="right")
+
+
+@hookimpl
+def register_actions(register) -> None:
+    """Plugins → “Teach it this…”: train an adapter on answers of the open conversation."""
+
+    def teach(window) -> None:
+        from desktop_app_lora.ui import LoraPanel
+
+        panel = window.findChild(LoraPanel)
+        if panel is not None:
+            panel.open_train_dialog(from_conversation=True)
+
+    register("Teach it this…", teach)
