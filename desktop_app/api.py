@@ -13,7 +13,7 @@ Everything here is kept stable: names are only added, never renamed.
 
 from desktop_app.core.chat_template import bounded_sandbox
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
-from desktop_app.core.models import GGUFHeader, check_gguf_file
+from desktop_app.core.models import GGUFHeader, check_gguf_file, check_lora_file
 from desktop_app.core.paths import atomic_write_text
 from desktop_app.core.plugin_state import conversation_choice, remember_choice
 from desktop_app.core.settings import Option
@@ -62,6 +62,7 @@ __all__ = [
     "bounded_sandbox",
     "check_tool",
     "check_gguf_file",
+    "check_lora_file",
     "conversation_choice",
     "hookimpl",
     "remember_choice",

@@ -71,9 +71,18 @@ class FakeEngine:
     def unload(self) -> None:
         """Nothing to free."""
 
+    def load_adapter(self, path: Path | str) -> None:
+        """Accept any adapter file that exists."""
+        if not Path(path).exists():
+            from desktop_app.core.errors import EngineError
+
+            raise EngineError(f"The LoRA adapter {path} does not exist.")
+
     def set_adapters(self, adapters: Sequence[Any]) -> bool:
         """Remember the LoRA adapters asked for (the fake model has no weights to change)."""
         wanted = [(a.path, a.scale) if hasattr(a, "path") else tuple(a) for a in adapters]
+        for path, _ in wanted:
+            self.load_adapter(path)
         changed = wanted != getattr(self, "adapters", [])
         self.adapters = wanted
         return changed

@@ -31,7 +31,7 @@ from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_p
 from desktop_app.core.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from desktop_app.core.store import Message, Store
 from desktop_app.core.tool_loop import Approver, ToolCallFinished, ToolCallStarted, ToolLoop
-from desktop_app.core.turn import ChatMessage, GenerationOptions, Turn, TurnResult
+from desktop_app.core.turn import ChatMessage, GenerationOptions, TraceEntry, Turn, TurnResult
 
 __all__ = [
     "ChatService",
@@ -258,12 +258,32 @@ class ChatService:
         on_event(finished)
         return finished
 
+    def _apply_adapters(self, turn: Turn) -> None:
+        """Apply the turn's adapters; one that cannot be read (e.g. deleted meanwhile) is left
+        out with a note in the trace, and the answer goes on without it."""
+        try:
+            self.engine.set_adapters(turn.adapters)
+            return
+        except EngineError as exc:
+            first_error = str(exc)
+        usable = []
+        for adapter in turn.adapters:
+            try:
+                self.engine.load_adapter(adapter.path)
+                usable.append(adapter)
+            except EngineError as exc:
+                turn.trace.append(TraceEntry("core", "note", f"Answered without the LoRA adapter "
+                                                             f"{adapter.name}: {exc}"))
+        if len(usable) == len(turn.adapters):
+            raise EngineError(first_error)
+        self.engine.set_adapters(usable)
+
     def _generate_once(self, turn: Turn, options: GenerationOptions | None,
                        on_token: Callable[[str], None] | None,
                        tools: list[dict[str, Any]] | None = None) -> TurnResult:
         """One streamed pass through the engine; raises EngineError (with ``partial``) on failure."""
         # The turn's LoRA adapters (none unless a plugin added some); a no-op when unchanged.
-        self.engine.set_adapters(turn.adapters)
+        self._apply_adapters(turn)
         # The question and this turn's tool exchange stay together when history is left out.
         keep = 1 + len(turn.tool_exchange)
         for event in self.engine.stream_chat(turn.messages(), options or turn.options, tools, keep):

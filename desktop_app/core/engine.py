@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from desktop_app.core.chat_template import ChatTemplate
-from desktop_app.core.errors import EngineError, ModelLoadError
+from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError
 from desktop_app.core.turn import Adapter, ChatMessage, GenerationOptions
 
 __all__ = [
@@ -427,6 +427,12 @@ class Engine:
         handle = loaded.adapter_handles.get(path)
         if handle is not None and handle.version == version:
             return handle
+        from desktop_app.core.models import check_lora_file
+
+        try:
+            check_lora_file(path)  # files llama.cpp would crash on instead of refusing
+        except ModelFileError as exc:
+            raise EngineError(f"{exc} The model keeps working without it.") from None
         pointer = llama_cpp.llama_adapter_lora_init(loaded.llm._model.model, str(path).encode("utf-8"))
         if not pointer:
             raise EngineError(

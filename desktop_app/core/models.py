@@ -66,6 +66,8 @@ class GGUFHeader:
     tensor_types: dict[str, int] | None = None
     #: Each tensor's dimensions in GGUF order (``ne[0]``, the row length, first), by name.
     tensor_shapes: dict[str, tuple[int, ...]] | None = None
+    #: The GGUF value type of each metadata key (e.g. 6 for a 32-bit float).
+    scalar_types: dict[str, int] | None = None
 
 
 @dataclass
@@ -209,10 +211,12 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
         raise ValueError(f"unknown value type {kind}")
 
     scalars: dict[str, Any] = {}
+    scalar_types: dict[str, int] = {}
     for _ in range(kv_count):
         key, pos = read_string(pos)
         (kind,) = struct.unpack_from("<I", data, pos)
         pos += 4
+        scalar_types[key] = kind
         if kind in _SCALARS:
             (scalars[key],) = struct.unpack_from("<" + _SCALARS[kind], data, pos)
         elif kind == _STRING and not key.startswith("tokenizer.ggml."):
@@ -254,7 +258,35 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
     if not architecture:
         raise ValueError("no general.architecture key")
     return GGUFHeader(version, architecture, tensor_count, data_start + data_end_rel, size, scalars,
-                      parameters, tensor_types, tensor_shapes)
+                      parameters, tensor_types, tensor_shapes, scalar_types)
+
+
+#: Tensor types llama.cpp can use in a LoRA adapter on the CPU (others crash it, not refuse).
+LORA_TENSOR_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"})
+_GGUF_FLOAT32 = 6
+
+
+def check_lora_file(path: Path | str) -> GGUFHeader:
+    """Check that llama.cpp can read ``path`` as a LoRA adapter; raise ModelFileError if not.
+
+    llama.cpp aborts the whole process on some adapter files instead of refusing them (an
+    alpha stored as a 64-bit float, tensors of a type it cannot multiply), so those are
+    refused here first, with the reason.
+    """
+    path = Path(path)
+    header = check_gguf_file(path)
+    scalars, kinds = header.scalars, header.scalar_types or {}
+    if scalars.get("general.type") != "adapter" or str(scalars.get("adapter.type", "")).lower() != "lora":
+        raise ModelFileError(f"{path.name} is a GGUF file but not a LoRA adapter (it is a "
+                             f"{scalars.get('general.type') or 'model'}).")
+    if "adapter.lora.alpha" in scalars and kinds.get("adapter.lora.alpha") != _GGUF_FLOAT32:
+        raise ModelFileError(f"{path.name} stores its LoRA alpha in a form llama.cpp cannot read "
+                             "(it must be a 32-bit float); convert the adapter again.")
+    odd = sorted(set(header.tensor_types or {}) - LORA_TENSOR_TYPES)
+    if odd:
+        raise ModelFileError(f"{path.name} has tensors of type {', '.join(odd)}, which llama.cpp cannot "
+                             f"use in an adapter ({', '.join(sorted(LORA_TENSOR_TYPES))} work).")
+    return header
 
 
 def read_gguf_info(path: Path | str) -> ModelInfo:

@@ -304,3 +304,22 @@ def test_only_true_from_a_plugin_allows_a_call(store, paths, tools):
                      approve_tool=lambda c, t: False)
     (recorded,) = tool_calls(store, outcome.message.id)
     assert (recorded["decision"], recorded["decided_by"]) == ("denied", "you")
+
+
+def test_an_adapter_that_vanished_is_left_out_with_a_note(store, paths, tmp_path):
+    from desktop_app.api import Adapter
+
+    kept = tmp_path / "kept.gguf"
+    kept.write_bytes(b"x")
+    adapters = types.ModuleType("adapters")
+
+    def prepare_turn(turn):
+        turn.add_adapter(Adapter("kept", str(kept), 1.0))
+        turn.add_adapter(Adapter("gone", str(tmp_path / "gone.gguf"), 0.5))
+
+    adapters.prepare_turn = hookimpl(prepare_turn)
+    engine = FakeEngine().enqueue("Answer.")
+    outcome, _ = run(store, paths, engine, [adapters])
+    assert isinstance(outcome, TurnFinished) and engine.adapters == [(str(kept), 1.0)]
+    notes = [e["content"] for e in store.get_trace(outcome.message.id)["entries"] if e["kind"] == "note"]
+    assert any("without the LoRA adapter gone" in n for n in notes)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from desktop_app.api import GGUFHeader, ModelFileError, ParleyError, check_gguf_file
+from desktop_app.api import GGUFHeader, ModelFileError, ParleyError, check_gguf_file, check_lora_file
 
 __all__ = [
     "AdapterError",
@@ -95,7 +95,12 @@ def read_adapter_info(path: Path | str) -> AdapterInfo:
         header = check_gguf_file(path)
     except ModelFileError as exc:
         raise AdapterError(f"{name} cannot be used as a LoRA adapter: {exc}") from None
-    return _info_from_header(path, header)
+    info = _info_from_header(path, header)
+    try:
+        check_lora_file(path)  # what llama.cpp itself would choke on
+    except ModelFileError as exc:
+        raise AdapterError(str(exc)) from None
+    return info
 
 
 def _info_from_header(path: Path, header: GGUFHeader) -> AdapterInfo:
