@@ -61,6 +61,20 @@ def clamp_scale(scale: float) -> float:
     return round(min(max(scale, 0.0), MAX_SCALE), 3)
 
 
+def _entries_from(items: Any) -> list["AdapterEntry"]:
+    """The index's entries one by one: a damaged or newer-format entry costs only itself."""
+    fields = set(AdapterEntry.__dataclass_fields__)
+    entries = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        try:
+            entries.append(AdapterEntry(**{k: v for k, v in item.items() if k in fields}))
+        except TypeError:
+            continue  # a required field is missing
+    return entries
+
+
 class AdapterLibrary:
     """The user's adapters. Safe to use from several threads."""
 
@@ -80,13 +94,16 @@ class AdapterLibrary:
             self.folder.mkdir(parents=True, exist_ok=True)
             raw: dict[str, Any] = {}
             if self.index_file.exists():
+                text = self.index_file.read_text(encoding="utf-8")  # a read error is not damage
                 try:
-                    raw = json.loads(self.index_file.read_text(encoding="utf-8"))
-                    entries = [AdapterEntry(**item) for item in raw.get("adapters", [])]
-                except (ValueError, TypeError, OSError, AttributeError):
+                    raw = json.loads(text)
+                    if not isinstance(raw, dict):
+                        raise ValueError("not an object")
+                except ValueError:
                     stamp = time.strftime("%Y%m%d-%H%M%S")
                     self.index_file.replace(self.index_file.with_name(f"index.json.corrupt-{stamp}"))
-                    raw, entries = {}, []
+                    raw = {}
+                entries = _entries_from(raw.get("adapters", []))
             else:
                 entries = []
             self._entries = [e for e in entries if (self.folder / e.file).is_file()]
@@ -106,6 +123,15 @@ class AdapterLibrary:
                 self._save()
 
     def _save(self) -> None:
+        # Someone else (the command line, another window) may have changed the index since it
+        # was read: keep their entries too, then write ours over them.
+        if self.index_file.exists():
+            try:
+                theirs = _entries_from(json.loads(self.index_file.read_text(encoding="utf-8")).get("adapters", []))
+            except (OSError, ValueError, AttributeError):
+                theirs = []
+            known = {e.file for e in self._entries}
+            self._entries += [e for e in theirs if e.file not in known and (self.folder / e.file).is_file()]
         data = {"adapters": [asdict(e) for e in self._entries],
                 "defaults": [asdict(c) for c in self._defaults]}
         atomic_write_text(self.index_file, json.dumps(data, indent=2))
@@ -180,8 +206,9 @@ class AdapterLibrary:
             entry = self._own(name)
             self._entries.remove(entry)
             self._defaults = [c for c in self._defaults if c.name != name]
+            # The file goes first, so saving does not take the entry back from the index file.
+            self.path(entry).unlink(missing_ok=True)
             self._save()
-        self.path(entry).unlink(missing_ok=True)
         return entry
 
     def rename(self, name: str, new_name: str) -> AdapterEntry:

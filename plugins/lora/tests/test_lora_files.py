@@ -285,3 +285,27 @@ def test_adapters_from_other_plugins_are_listed_and_used_in_place(paths, adapter
         assert index["adapters"] == []
     finally:
         context.close()
+
+
+def test_one_odd_entry_costs_only_itself(tmp_path, adapter):
+    import json
+
+    folder = tmp_path / "adapters"
+    AdapterLibrary(folder).add(adapter, name="kept")
+    index = json.loads((folder / "index.json").read_text())
+    index["adapters"][0]["added_by_a_newer_version"] = True
+    index["adapters"].append({"name": "broken"})
+    (folder / "index.json").write_text(json.dumps(index))
+    assert [e.name for e in AdapterLibrary(folder).entries()] == ["kept"]
+    assert not list(folder.glob("index.json.corrupt-*"))
+
+
+def test_two_open_libraries_keep_each_others_adapters(tmp_path, adapter):
+    folder = tmp_path / "adapters"
+    window = AdapterLibrary(folder)
+    window.entries()
+    AdapterLibrary(folder).add(adapter, name="from the command line")
+    window.add(adapter, name="from the window")
+    assert sorted(e.name for e in AdapterLibrary(folder).entries()) == ["from the command line", "from the window"]
+    window.remove("from the window")
+    assert [e.name for e in AdapterLibrary(folder).entries()] == ["from the command line"]
