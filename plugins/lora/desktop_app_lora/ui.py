@@ -265,9 +265,9 @@ class LoraPanel(QWidget):
         self._save_timer.start()
 
     def save_choice(self) -> None:
-        """Store the ticked adapters for the open conversation (or for new ones)."""
+        """Store the ticked adapters for the conversation they were set in (or for new ones)."""
         self._save_timer.stop()
-        state.remember(self.window.current_conversation, self.choices())
+        state.remember(self._shown, self.choices())
 
     def show_status(self, adapters: list[tuple[str, float]]) -> None:
         """Show the adapters in use in the status bar (hidden when there are none)."""
@@ -278,8 +278,8 @@ class LoraPanel(QWidget):
 
     def _on_window_conversation_shown(self, _conversation_id: Any) -> None:
         if self._save_timer.isActive():
-            # A scale still settling belongs to the conversation it was set in.
-            self._save_timer.stop()
+            # A scale still settling belongs to the conversation it was set in: keep it there.
+            self.save_choice()
         self.refresh()
 
     def _on_window_model_ready(self, _path: str) -> None:
