@@ -559,6 +559,8 @@ class Engine:
                     if hit_stop:
                         finish = "stop"
                         break
+                if stats.generated_tokens >= limit:
+                    break  # the last token allowed: nothing will be sampled after it
                 # Feed the token back so the next one can be sampled.
                 one[0] = token
                 if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1)) != 0:
