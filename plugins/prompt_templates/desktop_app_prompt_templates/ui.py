@@ -459,6 +459,8 @@ def improve_prompt(window: Any) -> ImproveDialog | None:
         messages = [ChatMessage("system", IMPROVE_SYSTEM),
                     ChatMessage("user", f"Improve this prompt:\n\n{text}")]
         done = None
+        # The plain model rewrites the prompt, not one shaped by a conversation's LoRA adapters.
+        engine.set_adapters([])
         for event in engine.stream_chat(messages, GenerationOptions(temperature=0.3, max_tokens=256)):
             request["running"] = True  # the engine is ours now: Discard may stop it
             done = event
