@@ -29,6 +29,7 @@ __all__ = [
     "ToolOutcome",
     "ToolRegistry",
     "check_tool",
+    "public_schema",
     "run_tool",
     "simple_pattern",
     "tool_from_function",
@@ -433,12 +434,13 @@ def run_tool(tool: Tool, arguments: dict[str, Any], cancelled: threading.Event |
     return _as_text(box.get("value")), "", elapsed
 
 
-def _public_schema(schema: Any) -> Any:
-    """The schema without Parley's own ``x-`` keys (grammar hints are not for the model's eyes)."""
+def public_schema(schema: Any) -> Any:
+    """The schema without ``x-`` keys: Parley's grammar hints are not for the model's eyes, and
+    only plugins (never e.g. an MCP server) may give them."""
     if isinstance(schema, dict):
-        return {k: _public_schema(v) for k, v in schema.items() if not str(k).startswith("x-")}
+        return {k: public_schema(v) for k, v in schema.items() if not str(k).startswith("x-")}
     if isinstance(schema, list):
-        return [_public_schema(v) for v in schema]
+        return [public_schema(v) for v in schema]
     return schema
 
 
@@ -446,7 +448,7 @@ def tool_summary(tools: list[Tool]) -> list[dict[str, Any]]:
     """The tools as chat templates and OpenAI-style APIs expect them (``{"type": "function", ...}``)."""
     return [
         {"type": "function", "function": {"name": t.name, "description": t.description,
-                                          "parameters": _public_schema(t.parameters)}}
+                                          "parameters": public_schema(t.parameters)}}
         for t in tools
     ]
 

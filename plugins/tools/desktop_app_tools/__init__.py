@@ -305,7 +305,7 @@ def prepare_turn(turn: Turn) -> None:
         names, remembered = state.offered(turn.conversation_id)
         if names and not remembered:
             # A new conversation keeps the tools it started with.
-            remember_choice(state.context.store, turn.conversation_id, PLUGIN, {"tools": names})
+            state.set_offered(turn.conversation_id, names)
     if not names:
         return
     available = state.all_tools()

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from desktop_app.api import ParleyError, Tool
+from desktop_app.api import ParleyError, Tool, public_schema
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
@@ -410,15 +410,6 @@ def _is_transport_error(exc: BaseException) -> bool:
 
     broken = (OSError, EOFError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream)
     return isinstance(exc, broken) or type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore")
-
-
-def _without_hints(schema: Any) -> Any:
-    """A server's schema without ``x-`` keys: grammar hints are only taken from plugins."""
-    if isinstance(schema, dict):
-        return {k: _without_hints(v) for k, v in schema.items() if not str(k).startswith("x-")}
-    if isinstance(schema, list):
-        return [_without_hints(v) for v in schema]
-    return schema
 
 
 def _exit_text(returncode: int | None) -> str:
@@ -1077,7 +1068,7 @@ class McpManager:
                     original=tool.name,
                     public=_public_tool_name(server_name, tool.name, taken),
                     description=tool.description or tool.title or "",
-                    schema=_without_hints(schema) or {"type": "object", "properties": {}},
+                    schema=public_schema(schema) or {"type": "object", "properties": {}},
                 ))
             cursor = page.next_cursor
             if not cursor:
