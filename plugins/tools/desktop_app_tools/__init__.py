@@ -217,15 +217,19 @@ class State:
         self.changed()
 
     # -- MCP ----------------------------------------------------------------------------------
-    def start_mcp(self) -> None:
-        """Start the MCP servers of mcp.json in the background (returns at once)."""
+    def mcp_manager(self) -> Any:
+        """The MCP servers' manager (made on first use; nothing starts until :meth:`start_mcp`)."""
         from desktop_app_tools.mcp_client import McpManager
 
         with self._lock:
             if self.mcp is None:
                 log_dir = Path(self.context.paths.log_dir)
                 self.mcp = McpManager(self.mcp_file, log_dir, on_change=self.changed)
-            self.mcp.start()
+            return self.mcp
+
+    def start_mcp(self) -> None:
+        """Start the MCP servers of mcp.json in the background (returns at once)."""
+        self.mcp_manager().start()
 
     def close(self) -> None:
         """Stop the MCP servers."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -167,10 +166,5 @@ def _mcp_list(args: argparse.Namespace, context: Any) -> int:
 
 
 def _mcp_log(args: argparse.Namespace, context: Any) -> int:
-    state = _state(context)
-    if state.mcp is None:
-        from desktop_app_tools.mcp_client import McpManager
-
-        state.mcp = McpManager(state.mcp_file, Path(context.paths.log_dir))
-    print(state.mcp.log_tail(args.name))
+    print(_state(context).mcp_manager().log_tail(args.name))
     return 0
