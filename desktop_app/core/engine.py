@@ -32,7 +32,7 @@ from typing import Any, Iterator, Sequence
 
 from desktop_app.core.chat_template import ChatTemplate
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError
-from desktop_app.core.turn import Adapter, ChatMessage, GenerationOptions
+from desktop_app.core.turn import Adapter, ChatMessage, GenerationOptions, trigger_opening
 
 __all__ = [
     "DoneEvent",
@@ -538,11 +538,11 @@ class Engine:
                 piece = decoder.decode(_piece(loaded, token))
                 generated.append(token)
                 if undecided and piece:
-                    opening = (opening + piece).lstrip()
-                    trigger = options.grammar_trigger
-                    if opening.startswith(trigger):
+                    opening += piece
+                    opens = trigger_opening(opening, options.grammar_trigger)
+                    if opens:
                         undecided = False  # a constrained answer: the grammar stays
-                    elif opening and not trigger.startswith(opening):
+                    elif opens is False:
                         # Free text: checking the grammar on every token would halve the speed.
                         undecided = False
                         sampler.free()

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from desktop_app.core.tool_protocol import ToolProtocol, protocol_for
 from desktop_app.core.tools import ToolCall, ToolError, ToolOutcome, run_tool, validate_arguments
-from desktop_app.core.turn import GenerationOptions, Tool, TraceEntry, Turn, TurnResult
+from desktop_app.core.turn import GenerationOptions, Tool, TraceEntry, Turn, TurnResult, trigger_opening
 
 __all__ = ["Approver", "ToolCallFinished", "ToolCallStarted", "ToolLoop"]
 
@@ -66,10 +66,10 @@ class _CallHider:
         if self.state == "hidden":
             return
         self.held += piece
-        opening = self.held.lstrip()
-        if not opening or self.trigger.startswith(opening):
+        opens = trigger_opening(self.held, self.trigger)
+        if opens is None:
             return
-        if opening.startswith(self.trigger):
+        if opens:
             self.state = "hidden"
             return
         self.state = "shown"
@@ -128,7 +128,6 @@ class ToolLoop:
             try:
                 call = protocol.parse(result.text)
             except ToolError as exc:
-                call = None
                 outcome = ToolOutcome(ToolCall("?", {"written": result.text[:500]}), "invalid", error=str(exc),
                                       round=round_no + 1)
                 self.on_event(ToolCallFinished(outcome))

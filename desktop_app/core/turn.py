@@ -22,6 +22,7 @@ __all__ = [
     "Turn",
     "TurnResult",
     "current_plugin",
+    "trigger_opening",
 ]
 
 #: Name of the plugin whose hook is running; "core" outside any hook.
@@ -80,6 +81,17 @@ class GenerationOptions:
     def as_dict(self) -> dict[str, Any]:
         """Return the options as plain JSON-ready data."""
         return asdict(self)
+
+
+def trigger_opening(text: str, trigger: str) -> bool | None:
+    """Whether ``text`` (leading blanks ignored) opens with ``trigger``: True when it does,
+    False when it no longer can, None while the text so far is still a start of it."""
+    opening = text.lstrip()
+    if opening.startswith(trigger):
+        return True
+    if opening and not trigger.startswith(opening):
+        return False
+    return None
 
 
 @dataclass
