@@ -14,7 +14,7 @@ Everything here is kept stable: names are only added, never renamed.
 from desktop_app.core.chat_template import bounded_sandbox
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
 from desktop_app.core.models import GGUFHeader, check_gguf_file, check_lora_file
-from desktop_app.core.paths import atomic_write_text
+from desktop_app.core.paths import atomic_write_text, move_aside
 from desktop_app.core.plugin_state import conversation_choice, remember_choice
 from desktop_app.core.settings import Option
 from desktop_app.core.tools import (
@@ -66,6 +66,7 @@ __all__ = [
     "check_lora_file",
     "conversation_choice",
     "hookimpl",
+    "move_aside",
     "public_schema",
     "remember_choice",
     "run_tool",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop_app.core.errors import ModelFileError
-from desktop_app.core.paths import AppPaths, atomic_write_text
+from desktop_app.core.paths import AppPaths, atomic_write_text, move_aside
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -348,8 +348,7 @@ class ModelLibrary:
             raw = json.loads(file.read_text(encoding="utf-8"))
             self._entries = [ModelEntry(**item) for item in raw.get("models", [])]
         except (ValueError, TypeError, OSError):
-            backup = file.with_name(f"{file.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            file.replace(backup)
+            move_aside(file)
             self._entries = []
 
     def _save(self) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AppPaths", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["AppPaths", "atomic_write_bytes", "atomic_write_text", "move_aside"]
 
 APP_NAME = "Parley"
 
@@ -111,3 +112,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` as UTF-8 atomically (see :func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a file that cannot be read to ``<name>.corrupt-<time>`` and return the new path.
+
+    The user's data is kept for a look (or a rescue) instead of being overwritten; raises
+    OSError when the file cannot be renamed.
+    """
+    backup = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.replace(backup)
+    return backup

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from desktop_app.core.paths import atomic_write_text
+from desktop_app.core.paths import atomic_write_text, move_aside
 
 __all__ = ["Option", "Settings", "SettingsError", "CORE_OPTIONS"]
 
@@ -131,10 +131,8 @@ class Settings:
             try:
                 raw = tomllib.loads(path.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-                backup = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
                 try:
-                    path.replace(backup)
-                    where = f"it was moved to {backup}"
+                    where = f"it was moved to {move_aside(path)}"
                 except OSError:
                     where = "it could not be moved aside"
                 message = f"Settings file {path} could not be read ({exc}); {where} and defaults are used."

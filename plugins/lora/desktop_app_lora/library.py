@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from desktop_app.api import atomic_write_text
+from desktop_app.api import atomic_write_text, move_aside
 from desktop_app_lora.adapters import AdapterError, AdapterInfo, read_adapter_info
 
 __all__ = ["AdapterEntry", "AdapterLibrary", "Choice", "MAX_SCALE"]
@@ -100,8 +100,7 @@ class AdapterLibrary:
                     if not isinstance(raw, dict):
                         raise ValueError("not an object")
                 except ValueError:
-                    stamp = time.strftime("%Y%m%d-%H%M%S")
-                    self.index_file.replace(self.index_file.with_name(f"index.json.corrupt-{stamp}"))
+                    move_aside(self.index_file)
                     raw = {}
                 entries = _entries_from(raw.get("adapters", []))
             else:
