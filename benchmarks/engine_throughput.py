@@ -137,7 +137,7 @@ def ttft(service: ChatService, conversation_id: int, text: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per run")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
 
     model = default_model_path()
@@ -157,32 +157,56 @@ def main() -> None:
         llm = llama_cpp.Llama(model_path=str(model), n_ctx=CTX, n_threads=threads, flash_attn=True,
                               n_threads_batch=threads, n_batch=512, verbose=False)
 
-        parley_runs, high_runs, native_runs, decode_runs = [], [], [], []
-        for _ in range(args.runs):  # interleaved, so drifts in machine speed hit all alike
-            parley_runs.append(parley_speed(service, engine, args.tokens))
-            decode_runs.append(decode_only_speed(engine, args.tokens))
-            high_runs.append(high_level_speed(llm, args.tokens))
-            speed = native_speed(model, threads, args.tokens, 1)
-            if speed is not None:
-                native_runs.append(speed)
-        parley = statistics.median(r[0] for r in parley_runs)
-        high = statistics.median(r[0] for r in high_runs)
-        native = statistics.median(native_runs) if native_runs else None
-        decode_only = statistics.median(decode_runs)
-        del llm
+        # Each round runs all four back to back, in alternating order, so that a drift in the
+        # machine's speed (several percent within a minute here) hits each alike; the ratios
+        # are taken within each round, and their median is reported.
+        counts: dict[str, set[int]] = {"parley": set(), "high": set()}  # tokens per run
 
-        print(f"parley pipeline        {parley:7.1f} tok/s  (tokens per run: {sorted({r[1] for r in parley_runs})})")
-        print(f"high-level stream API  {high:7.1f} tok/s  (tokens per run: {sorted({r[1] for r in high_runs})})")
+        def counted(name: str, result: tuple[float, int]) -> float:
+            counts[name].add(result[1])
+            return result[0]
+
+        runners = {
+            "parley": lambda: counted("parley", parley_speed(service, engine, args.tokens)),
+            "native": lambda: native_speed(model, threads, args.tokens, 1),
+            "decode": lambda: decode_only_speed(engine, args.tokens),
+            "high": lambda: counted("high", high_level_speed(llm, args.tokens)),
+        }
+        rounds: list[dict] = []
+        for i in range(args.runs):
+            order = list(runners) if i % 2 == 0 else list(reversed(runners))
+            rounds.append({name: runners[name]() for name in order})
+        del llm
+        has_native = all(r["native"] is not None for r in rounds)
+
+        def speed(name: str) -> float:
+            return statistics.median(r[name] for r in rounds)
+
+        def ratio(top: str, bottom: str) -> tuple[float, float, float]:
+            """Median and quartiles over the rounds of one speed divided by another."""
+            values = sorted(r[top] / r[bottom] for r in rounds)
+            q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+            return statistics.median(values), q[0], q[2]
+
+        parley, high, decode_only = speed("parley"), speed("high"), speed("decode")
+        native = speed("native") if has_native else None
+        print(f"parley pipeline        {parley:7.1f} tok/s  (tokens per run: {sorted(counts['parley'])})")
+        print(f"high-level stream API  {high:7.1f} tok/s  (tokens per run: {sorted(counts['high'])})")
         if native is None:
             print("llama-bench (native)       n/a   (run `make bench-native` first)")
         else:
             print(f"llama-bench (native)   {native:7.1f} tok/s")
-        print(f"ratio parley / high-level API: {parley / high:.2f}x  (goal >= 1.0x)")
+        mid, low, top = ratio("parley", "high")
+        print(f"ratio parley / high-level API: {mid:.3f}x  (goal >= 1.0x; quartiles {low:.3f}-{top:.3f})")
         if native is not None:
-            print(f"ratio parley / native:         {parley / native:.2f}x  (goal >= 0.95x)")
-            print(f"ratio high-level API / native: {high / native:.2f}x")
-            print(f"  where the rest goes: Parley's loop decoding without sampling runs at "
-                  f"{decode_only:.1f} tok/s ({decode_only / native:.2f}x native); llama-bench never samples")
+            mid, low, top = ratio("parley", "native")
+            print(f"ratio parley / native:         {mid:.3f}x  (goal >= 0.95x; quartiles {low:.3f}-{top:.3f})")
+            mid, low, top = ratio("high", "native")
+            print(f"ratio high-level API / native: {mid:.3f}x")
+            mid, low, top = ratio("decode", "native")
+            print(f"  where the rest goes: Parley's loop decoding without sampling runs at {decode_only:.1f} "
+                  f"tok/s ({mid:.3f}x native, quartiles {low:.3f}-{top:.3f}); llama-bench never samples")
+        print(f"  (ratios: median over {len(rounds)} rounds of the ratio within each round)")
 
         # Time to first token: a follow-up after 10 turns vs a first question of the same length.
         # A different question each time (same length), so no run finds its own prompt cached.

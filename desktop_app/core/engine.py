@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from desktop_app.core.chat_template import ChatTemplate
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError
@@ -152,6 +152,8 @@ class _Loaded:
     add_bos: bool
     cached_tokens: list[int] = field(default_factory=list)
     pieces: dict[int, bytes] = field(default_factory=dict)
+    #: Whether a token ends generation, by token (asked of llama.cpp once per token).
+    ends: dict[int, bool] = field(default_factory=dict)
     #: LoRA adapters read into llama.cpp, by resolved file; they belong to this model.
     adapter_handles: dict[Path, "_AdapterHandle"] = field(default_factory=dict)
     #: Handles of adapter files that changed on disk, freed once no longer applied.
@@ -513,6 +515,7 @@ class Engine:
             stop = [s for s in options.stop if s]
             held = ""  # text held back because it may be the start of a stop string
             one = (llama_cpp.llama_token * 1)()
+            next_batch = llama_cpp.llama_batch_get_one(one, 1)  # reads ``one`` at each decode
             limit = min(options.max_tokens, loaded.n_ctx - len(tokens))
             finish = "length"
             hit_stop = False
@@ -522,20 +525,27 @@ class Engine:
             undecided = bool(options.grammar_trigger) and bool(options.grammar or options.json_schema)
             opening = ""
             generated: list[int] = []
-            while stats.generated_tokens < limit:
-                if self._cancel.is_set():
+            # Bound once: this loop runs right after each decode, with cold CPU caches, where
+            # every lookup costs (see _GreedySampler).
+            cancelled = self._cancel.is_set
+            decode = llama_cpp.llama_decode
+            decode_text = decoder.decode
+            remember = loaded.cached_tokens.append
+            count = 0
+            while count < limit:
+                if cancelled():
                     self._cancel.clear()  # this generation consumed the Stop
                     finish = "cancelled"
                     break
                 token = sampler.sample(ctx)
-                if llama_cpp.llama_vocab_is_eog(loaded.vocab, token):
+                if _is_end(loaded, token):
                     finish, end_token = "stop", token
                     break
-                stats.generated_tokens += 1
-                if stats.generated_tokens == 1:
+                count += 1
+                if count == 1:
                     first_at = time.perf_counter()
                     stats.time_to_first_token = first_at - started
-                piece = decoder.decode(_piece(loaded, token))
+                piece = decode_text(_piece(loaded, token))
                 generated.append(token)
                 if undecided and piece:
                     opening += piece
@@ -551,21 +561,25 @@ class Engine:
                         for seen in generated:  # the repeat penalty remembers what was said
                             sampler.accept(seen)
                 if piece:
-                    held += piece
-                    emit, held, hit_stop = _split_stop(held, stop)
+                    if stop:
+                        held += piece
+                        emit, held, hit_stop = _split_stop(held, stop)
+                    else:
+                        emit = piece
                     if emit:
                         text += emit
                         yield TokenEvent(emit)
                     if hit_stop:
                         finish = "stop"
                         break
-                if stats.generated_tokens >= limit:
+                if count >= limit:
                     break  # the last token allowed: nothing will be sampled after it
                 # Feed the token back so the next one can be sampled.
                 one[0] = token
-                if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1)) != 0:
+                if decode(ctx, next_batch) != 0:
                     raise EngineError("llama.cpp failed to evaluate the next token.")
-                loaded.cached_tokens.append(token)
+                remember(token)
+            stats.generated_tokens = count
             if not hit_stop:
                 # Text held back for a stop string that never completed belongs to the answer.
                 tail = held + decoder.decode(b"", final=True)
@@ -708,6 +722,11 @@ class _GreedySampler:
     every token); for greedy decoding that copy and the sort that follows cost several
     percent of the time per token. The same choice is an argmax: the best token not in the
     penalty window, against the best penalised one (a test compares both token for token).
+
+    The code here runs right after each llama_decode, which has just streamed the whole
+    model through the CPU caches, so every extra Python call is a cold one (tens of µs):
+    hence the cached view of the logits and the short path when the best token is not
+    penalised at all.
     """
 
     def __init__(self, loaded: _Loaded, repeat_penalty: float):
@@ -718,35 +737,75 @@ class _GreedySampler:
         self.np = numpy
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(loaded.vocab)
         self.penalty = repeat_penalty
-        self.recent: collections.deque[int] = collections.deque(maxlen=PENALTY_LAST_N)
-        self._logits = llama_cpp.llama_get_logits_ith
+        self.recent: collections.deque[int] = collections.deque()
+        self.counts: dict[int, int] = {}  # how often each token occurs in ``recent``
+        self._logits_address = _logits_address_function()
+        self._address = 0
+        self._view: Any = None
+
+    def _logits(self, ctx: Any) -> Any:
+        """The last logits as a numpy array over llama.cpp's buffer (not a copy)."""
+        address = self._logits_address(ctx, -1)
+        if not address:
+            raise EngineError("llama.cpp has no logits to sample from.")
+        if address != self._address:  # the buffer moves only when llama.cpp reallocates it
+            self._view = self.np.ctypeslib.as_array((ctypes.c_float * self.n_vocab).from_address(address))
+            self._address = address
+        return self._view
 
     def sample(self, ctx: Any) -> int:
         """The token with the highest (penalised) logit."""
+        logits = self._logits(ctx)
+        best = int(logits.argmax())
+        # A penalty above 1 only lowers logits, so an unpenalised winner stays the winner;
+        # one below 1 (asking for repetition) may lift a recent token above it.
+        if self.counts and self.penalty != 1.0 and (best in self.counts or self.penalty < 1.0):
+            best = self._penalised_best(logits)
+        self.accept(best)
+        return best
+
+    def _penalised_best(self, logits: Any) -> int:
         np = self.np
-        logits = np.ctypeslib.as_array(self._logits(ctx, -1), shape=(self.n_vocab,))
-        if self.penalty != 1.0 and self.recent:
-            ids = np.fromiter(set(self.recent), dtype=np.int64)
-            saved = logits[ids].copy()
-            logits[ids] = -np.inf  # the buffer is llama.cpp's scratch until the next decode
-            best = int(logits.argmax())
-            value = logits[best]
-            logits[ids] = saved
-            penalised = np.where(saved <= 0, saved * self.penalty, saved / self.penalty)
-            j = int(penalised.argmax())
-            if penalised[j] > value:
-                best = int(ids[j])
-        else:
-            best = int(logits.argmax())
-        self.recent.append(best)
+        ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
+        saved = logits[ids].copy()
+        logits[ids] = -np.inf  # the buffer is llama.cpp's scratch until the next decode
+        best = int(logits.argmax())
+        value = logits[best]
+        logits[ids] = saved
+        penalised = np.where(saved <= 0, saved * self.penalty, saved / self.penalty)
+        j = int(penalised.argmax())
+        if penalised[j] > value:
+            best = int(ids[j])
         return best
 
     def accept(self, token: int) -> None:
-        """Remember a token generated elsewhere."""
+        """Remember a token (for the repeat penalty over the last PENALTY_LAST_N)."""
         self.recent.append(token)
+        self.counts[token] = self.counts.get(token, 0) + 1
+        if len(self.recent) > PENALTY_LAST_N:
+            old = self.recent.popleft()
+            left = self.counts[old] - 1
+            if left:
+                self.counts[old] = left
+            else:
+                del self.counts[old]
 
     def free(self) -> None:
         """Nothing to free."""
+
+
+def _logits_address_function() -> Callable[[Any, int], int | None]:
+    """``llama_get_logits_ith`` returning a plain address, so no ctypes pointer is built per token."""
+    import llama_cpp
+
+    library = getattr(getattr(llama_cpp, "llama_cpp", None), "_lib", None)
+    if library is None:  # another packaging of the bindings: go through the public function
+        get = llama_cpp.llama_get_logits_ith
+        return lambda ctx, i: ctypes.cast(get(ctx, i), ctypes.c_void_p).value
+    function = library["llama_get_logits_ith"]  # indexing gives a new object: the bindings' own is untouched
+    function.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    function.restype = ctypes.c_void_p
+    return function
 
 
 def _build_sampler(loaded: _Loaded, options: GenerationOptions) -> "_ChainSampler | _GreedySampler":
@@ -801,6 +860,16 @@ def _build_chain(loaded: _Loaded, options: GenerationOptions) -> Any:
     seed = options.seed if options.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
     add(chain, llama_cpp.llama_sampler_init_dist(seed))
     return chain
+
+
+def _is_end(loaded: _Loaded, token: int) -> bool:
+    """Whether ``token`` ends generation (cached: a ctypes call per token costs more)."""
+    end = loaded.ends.get(token)
+    if end is None:
+        import llama_cpp
+
+        end = loaded.ends[token] = bool(llama_cpp.llama_vocab_is_eog(loaded.vocab, token))
+    return end
 
 
 def _piece(loaded: _Loaded, token: int) -> bytes:
