@@ -21,7 +21,6 @@ from __future__ import annotations
 import codecs
 import collections
 import ctypes
-import gc
 import logging
 import os
 import threading
@@ -276,9 +275,9 @@ class Engine:
                 return
             loaded, self._loaded = self._loaded, None
             _free_adapters(loaded)
+            # Frees the weights, context and batch in llama.cpp at once. No gc.collect()
+            # after it: a full collection holds the GIL for tens of ms, freezing the window.
             loaded.llm.close()
-            del loaded
-            gc.collect()
 
     # -- prompts ---------------------------------------------------------------------------
     def _require(self) -> _Loaded:

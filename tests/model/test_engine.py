@@ -1,5 +1,7 @@
 """The engine with the real SmolLM2-135M model: streaming, stats, cancel, KV reuse, fitting."""
 
+import os
+import sys
 import threading
 import time
 
@@ -210,6 +212,24 @@ def test_load_options_and_unload(model_path):
     assert isinstance(done, DoneEvent)
     engine.unload()
     assert not engine.loaded and engine.model_path is None
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_unload_gives_the_memory_back(model_path):
+    engine = Engine()
+    before = _resident_bytes()
+    # Without mmap the weights live in the process's own memory, where the drop shows.
+    engine.load(model_path, LoadConfig(context_length=2048, mmap=False))
+    loaded = _resident_bytes()
+    engine.unload()
+    after = _resident_bytes()
+    assert loaded - before > 50 * 2**20  # the weights alone are about 90 MiB
+    assert loaded - after > 0.8 * (loaded - before)
 
 
 def test_gpu_layers_on_a_cpu_build_warn_instead_of_failing(model_path):
