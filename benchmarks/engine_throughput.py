@@ -5,7 +5,9 @@ sampling:
 
 - Parley's turn pipeline (store, plugins, engine), tokens/s after the first token;
 - llama-cpp-python's ``create_chat_completion(stream=True)``;
-- llama.cpp's own ``llama-bench`` (text generation), built by ``make bench-native``.
+- llama.cpp's own ``llama-bench`` (text generation), built by ``make bench-native``. It
+  cannot take the prompt's text, so it generates after as many tokens (``-d``); from an
+  empty context it is also run, for reference.
 
 It also compares the time to first token of a follow-up question after a 10-turn history
 with that of a first question of the same length (KV cache reuse).
@@ -46,6 +48,14 @@ def parley_speed(service: ChatService, engine: Engine, tokens: int) -> tuple[flo
     return stats["tokens_per_second"], stats["generated_tokens"]
 
 
+def parley_prompt_tokens(service: ChatService, engine: Engine) -> int:
+    """How many tokens the benchmark's prompt is, as the pipeline sends it (system prompt included)."""
+    conv = service.store.create_conversation()
+    engine.clear_cache()
+    outcome = service.send(conv.id, PROMPT, options={"max_tokens": 1})
+    return outcome.result.stats["prompt_tokens"]
+
+
 def high_level_speed(llm, tokens: int) -> tuple[float, int]:
     llm.reset()
     messages = [{"role": "system", "content": DEFAULT_MODEL_SYSTEM_PROMPT}, {"role": "user", "content": PROMPT}]
@@ -61,13 +71,14 @@ def high_level_speed(llm, tokens: int) -> tuple[float, int]:
     return (count - 1) / (end - first), count
 
 
-def native_speed(model: Path, threads: int, tokens: int, repetitions: int) -> float | None:
+def native_speed(model: Path, threads: int, tokens: int, repetitions: int, depth: int = 0) -> float | None:
+    """llama-bench's generation speed, ``depth`` tokens into the context (its ``-d``)."""
     bench = ROOT / "native" / "llama-bench"
     if not bench.exists():
         return None
     out = subprocess.run(
         [str(bench), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(tokens), "-fa", "1",
-         "-r", str(repetitions), "-o", "json"],
+         "-d", str(depth), "-r", str(repetitions), "-o", "json"],
         capture_output=True, text=True, check=True,
     ).stdout
     return float(json.loads(out)[0]["avg_ts"])
@@ -160,6 +171,10 @@ def main() -> None:
         # Each round runs all four back to back, in alternating order, so that a drift in the
         # machine's speed (several percent within a minute here) hits each alike; the ratios
         # are taken within each round, and their median is reported.
+        # llama-bench cannot take a prompt's text, but it can start generating after as many
+        # tokens (-d), which is what makes each generated token cost the same: the attention
+        # reads every earlier token. Parley's first run tells how long its prompt is.
+        depth = parley_prompt_tokens(service, engine)
         counts: dict[str, set[int]] = {"parley": set(), "high": set()}  # tokens per run
 
         def counted(name: str, result: tuple[float, int]) -> float:
@@ -168,7 +183,8 @@ def main() -> None:
 
         runners = {
             "parley": lambda: counted("parley", parley_speed(service, engine, args.tokens)),
-            "native": lambda: native_speed(model, threads, args.tokens, 1),
+            "native": lambda: native_speed(model, threads, args.tokens, 1, depth),
+            "native_empty": lambda: native_speed(model, threads, args.tokens, 1),
             "decode": lambda: decode_only_speed(engine, args.tokens),
             "high": lambda: counted("high", high_level_speed(llm, args.tokens)),
         }
@@ -177,7 +193,7 @@ def main() -> None:
             order = list(runners) if i % 2 == 0 else list(reversed(runners))
             rounds.append({name: runners[name]() for name in order})
         del llm
-        has_native = all(r["native"] is not None for r in rounds)
+        has_native = all(r["native"] is not None and r["native_empty"] is not None for r in rounds)
 
         def speed(name: str) -> float:
             return statistics.median(r[name] for r in rounds)
@@ -195,12 +211,15 @@ def main() -> None:
         if native is None:
             print("llama-bench (native)       n/a   (run `make bench-native` first)")
         else:
-            print(f"llama-bench (native)   {native:7.1f} tok/s")
+            print(f"llama-bench (native)   {native:7.1f} tok/s  (after the same {depth}-token prompt: -d {depth})")
+            print(f"llama-bench, empty context {speed('native_empty'):5.1f} tok/s  (-d 0, for reference)")
         mid, low, top = ratio("parley", "high")
         print(f"ratio parley / high-level API: {mid:.3f}x  (goal >= 1.0x; quartiles {low:.3f}-{top:.3f})")
         if native is not None:
             mid, low, top = ratio("parley", "native")
             print(f"ratio parley / native:         {mid:.3f}x  (goal >= 0.95x; quartiles {low:.3f}-{top:.3f})")
+            mid, low, top = ratio("parley", "native_empty")
+            print(f"ratio parley / native in an empty context: {mid:.3f}x  (quartiles {low:.3f}-{top:.3f})")
             mid, low, top = ratio("high", "native")
             print(f"ratio high-level API / native: {mid:.3f}x")
             mid, low, top = ratio("decode", "native")
