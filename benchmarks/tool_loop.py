@@ -49,10 +49,10 @@ def round_of(tool, reply: str, host: PluginHost):
     turn = Turn(1, "q", tools=[tool])
 
     def one() -> None:
-        call = protocol.parse(reply)
+        (call,) = protocol.parse_calls(reply)
         outcome = loop.run_call(call, {tool.name: tool})
         loop._record(turn, outcome)
-        turn.tool_exchange.extend(protocol.exchange(call, outcome))
+        turn.tool_exchange.extend(protocol.exchange([outcome]))
         protocol.grammar(required=False)
         if not outcome.ok:
             raise SystemExit(f"the tool failed: {outcome.error}")

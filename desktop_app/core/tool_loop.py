@@ -1,9 +1,11 @@
 """Step 6 of the turn pipeline: the model calls tools, they run, the model continues.
 
-One round: the model answers (text, or one tool call written in the turn's protocol); a
+One round: the model answers (text, or tool calls written in the turn's protocol); each
 call is checked against the tool's schema, approved (a plugin's ``approve_tool_call`` first,
-then the tool's default, then the user), run with its timeout, and its result goes back to
-the model. Rounds are bounded; after the last one the model must answer in text.
+then the tool's default, then the user), run with its timeout, in the order written, and the
+results go back to the model together. Rounds are bounded; after the last one the model must
+answer in text. Text the model wrote before its calls (the native Hermes layout allows it)
+stays shown and begins the final answer.
 Everything that can go wrong with a call (malformed JSON, an unknown tool, bad arguments,
 a denial, an error or a timeout) becomes the call's result, so the model can explain or
 try again and the chat goes on. Each call is recorded in the trace with its arguments,
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 #: Token budget of a round that may write a call, whatever the answer's own limit.
 MIN_CALL_TOKENS = 160
 
+#: Calls run from one reply; more are answered with an error (the grammars allow no more).
+MAX_CALLS_PER_REPLY = 8
+
 #: ``approver(call, tool)`` asks the user whether ``call`` may run (blocking is fine) and
 #: returns True/False for this call, or "always"/"never" to decide for the tool from now on.
 Approver = Callable[[ToolCall, Tool], "bool | str"]
@@ -50,31 +55,72 @@ class ToolCallFinished:
 
 
 class _CallHider:
-    """Passes answer text on to the user, but holds back a reply that is a tool call."""
+    """Passes answer text on to the user, but holds back a reply that is a tool call.
 
-    def __init__(self, on_token: Callable[[str], None] | None, trigger: str, hide_all: bool):
+    With ``calls_after_text`` a call may also follow text: the text stays shown, and from
+    the trigger on the reply is held back (text that may be the trigger's start waits).
+    """
+
+    def __init__(self, on_token: Callable[[str], None] | None, trigger: str, hide_all: bool,
+                 calls_after_text: bool = False):
         self.on_token = on_token
         self.trigger = trigger
+        self.calls_after_text = calls_after_text
         self.state = "hidden" if hide_all else "undecided"
         self.held = ""
+        self.shown = ""  # what the user has seen of this reply
 
     def __call__(self, piece: str) -> None:
-        if self.state == "shown":
-            if self.on_token:
-                self.on_token(piece)
-            return
         if self.state == "hidden":
             return
-        self.held += piece
-        opens = trigger_opening(self.held, self.trigger)
-        if opens is None:
+        if self.state == "shown" and not self.calls_after_text:
+            self._show(piece)
             return
-        if opens:
+        self.held += piece
+        if self.state == "undecided":
+            opens = trigger_opening(self.held, self.trigger)
+            if opens is None:
+                return
+            if opens:
+                self.state = "hidden"
+                return
+            self.state = "shown"
+            if not self.calls_after_text:
+                self._show(self.held)
+                self.held = ""
+                return
+        # Shown text that may go on with a call: show all but what may start the trigger,
+        # and but trailing blanks (before a call they are dropped, not shown).
+        at = self.held.find(self.trigger)
+        if at != -1:
+            self._show(self.held[:at].rstrip())
+            self.held = ""
             self.state = "hidden"
             return
-        self.state = "shown"
-        if self.on_token:
-            self.on_token(self.held)
+        visible = self.held[:len(self.held) - _partial_suffix(self.held, self.trigger)]
+        visible = visible.rstrip()
+        self._show(visible)
+        self.held = self.held[len(visible):]
+
+    def flush(self) -> None:
+        """Show text held back because it might have begun a call (the reply ended instead)."""
+        if self.state == "shown" and self.held:
+            self._show(self.held)
+        self.held = ""
+
+    def _show(self, text: str) -> None:
+        if text:
+            self.shown += text
+            if self.on_token:
+                self.on_token(text)
+
+
+def _partial_suffix(text: str, trigger: str) -> int:
+    """The length of the longest end of ``text`` that is a start of ``trigger``."""
+    for n in range(min(len(trigger) - 1, len(text)), 0, -1):
+        if text.endswith(trigger[:n]):
+            return n
+    return 0
 
 
 class ToolLoop:
@@ -112,11 +158,13 @@ class ToolLoop:
         round_no = 0
         attempted: set[str] = set()  # calls already made (repeating one gives nothing new)
         answer_now = False
+        said = ""  # text shown before calls, in earlier rounds: it begins the final answer
+        calls_made = 0
         while True:
             may_call = round_no < rounds and bool(tools) and not answer_now
             required = may_call and round_no == 0 and options.tool_choice == "required"
             round_options = self._options(protocol, options, may_call, required, after_calls=round_no > 0)
-            hider = _CallHider(on_token, protocol.trigger, hide_all=required)
+            hider = _CallHider(on_token, protocol.trigger, required, protocol.calls_after_text)
             result = self.generate_once(working, round_options, hider if may_call else on_token,
                                         protocol.template_tools())
             for key in totals:
@@ -126,7 +174,7 @@ class ToolLoop:
             if result.finish_reason == "cancelled" or not may_call:
                 break
             try:
-                call = protocol.parse(result.text)
+                calls = protocol.parse_calls(result.text)
             except ToolError as exc:
                 outcome = ToolOutcome(ToolCall("?", {"written": result.text[:500]}), "invalid", error=str(exc),
                                       round=round_no + 1)
@@ -135,24 +183,41 @@ class ToolLoop:
                 working.tool_exchange.extend(protocol.error_exchange(result.text, outcome))
                 round_no += 1
                 continue
-            if call is None:
+            if not calls:
+                hider.flush()
                 if hider.state == "hidden" and on_token and result.text:
                     on_token(result.text)  # a reply that looked like a call but was not one
                 break
-            key = _call_key(call)
-            if key in attempted:
+            fresh = list({_call_key(c): c for c in calls if _call_key(c) not in attempted}.values())
+            if not fresh:
                 # Small models tend to repeat a call; its result (or error) is already in front
                 # of the model and would be the same again, so the next reply must be the answer.
                 answer_now = True
                 continue
-            attempted.add(key)
             round_no += 1
-            outcome = self.run_call(call, {t.name: t for t in tools}, round_no)
-            self._record(turn, outcome)
-            working.tool_exchange.extend(protocol.exchange(call, outcome))
+            if hider.shown.strip():
+                said += hider.shown.rstrip() + "\n\n"
+                if on_token:
+                    on_token("\n\n")
+            outcomes = []
+            for i, call in enumerate(fresh):
+                calls_made += 1
+                call.id = call.id or f"call_{calls_made}"
+                if i >= MAX_CALLS_PER_REPLY:
+                    outcome = ToolOutcome(call, "invalid", round=round_no, error=(
+                        f"Not run: at most {MAX_CALLS_PER_REPLY} calls run from one reply. Ask again."))
+                    self.on_event(ToolCallFinished(outcome))
+                else:
+                    attempted.add(_call_key(call))
+                    outcome = self.run_call(call, {t.name: t for t in tools}, round_no)
+                self._record(turn, outcome)
+                outcomes.append(outcome)
+                if self.cancelled is not None and self.cancelled.is_set():
+                    break
+            working.tool_exchange.extend(protocol.exchange(outcomes))
             if self.cancelled is not None and self.cancelled.is_set():
-                # Stopped while the tool ran: this generation consumes the Stop, and the answer
-                # is empty rather than the call's JSON.
+                # Stopped while a tool ran: this generation consumes the Stop, and the answer
+                # is what was shown, never the calls' JSON.
                 self.cancelled.clear()
                 result = TurnResult("", "cancelled", result.stats, result.prompt)
                 break
@@ -161,7 +226,8 @@ class ToolLoop:
         stats["tool_rounds"] = round_no
         if first_token is not None:
             stats["time_to_first_token"] = first_token
-        return TurnResult(result.text, result.finish_reason, stats, result.prompt, result.samples)
+        text = said + result.text if result.text else said.rstrip()
+        return TurnResult(text, result.finish_reason, stats, result.prompt, result.samples)
 
     @staticmethod
     def _options(protocol: ToolProtocol, options: GenerationOptions, may_call: bool,

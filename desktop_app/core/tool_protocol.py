@@ -5,7 +5,8 @@ Two protocols:
 * **Native**: the model's chat template knows about tools (it uses a ``tools`` variable).
   The tools go to the template; calls are read in the two common forms, Hermes-style
   ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` and a bare JSON object;
-  results go back as ``tool`` messages.
+  results go back as ``tool`` messages. A Hermes reply may hold several calls (one block
+  each, run in order) and may start with a sentence before them.
 * **Prompt protocol** (every other model): the system prompt lists the tools and asks the
   model to reply either with text or with exactly one JSON object
   ``{"tool": "<name>", "arguments": {...}}``. A llama.cpp grammar built from the tools'
@@ -196,6 +197,9 @@ class ToolProtocol:
 
     #: Text that starts a call; the stream is held back from the user from there on.
     trigger = "{"
+    #: Whether a call may also follow text in the same reply (an explicit tag such as
+    #: ``<tool_call>``; a bare "{" in the middle of text is just text, e.g. code).
+    calls_after_text = False
 
     def __init__(self, tools: list[Tool], question: str = ""):
         self.tools = {t.name: t for t in tools}
@@ -218,12 +222,13 @@ class ToolProtocol:
         """A grammar for a reply that must be text: it may not open like a call."""
         return f"root ::= [ \\t\\n]* ({_not_opening(self.trigger)})\n"
 
-    def parse(self, text: str) -> ToolCall | None:
-        """The call in ``text``, None for a text answer; raises ToolError when a call is malformed."""
+    def parse_calls(self, text: str) -> list[ToolCall]:
+        """The calls in ``text``, in order; none for a text answer. Raises ToolError when a
+        call is malformed."""
         raise NotImplementedError
 
-    def exchange(self, call: ToolCall, outcome: ToolOutcome) -> list[ChatMessage]:
-        """The messages that show the model its call and the result."""
+    def exchange(self, outcomes: list[ToolOutcome]) -> list[ChatMessage]:
+        """The messages that show the model its calls (one reply) and their results."""
         raise NotImplementedError
 
     def error_exchange(self, written: str, outcome: ToolOutcome) -> list[ChatMessage]:
@@ -243,15 +248,19 @@ class ToolProtocol:
 
     def _decode(self, text: str) -> Any:
         """Parse the JSON object at the start of ``text`` (extra text after it is ignored)."""
-        start = text.find("{")
+        return self._decode_at(text, text.find("{"))[0]
+
+    @staticmethod
+    def _decode_at(text: str, start: int) -> tuple[Any, int]:
+        """The JSON object starting at ``start`` and where it ends."""
         try:
-            value, _ = json.JSONDecoder().raw_decode(text[start:])
+            value, end = json.JSONDecoder().raw_decode(text, start)
         except json.JSONDecodeError as exc:
-            raise ToolError(f"The tool call is not valid JSON ({exc.msg} at character {exc.pos + 1}). "
+            raise ToolError(f"The tool call is not valid JSON ({exc.msg} at character {exc.pos - start + 1}). "
                             'Write it as {"tool": "<name>", "arguments": {...}}.') from exc
         if not isinstance(value, dict):
             raise ToolError("A tool call must be a JSON object.")
-        return value
+        return value, end
 
     def _to_call(self, value: dict[str, Any]) -> ToolCall:
         wrapped = value.get("tool_call") or value.get("function")
@@ -301,21 +310,29 @@ class PromptProtocol(ToolProtocol):
             g.rules = {"root": '[ \\t\\n]* (call | text)', "text": _not_opening(self.trigger), **g.rules}
         return g.text()
 
-    def parse(self, text: str) -> ToolCall | None:
-        """A call when the reply opens with "{", else None (a text answer)."""
+    def parse_calls(self, text: str) -> list[ToolCall]:
+        """The calls when the reply opens with "{" (one JSON object after another), else none."""
         stripped = text.strip()
-        if not stripped.startswith("{"):
-            return None
-        return self._to_call(self._decode(stripped))
+        calls: list[ToolCall] = []
+        at = 0
+        while at < len(stripped) and stripped[at] == "{":
+            value, at = self._decode_at(stripped, at)
+            calls.append(self._to_call(value))
+            while at < len(stripped) and stripped[at].isspace():
+                at += 1
+        return calls  # text after the calls is ignored, as the grammar never writes any
 
-    def exchange(self, call: ToolCall, outcome: ToolOutcome) -> list[ChatMessage]:
-        """The call as the model wrote it, then the result as the user's next message."""
-        written = json.dumps({"tool": call.name, "arguments": call.arguments}, ensure_ascii=False)
+    def exchange(self, outcomes: list[ToolOutcome]) -> list[ChatMessage]:
+        """The calls as the model wrote them, then the results as the user's next message."""
+        written = "\n".join(json.dumps({"tool": o.call.name, "arguments": o.call.arguments}, ensure_ascii=False)
+                            for o in outcomes)
+        results = "\n".join(f"Tool result from {o.call.name}: {o.text_for_model()}" for o in outcomes)
+        plural = "these results" if len(outcomes) > 1 else "this result"
         return [
             ChatMessage("assistant", written),
-            ChatMessage("user", f"Tool result from {call.name}: {outcome.text_for_model()}\n\n"
-                                + (f"Using this result, answer my question: {self.question}" if self.question
-                                   else "Now answer the question with this result.")),
+            ChatMessage("user", f"{results}\n\n"
+                                + (f"Using {plural}, answer my question: {self.question}" if self.question
+                                   else f"Now answer the question with {plural}.")),
         ]
 
 
@@ -326,6 +343,7 @@ class NativeProtocol(ToolProtocol):
         super().__init__(tools, question)
         self.hermes = "<tool_call>" in template_source
         self.trigger = "<tool_call>" if self.hermes else "{"
+        self.calls_after_text = self.hermes
 
     def template_tools(self) -> list[dict[str, Any]]:
         """The tools in the OpenAI-style form templates iterate over."""
@@ -334,30 +352,35 @@ class NativeProtocol(ToolProtocol):
     def grammar(self, required: bool) -> str:
         """The model's own call layout, constrained to known tools and well-formed arguments."""
         g = self._call_grammar("name", "arguments")
-        call = '"<tool_call>\\n" call "\\n</tool_call>"' if self.hermes else "call"
+        call = "call"
+        if self.hermes:
+            # One block per call; a model may ask for several at once (e.g. two cities).
+            g.rules = {"block": '"<tool_call>\\n" call "\\n</tool_call>"', **g.rules}
+            call = 'block ("\\n" block){0,7}'
         if required:
             g.rules = {"root": call, **g.rules}
         else:
             g.rules = {"root": f'[ \\t\\n]* ({call} | text)', "text": _not_opening(self.trigger), **g.rules}
         return g.text()
 
-    def parse(self, text: str) -> ToolCall | None:
-        """A Hermes ``<tool_call>`` block anywhere, or a reply that is one JSON call."""
-        match = re.search(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", text, re.S)
-        if match:
-            return self._to_call(self._decode(match.group(1)))
+    def parse_calls(self, text: str) -> list[ToolCall]:
+        """Every Hermes ``<tool_call>`` block (after text too), or a reply that is one JSON call."""
+        blocks = re.findall(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", text, re.S)
+        if blocks:
+            return [self._to_call(self._decode(block)) for block in blocks]
         stripped = text.strip()
         if stripped.startswith("{") and re.match(r'\{\s*"(name|tool|function|tool_call)"', stripped):
-            return self._to_call(self._decode(stripped))
-        return None
+            return [self._to_call(self._decode(stripped))]
+        return []
 
-    def exchange(self, call: ToolCall, outcome: ToolOutcome) -> list[ChatMessage]:
-        """An assistant message with ``tool_calls``, then a ``tool`` message with the result."""
-        calls = [{"type": "function", "id": call.id or "call_1",
-                  "function": {"name": call.name, "arguments": call.arguments}}]
-        return [
-            ChatMessage("assistant", "", tool_calls=calls),
-            ChatMessage("tool", outcome.text_for_model(), name=call.name, tool_call_id=call.id or "call_1"),
+    def exchange(self, outcomes: list[ToolOutcome]) -> list[ChatMessage]:
+        """One assistant message with its ``tool_calls``, then a ``tool`` message per result."""
+        ids = [o.call.id or f"call_{i}" for i, o in enumerate(outcomes, 1)]
+        calls = [{"type": "function", "id": id_, "function": {"name": o.call.name, "arguments": o.call.arguments}}
+                 for id_, o in zip(ids, outcomes)]
+        return [ChatMessage("assistant", "", tool_calls=calls)] + [
+            ChatMessage("tool", o.text_for_model(), name=o.call.name, tool_call_id=id_)
+            for id_, o in zip(ids, outcomes)
         ]
 
 

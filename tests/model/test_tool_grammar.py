@@ -4,7 +4,7 @@ that passes the tool's own argument checks."""
 import json
 
 from desktop_app.api import Tool
-from desktop_app.core.tool_protocol import PromptProtocol
+from desktop_app.core.tool_protocol import NativeProtocol, PromptProtocol
 from desktop_app.core.tools import validate_arguments
 from desktop_app.core.turn import ChatMessage, GenerationOptions
 
@@ -42,7 +42,7 @@ def test_sampled_calls_are_always_valid_json_that_passes_the_checks(engine):
         assert type(done).__name__ == "DoneEvent", done
         if done.finish_reason == "length":
             continue  # a call cut by the token limit is unfinished, not wrong
-        call = protocol.parse(done.text)
+        (call,) = protocol.parse_calls(done.text)
         assert call.name == "awkward"
         checked = validate_arguments(AWKWARD, call.arguments)
         assert isinstance(checked["count"], int) and checked["mode"] in ("fast", "slow")
@@ -58,3 +58,24 @@ def test_auto_mode_drops_the_grammar_for_text_and_keeps_it_for_calls(engine):
         temperature=0, max_tokens=24, grammar=grammar, grammar_trigger=protocol.trigger)))[-1]
     assert text_run.text and not text_run.text.lstrip().startswith("{")
     assert text_run.stats.tokens_per_second > 0
+
+
+def test_native_replies_with_several_calls_are_valid_too(engine):
+    protocol = NativeProtocol([AWKWARD], "{% if tools %}<tool_call>{% endif %}")
+    grammar = protocol.grammar(required=True)
+    messages = [ChatMessage("user", "Use the tool three times.")]
+    counts = []
+    for seed in range(3):
+        options = GenerationOptions(temperature=1.8, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                    max_tokens=240, seed=seed, grammar=grammar)
+        done = list(engine.stream_chat(messages, options))[-1]
+        assert type(done).__name__ == "DoneEvent", done
+        if done.finish_reason == "length":
+            continue
+        calls = protocol.parse_calls(done.text)
+        assert 1 <= len(calls) <= 8 and done.text.count("<tool_call>") == len(calls)
+        for call in calls:
+            assert call.name == "awkward"
+            validate_arguments(AWKWARD, call.arguments)
+        counts.append(len(calls))
+    assert counts  # at least one reply finished within the token limit

@@ -323,3 +323,92 @@ def test_an_adapter_that_vanished_is_left_out_with_a_note(store, paths, tmp_path
     assert isinstance(outcome, TurnFinished) and engine.adapters == [(str(kept), 1.0)]
     notes = [e["content"] for e in store.get_trace(outcome.message.id)["entries"] if e["kind"] == "note"]
     assert any("without the LoRA adapter gone" in n for n in notes)
+
+
+def hermes_call(tool, **arguments):
+    return "<tool_call>\n" + json.dumps({"name": tool, "arguments": arguments}) + "\n</tool_call>"
+
+
+def shown(events):
+    return "".join(e.text for e in events if isinstance(e, TokenEvent))
+
+
+def test_several_calls_in_one_reply_all_run_in_order(store, paths, tools):
+    reply = hermes_call("add", a=1, b=2) + "\n" + hermes_call("add", a=3, b=4)
+    engine = FakeEngine(template_source=HERMES).enqueue(reply, "3 and 7.")
+    outcome, events = run(store, paths, engine, [offering(tools["add"])])
+    assert outcome.message.content == "3 and 7." and shown(events) == "3 and 7."
+    assert outcome.result.stats["tool_rounds"] == 1
+    calls = tool_calls(store, outcome.message.id)
+    assert [(c["arguments"], c["result"], c["round"]) for c in calls] == [
+        ({"a": 1, "b": 2}, "3", 1), ({"a": 3, "b": 4}, "7", 1)]
+    assert [type(e).__name__ for e in events if isinstance(e, (ToolCallStarted, ToolCallFinished))] == [
+        "ToolCallStarted", "ToolCallFinished", "ToolCallStarted", "ToolCallFinished"]
+    # The model then sees one reply with both calls, and a result for each, matched by id.
+    *_, asked, first, second = engine.history[-1].messages
+    assert [c["id"] for c in asked.tool_calls] == ["call_1", "call_2"]
+    assert (first.role, first.content, first.tool_call_id) == ("tool", "3", "call_1")
+    assert (second.role, second.content, second.tool_call_id) == ("tool", "7", "call_2")
+
+
+def test_the_native_grammar_lets_a_reply_hold_up_to_eight_calls(store, paths, tools):
+    engine = FakeEngine(template_source=HERMES).enqueue(hermes_call("add", a=1, b=1), "Two.")
+    run(store, paths, engine, [offering(tools["add"])])
+    grammar = engine.history[0].options.grammar
+    assert 'block ("\\n" block){0,7}' in grammar and 'block ::= "<tool_call>\\n" call "\\n</tool_call>"' in grammar
+
+
+def test_calls_past_the_limit_of_one_reply_are_answered_with_an_error(store, paths, tools):
+    reply = "\n".join(hermes_call("add", a=i, b=0) for i in range(9))
+    engine = FakeEngine(template_source=HERMES).enqueue(reply, "Done.")
+    outcome, _ = run(store, paths, engine, [offering(tools["add"])])
+    calls = tool_calls(store, outcome.message.id)
+    assert [c["result"] for c in calls[:8]] == [str(i) for i in range(8)]
+    assert calls[8]["decision"] == "invalid" and "at most 8 calls" in calls[8]["error"]
+
+
+def test_prompt_protocol_replies_may_hold_several_calls_too(store, paths, tools):
+    engine = FakeEngine().enqueue(call("add", a=1, b=2) + "\n" + call("add", a=3, b=4), "3 and 7.")
+    outcome, _ = run(store, paths, engine, [offering(tools["add"])])
+    assert [c["result"] for c in tool_calls(store, outcome.message.id)] == ["3", "7"]
+    told = engine.history[-1].messages[-1].content
+    assert told.startswith("Tool result from add: 3\nTool result from add: 7\n\nUsing these results")
+
+
+def test_only_the_new_calls_of_a_reply_run(store, paths, tools):
+    again = call("add", a=1, b=2) + "\n" + call("add", a=1, b=2) + "\n" + call("add", a=3, b=4)
+    engine = FakeEngine().enqueue(call("add", a=1, b=2), again, "Done.")
+    outcome, _ = run(store, paths, engine, [offering(tools["add"])])
+    assert [(c["result"], c["round"]) for c in tool_calls(store, outcome.message.id)] == [("3", 1), ("7", 2)]
+
+
+def test_text_before_a_call_stays_shown_and_begins_the_answer(store, paths, tools):
+    engine = FakeEngine(template_source=HERMES).enqueue(
+        "Let me add those. " + hermes_call("add", a=4, b=4), "It is eight.")
+    outcome, events = run(store, paths, engine, [offering(tools["add"])])
+    assert shown(events) == "Let me add those.\n\nIt is eight."
+    assert outcome.message.content == "Let me add those.\n\nIt is eight."
+    assert tool_calls(store, outcome.message.id)[0]["result"] == "8"
+
+
+def test_text_that_only_looks_like_the_start_of_a_call_is_shown_whole(store, paths, tools):
+    engine = FakeEngine(template_source=HERMES).enqueue("Type <tool and press enter, then <tool_")
+    outcome, events = run(store, paths, engine, [offering(tools["add"])])
+    assert shown(events) == outcome.message.content == "Type <tool and press enter, then <tool_"
+    assert tool_calls(store, outcome.message.id) == []
+
+
+def test_stop_while_a_tool_runs_keeps_the_text_shown_before_the_call(store, paths):
+    engine = FakeEngine(template_source=HERMES)
+    started = threading.Event()
+
+    def waits() -> str:
+        """Waits."""
+        started.set()
+        time.sleep(1)
+        return "done"
+
+    threading.Thread(target=lambda: started.wait(5) and engine.cancel(), daemon=True).start()
+    engine.enqueue("One moment. " + hermes_call("waits"), "never used")
+    outcome, _ = run(store, paths, engine, [offering(tool_from_function(waits, requires_approval=False))])
+    assert outcome.message.content == "One moment." and outcome.message.status == "incomplete"
