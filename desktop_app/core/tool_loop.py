@@ -176,6 +176,7 @@ class ToolLoop:
             try:
                 calls = protocol.parse_calls(result.text)
             except ToolError as exc:
+                said += self._keep_shown(hider, on_token)
                 outcome = ToolOutcome(ToolCall("?", {"written": result.text[:500]}), "invalid", error=str(exc),
                                       round=round_no + 1)
                 self.on_event(ToolCallFinished(outcome))
@@ -188,6 +189,7 @@ class ToolLoop:
                 if hider.state == "hidden" and on_token and result.text:
                     on_token(result.text)  # a reply that looked like a call but was not one
                 break
+            said += self._keep_shown(hider, on_token)
             fresh = list({_call_key(c): c for c in calls if _call_key(c) not in attempted}.values())
             if not fresh:
                 # Small models tend to repeat a call; its result (or error) is already in front
@@ -195,10 +197,6 @@ class ToolLoop:
                 answer_now = True
                 continue
             round_no += 1
-            if hider.shown.strip():
-                said += hider.shown.rstrip() + "\n\n"
-                if on_token:
-                    on_token("\n\n")
             outcomes = []
             for i, call in enumerate(fresh):
                 calls_made += 1
@@ -228,6 +226,16 @@ class ToolLoop:
             stats["time_to_first_token"] = first_token
         text = said + result.text if result.text else said.rstrip()
         return TurnResult(text, result.finish_reason, stats, result.prompt, result.samples)
+
+    @staticmethod
+    def _keep_shown(hider: _CallHider, on_token: Callable[[str], None] | None) -> str:
+        """The text the user saw before this reply's call, kept for the final answer, which
+        goes on after a blank line (shown now, so the stream and the answer agree)."""
+        if not hider.shown.strip():
+            return ""
+        if on_token:
+            on_token("\n\n")
+        return hider.shown.rstrip() + "\n\n"
 
     @staticmethod
     def _options(protocol: ToolProtocol, options: GenerationOptions, may_call: bool,

@@ -230,8 +230,8 @@ def test_a_repeated_call_is_not_run_twice(store, paths, tools):
     assert "call" not in engine.history[-1].options.grammar
 
 
-def test_stop_while_a_tool_runs_ends_the_turn_without_the_call_text(store, paths):
-    engine = FakeEngine()
+def stopped_while_running(engine):
+    """A tool that takes a second, and Stop pressed as soon as it starts."""
     started = threading.Event()
 
     def waits() -> str:
@@ -241,8 +241,14 @@ def test_stop_while_a_tool_runs_ends_the_turn_without_the_call_text(store, paths
         return "done"
 
     threading.Thread(target=lambda: started.wait(5) and engine.cancel(), daemon=True).start()
+    return tool_from_function(waits, requires_approval=False)
+
+
+def test_stop_while_a_tool_runs_ends_the_turn_without_the_call_text(store, paths):
+    engine = FakeEngine()
+    waits = stopped_while_running(engine)
     engine.enqueue(call("waits"), "never used")
-    outcome, _ = run(store, paths, engine, [offering(tool_from_function(waits, requires_approval=False))])
+    outcome, _ = run(store, paths, engine, [offering(waits)])
     assert outcome.message.content == "" and outcome.message.status == "incomplete"
     assert not engine.cancel_event.is_set()  # the Stop was consumed
 
@@ -400,15 +406,18 @@ def test_text_that_only_looks_like_the_start_of_a_call_is_shown_whole(store, pat
 
 def test_stop_while_a_tool_runs_keeps_the_text_shown_before_the_call(store, paths):
     engine = FakeEngine(template_source=HERMES)
-    started = threading.Event()
-
-    def waits() -> str:
-        """Waits."""
-        started.set()
-        time.sleep(1)
-        return "done"
-
-    threading.Thread(target=lambda: started.wait(5) and engine.cancel(), daemon=True).start()
+    waits = stopped_while_running(engine)
     engine.enqueue("One moment. " + hermes_call("waits"), "never used")
-    outcome, _ = run(store, paths, engine, [offering(tool_from_function(waits, requires_approval=False))])
+    outcome, _ = run(store, paths, engine, [offering(waits)])
     assert outcome.message.content == "One moment." and outcome.message.status == "incomplete"
+
+
+def test_text_before_a_repeated_or_broken_call_is_kept_too(store, paths, tools):
+    engine = FakeEngine(template_source=HERMES).enqueue(
+        "Checking. <tool_call>\n{not json\n</tool_call>",
+        hermes_call("add", a=1, b=1),
+        "Once more. " + hermes_call("add", a=1, b=1),
+        "Two.")
+    outcome, events = run(store, paths, engine, [offering(tools["add"])])
+    assert shown(events) == outcome.message.content == "Checking.\n\nOnce more.\n\nTwo."
+    assert [c["decision"] for c in tool_calls(store, outcome.message.id)] == ["invalid", "allowed"]
