@@ -83,6 +83,9 @@ class MainWindow(QMainWindow):
         conversation_shown(object): the open conversation changed (its id, or None for a new chat).
         answer_finished(int): an answer was stored (its message id).
         error_shown(str): an error message is shown to the user.
+        turn_starting(int): a question is about to go to the model (the conversation's id);
+            a panel holding a choice it has not stored yet (e.g. a slider still settling)
+            stores it now, so this turn uses it.
     """
 
     model_ready = Signal(str)
@@ -90,6 +93,7 @@ class MainWindow(QMainWindow):
     conversation_shown = Signal(object)
     answer_finished = Signal(int)
     error_shown = Signal(str)
+    turn_starting = Signal(int)
 
     def __init__(self, context: Any, *, load_model: bool = True):
         super().__init__()
@@ -539,6 +543,7 @@ class MainWindow(QMainWindow):
         self.client.regenerate_requested.emit(self.current_conversation, None)
 
     def _start_turn(self, conversation_id: int, *, incremental: bool) -> None:
+        self.turn_starting.emit(conversation_id)
         self.context.engine.reset_cancel()  # a Stop from before this turn must not end it
         self.generating_conversation = conversation_id
         self.sidebar.busy_conversation = conversation_id

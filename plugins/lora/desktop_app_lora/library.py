@@ -86,6 +86,8 @@ class AdapterLibrary:
         #: Adapters other plugins provide (register_adapters): listed for this session, never saved.
         self._provided: list[AdapterEntry] = []
         self._defaults: list[Choice] = []
+        #: Names and files being copied in by ``add`` (the copy runs without the lock).
+        self._pending: dict[str, Path] = {}
         self._load()
 
     # -- the index ------------------------------------------------------------------------
@@ -136,7 +138,7 @@ class AdapterLibrary:
         atomic_write_text(self.index_file, json.dumps(data, indent=2))
 
     def _unique(self, base: str) -> str:
-        taken = {e.name for e in self._entries + self._provided}
+        taken = {e.name for e in self._entries + self._provided} | set(self._pending)
         unique, n = base, 2
         while unique in taken:
             unique, n = f"{base} ({n})", n + 1
@@ -175,7 +177,9 @@ class AdapterLibrary:
             move: bool = False) -> AdapterEntry:
         """Check a GGUF LoRA file and copy it into the library (``move`` for files Parley made).
 
-        The file is checked before anything is copied, so a bad file changes nothing.
+        The file is checked before anything is copied, so a bad file changes nothing. The
+        name and file are reserved first and the copy runs without the library's lock, so
+        the window can list adapters while a large one is copied in.
         """
         source_path = Path(path).expanduser()
         info = read_adapter_info(source_path)
@@ -184,14 +188,23 @@ class AdapterLibrary:
             unique = self._unique(base)
             target = self.folder / _file_name(unique)
             stem, k = target.stem, 2
-            while target.exists():
+            while target.exists() or target in self._pending.values():
                 target, k = target.with_name(f"{stem}-{k}.gguf"), k + 1
-            partial = target.with_name(f".{target.name}.part")
+            self._pending[unique] = target
+        partial = target.with_name(f".{target.name}.part")
+        try:
             if move:
                 shutil.move(str(source_path), str(partial))
             else:
                 shutil.copyfile(source_path, partial)
             partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            with self._lock:
+                del self._pending[unique]
+            raise
+        with self._lock:
+            del self._pending[unique]
             info.path = str(target)
             entry = AdapterEntry(unique, target.name, time.time(), source or f"added from {source_path}",
                                  info.summary())

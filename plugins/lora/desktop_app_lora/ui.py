@@ -202,7 +202,9 @@ class LoraPanel(QWidget):
         window.conversation_shown.connect(self._on_window_conversation_shown)
         window.model_ready.connect(self._on_window_model_ready)
         window.answer_finished.connect(self._on_window_answer_finished)
-        # Slider drags change the scale many times a second; it is stored once they settle.
+        window.turn_starting.connect(self._on_window_turn_starting)
+        # Slider drags change the scale many times a second; it is stored once they settle
+        # (or at once when a question is sent meanwhile).
         self._save_timer = QTimer(self, singleShot=True, interval=300)
         self._save_timer.timeout.connect(self.save_choice)
         self.dialog: TrainDialog | None = None
@@ -281,6 +283,10 @@ class LoraPanel(QWidget):
             # A scale still settling belongs to the conversation it was set in: keep it there.
             self.save_choice()
         self.refresh()
+
+    def _on_window_turn_starting(self, _conversation_id: int) -> None:
+        if self._save_timer.isActive():
+            self.save_choice()  # the question goes with the scale the user sees
 
     def _on_window_model_ready(self, _path: str) -> None:
         self.refresh()

@@ -174,6 +174,57 @@ def test_library_add_list_remove(tmp_path, adapter):
     assert reopened.defaults() == []
 
 
+def test_the_library_stays_readable_while_an_adapter_is_copied_in(tmp_path, adapter, monkeypatch):
+    import shutil
+    import threading
+
+    from desktop_app_lora import library as library_module
+
+    library = AdapterLibrary(tmp_path / "adapters")
+    copying, release = threading.Event(), threading.Event()
+    real_copy = shutil.copyfile
+
+    def slow_copy(source, target):
+        copying.set()
+        assert release.wait(10)
+        return real_copy(source, target)
+
+    monkeypatch.setattr(library_module.shutil, "copyfile", slow_copy)
+    added = []
+    worker = threading.Thread(target=lambda: added.append(library.add(adapter, name="big")))
+    worker.start()
+    assert copying.wait(10)
+    # The window reads the list meanwhile; it must not wait for the copy.
+    reader = threading.Thread(target=library.entries)
+    reader.start()
+    reader.join(2)
+    assert not reader.is_alive()
+    monkeypatch.setattr(library_module.shutil, "copyfile", real_copy)
+    second = library.add(adapter, name="big")  # the name being copied in is taken
+    release.set()
+    worker.join(10)
+    assert second.name == "big (2)" and added[0].name == "big"
+    assert library.path(second) != library.path(added[0])
+    assert sorted(e.name for e in AdapterLibrary(tmp_path / "adapters").entries()) == ["big", "big (2)"]
+
+
+def test_a_failed_copy_leaves_nothing_behind(tmp_path, adapter, monkeypatch):
+    from desktop_app_lora import library as library_module
+
+    library = AdapterLibrary(tmp_path / "adapters")
+
+    def full_disk(source, target):
+        Path(target).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(library_module.shutil, "copyfile", full_disk)
+    with pytest.raises(OSError):
+        library.add(adapter, name="big")
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "adapters").iterdir() if p.name != "index.json"] == []
+    assert library.add(adapter, name="big").name == "big"  # the name was not kept reserved
+
+
 def test_library_refuses_a_bad_file_and_changes_nothing(tmp_path):
     library = AdapterLibrary(tmp_path / "adapters")
     bad = tmp_path / "bad.gguf"

@@ -104,6 +104,18 @@ def test_ticking_and_scaling_reach_the_answer_and_each_conversation_keeps_its_ow
     assert p.status_label.text() == "LoRA: style ×0.5"
 
 
+def test_a_question_sent_while_the_slider_settles_uses_the_new_scale(qtbot, window):
+    p = panel(window)
+    send(qtbot, window, "Hi")
+    row = p.rows["style"]
+    row.check.setChecked(True)
+    qtbot.waitUntil(lambda: not p._save_timer.isActive(), timeout=2_000)
+    row.slider.setValue(150)
+    assert p._save_timer.isActive()  # not stored yet: the user is still moving it
+    answer = send(qtbot, window, "Tell me about cats.")
+    assert adapters_in_trace(window, answer) == [("style", 1.5)]
+
+
 def test_a_misfit_is_refused_with_its_reason_and_the_answer_goes_on(qtbot, window):
     from desktop_app_lora import state
     from desktop_app_lora.library import Choice
