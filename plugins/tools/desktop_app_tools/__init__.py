@@ -28,6 +28,7 @@ from desktop_app.api import (
     check_tool,
     conversation_choice,
     hookimpl,
+    move_aside,
     remember_choice,
     MAX_RESULT_CHARS,
     tool_from_function,
@@ -97,13 +98,13 @@ class State:
             except FileNotFoundError:
                 config = {}
             except (OSError, ValueError) as exc:
-                # A damaged file must not lose the user's tools: keep it aside, start afresh.
-                backup = self.config_file.with_suffix(".json.bad")
-                log.warning("tools.json could not be read (%s); kept as %s", exc, backup.name)
+                # A damaged file must not lose the user's tools: keep it aside (named like
+                # the app's other damaged files), start afresh.
                 try:
-                    self.config_file.replace(backup)
+                    backup = move_aside(self.config_file)
+                    log.warning("tools.json could not be read (%s); kept as %s", exc, backup.name)
                 except OSError:
-                    pass
+                    log.warning("tools.json could not be read (%s) nor moved aside", exc)
                 config = {}
             config.setdefault("policies", {})
             config.setdefault("granted_folders", [])

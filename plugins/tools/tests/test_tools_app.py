@@ -129,7 +129,8 @@ def test_a_damaged_tools_file_is_kept_aside(paths):
 
         assert state.policy("calculator") == "allow"
         state.set_policy("calculator", "ask")
-        assert (paths.data_dir / "tools.json.bad").read_text() == "{ not json"
+        (kept,) = paths.data_dir.glob("tools.json.corrupt-*")
+        assert kept.read_text() == "{ not json"
         assert json.loads((paths.data_dir / "tools.json").read_text())["policies"] == {"calculator": "ask"}
     finally:
         ctx.close()
