@@ -181,11 +181,20 @@ def convert_peft_adapter(
             raise ConversionError(f"The adapter does not fit {base_model.name}: {base} is "
                                   f"{' × '.join(map(str, weight))} in the model, but "
                                   f"{a.shape[1]} × {b.shape[0]} in the adapter. It was made for another model.")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            # Left in, they would turn every answer into noise.
+            raise ConversionError(f"The LoRA weights for {base} hold NaN or infinite values: the training "
+                                  "that made them went wrong (often a learning rate too high).")
         rank = a.shape[0]
         b = b * _scale_correction(config, modules[base], rank)
         if arch in PERMUTED_ARCHITECTURES and (".attn_q." in base or ".attn_k." in base):
             b = permute_rotary_rows(b, heads if ".attn_q." in base else heads_kv)
-        pairs.append((base, a.astype(dtype), b.astype(dtype)))
+        with np.errstate(over="ignore"):  # an overflow is refused just below, with a reason
+            a, b = a.astype(dtype), b.astype(dtype)
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise ConversionError(f"The LoRA weights for {base} are too large for f16; convert with the "
+                                  "output type f32.")
+        pairs.append((base, a, b))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
@@ -249,24 +258,46 @@ def _read_config(peft_dir: Path) -> _PeftConfig:
     if raw.get("use_dora"):
         raise ConversionError("The adapter is a DoRA adapter; llama.cpp runs plain LoRA only.")
     if raw.get("modules_to_save"):
+        saved = raw["modules_to_save"]
+        names = ", ".join(map(str, saved)) if isinstance(saved, list) else str(saved)
         raise ConversionError("The adapter also carries fully trained modules (modules_to_save: "
-                              f"{', '.join(map(str, raw['modules_to_save']))}), which a LoRA file cannot hold.")
+                              f"{names}), which a LoRA file cannot hold.")
     if raw.get("fan_in_fan_out"):
         raise ConversionError("The adapter was made for Conv1D layers (fan_in_fan_out); "
                               "llama-family models use linear layers.")
     if raw.get("bias", "none") not in ("none", None):
         raise ConversionError("The adapter trains biases; llama.cpp LoRA adapters cannot hold them.")
-    try:
-        rank = int(raw.get("r", 8))
-        alpha = float(raw.get("lora_alpha", 8))
-        alpha_pattern = {str(k): float(v) for k, v in (raw.get("alpha_pattern") or {}).items()}
-    except (TypeError, ValueError) as exc:
-        raise ConversionError(f"adapter_config.json has an invalid rank or alpha: {exc}") from None
-    if rank <= 0 or alpha <= 0:
-        raise ConversionError("adapter_config.json needs a positive rank (r) and lora_alpha.")
+    rank = _positive(raw.get("r", 8), "r (the rank)", whole=True)
+    alpha = _positive(raw.get("lora_alpha", 8), "lora_alpha")
+    patterns = raw.get("alpha_pattern") or {}
+    if not isinstance(patterns, dict):
+        raise ConversionError("adapter_config.json: alpha_pattern must map module names to numbers.")
+    alpha_pattern = {}
+    for key, value in patterns.items():
+        try:
+            re.compile(key)
+        except re.error:
+            raise ConversionError(f"adapter_config.json: alpha_pattern has an invalid module pattern {key!r}.") from None
+        alpha_pattern[key] = _positive(value, f"alpha_pattern[{key!r}]")
+    use_rslora = raw.get("use_rslora", False)
+    if not isinstance(use_rslora, bool):
+        raise ConversionError(f"adapter_config.json: use_rslora must be true or false, not {use_rslora!r}.")
     # Per-module ranks (rank_pattern) need nothing: llama.cpp reads each pair's rank from its shape.
-    return _PeftConfig(rank, alpha, bool(raw.get("use_rslora")), alpha_pattern,
-                       raw.get("base_model_name_or_path") or None)
+    return _PeftConfig(rank, alpha, use_rslora, alpha_pattern, raw.get("base_model_name_or_path") or None)
+
+
+#: Far above any LoRA rank in use (they run to a few hundred); the file format stops at 2**32.
+MAX_RANK = 65536
+
+
+def _positive(value: Any, what: str, whole: bool = False) -> Any:
+    """``value`` as a finite number above 0 (a whole one up to MAX_RANK with ``whole``)."""
+    number_types = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, number_types) or not math.isfinite(value) or value <= 0 \
+            or (whole and value > MAX_RANK):
+        kind = f"a whole number from 1 to {MAX_RANK}" if whole else "a number above 0"
+        raise ConversionError(f"adapter_config.json: {what} must be {kind}, not {value!r}.")
+    return int(value) if whole else float(value)
 
 
 def _base_header(base_model: Path) -> GGUFHeader:

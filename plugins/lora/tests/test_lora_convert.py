@@ -139,7 +139,18 @@ def test_rslora_and_per_module_alpha_are_folded_into_lora_b(tmp_path):
     ({"modules_to_save": ["lm_head"]}, "modules_to_save: lm_head"),
     ({"fan_in_fan_out": True}, "Conv1D"),
     ({"bias": "all"}, "trains biases"),
-    ({"r": 0}, "positive rank"),
+    ({"modules_to_save": "lm_head"}, r"modules_to_save: lm_head\)"),  # one name, not its letters
+    ({"r": 0}, r"r \(the rank\) must be a whole number from 1 to 65536, not 0"),
+    ({"r": "abc"}, "r .the rank. must be a whole number from 1 to 65536, not 'abc'"),
+    ({"r": 10**12}, "r .the rank. must be a whole number"),
+    ({"r": True}, "r .the rank. must be a whole number"),
+    ({"lora_alpha": -1}, "lora_alpha must be a number above 0, not -1"),
+    ({"lora_alpha": float("nan")}, "lora_alpha must be a number above 0, not nan"),
+    ({"lora_alpha": float("inf")}, "lora_alpha must be a number above 0, not inf"),
+    ({"alpha_pattern": [1, 2]}, "alpha_pattern must map module names to numbers"),
+    ({"alpha_pattern": {"q_proj": "x"}}, r"alpha_pattern\['q_proj'\] must be a number above 0"),
+    ({"alpha_pattern": {"(": 2}}, "invalid module pattern '\\('"),
+    ({"use_rslora": "yes"}, "use_rslora must be true or false, not 'yes'"),
 ])
 def test_unsupported_configurations_are_refused(tmp_path, config, reason):
     folder = make_peft(tmp_path / "peft", layers=1, config=config)
@@ -191,6 +202,24 @@ def test_unsupported_base_architectures_are_refused(tmp_path):
     folder = make_peft(tmp_path / "peft", layers=1)
     with pytest.raises(ConversionError, match="gpt2 model; converting LoRA adapters is supported for llama, qwen2, qwen3"):
         convert_peft_adapter(folder, tmp_path / "a.gguf", base)
+
+
+@pytest.mark.parametrize("value, outtype, reason", [
+    (np.nan, "f16", "hold NaN or infinite values"),
+    (np.inf, "f32", "hold NaN or infinite values"),
+    (1e6, "f16", "too large for f16; convert with the output type f32"),
+])
+def test_weights_that_would_wreck_the_answers_are_refused(tmp_path, value, outtype, reason):
+    folder = tmp_path / "peft"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 4}))
+    b = np.zeros((576, 4))
+    b[3, 1] = value
+    write_safetensors(folder / "adapter_model.safetensors",
+                      {peft_key(0, "q_proj", "A"): np.ones((4, 576)), peft_key(0, "q_proj", "B"): b})
+    with pytest.raises(ConversionError, match=reason):
+        convert_peft_adapter(folder, tmp_path / "a.gguf", default_model_path(), outtype=outtype)
+    assert not (tmp_path / "a.gguf").exists()
 
 
 @pytest.mark.parametrize("damage, reason", [
