@@ -35,13 +35,16 @@ class FakeEngine:
     """A scripted engine: each generation streams the next queued reply word by word.
 
     A queued reply may also be a callable ``reply(request) -> str`` (to answer from what was
-    asked) or an exception instance (the generation fails with it).
+    asked) or an exception instance (the generation fails with it). Stop strings end a reply
+    as in the real engine. ``stop_after`` (a number of words) presses Stop in the middle of
+    the next reply, as a user would.
     """
 
     template_source: str | None = None
     replies: list[Any] = field(default_factory=list)
     history: list[FakeRequest] = field(default_factory=list)
     model_path: Path | None = None
+    stop_after: int | None = None
 
     def __post_init__(self) -> None:
         self._cancel = threading.Event()
@@ -123,9 +126,15 @@ class FakeEngine:
             yield ErrorEvent(str(reply))
             return
         text = reply(request) if callable(reply) else reply
+        ends = [i for i in (text.find(s) for s in options.stop if s) if i != -1]
+        if ends:
+            text = text[:min(ends)]
         stats = GenerationStats(prompt_tokens=len(request.prompt.split()))
         sent = ""
+        stop_after, self.stop_after = self.stop_after, None
         for i, word in enumerate(text.split(" ")):
+            if i == stop_after:
+                self._cancel.set()
             if self._cancel.is_set():
                 self._cancel.clear()
                 yield DoneEvent(sent, "cancelled", stats, request.prompt)

@@ -171,6 +171,10 @@ class ToolLoop:
                 totals[key] += result.stats.get(key) or 0
             if first_token is None:
                 first_token = result.stats.get("time_to_first_token")
+            if result.finish_reason == "cancelled" and may_call:
+                # Stopped mid-reply: the answer is what the user saw, never half a call.
+                hider.flush()
+                result = replace(result, text=hider.shown)
             if result.finish_reason == "cancelled" or not may_call:
                 break
             try:
@@ -194,7 +198,11 @@ class ToolLoop:
             if not fresh:
                 # Small models tend to repeat a call; its result (or error) is already in front
                 # of the model and would be the same again, so the next reply must be the answer.
+                # Told so, the model sees a new prompt (the same one would bring the same reply).
                 answer_now = True
+                repeated = ToolOutcome(calls[0], "invalid", error="You already made this call; its result is "
+                                                                  "above. Answer the question with it now.")
+                working.tool_exchange.extend(protocol.error_exchange(result.text, repeated))
                 continue
             round_no += 1
             outcomes = []
@@ -212,7 +220,7 @@ class ToolLoop:
                 outcomes.append(outcome)
                 if self.cancelled is not None and self.cancelled.is_set():
                     break
-            working.tool_exchange.extend(protocol.exchange(outcomes))
+            working.tool_exchange.extend(protocol.exchange(outcomes, hider.shown))
             if self.cancelled is not None and self.cancelled.is_set():
                 # Stopped while a tool ran: this generation consumes the Stop, and the answer
                 # is what was shown, never the calls' JSON.
@@ -241,12 +249,15 @@ class ToolLoop:
     def _options(protocol: ToolProtocol, options: GenerationOptions, may_call: bool,
                  required: bool, after_calls: bool) -> GenerationOptions:
         if not may_call:
+            # No more calls. A call after text (with its tag) ends the answer there, so it
+            # never reaches the screen.
+            stop = [*options.stop, protocol.trigger] if protocol.calls_after_text else options.stop
             if not after_calls:
-                return replace(options, grammar=None, json_schema=None, grammar_trigger="")
-            # No more calls: the reply must not open like one. The grammar only shapes the
-            # first characters and is dropped as soon as the text has begun (full speed).
+                return replace(options, grammar=None, json_schema=None, grammar_trigger="", stop=stop)
+            # The reply must not open like a call either. The grammar only shapes the first
+            # characters and is dropped as soon as the text has begun (full speed).
             return replace(options, grammar=protocol.text_grammar(), json_schema=None,
-                           grammar_trigger=protocol.trigger)
+                           grammar_trigger=protocol.trigger, stop=stop)
         # A call must be able to finish even when answers are kept very short.
         return replace(options, grammar=protocol.grammar(required), json_schema=None,
                        grammar_trigger="" if required else protocol.trigger,

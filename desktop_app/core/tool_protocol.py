@@ -115,7 +115,7 @@ def _value_rule(g: _Grammar, schema: Any, hint: str) -> str:
 
 
 #: Rule names the converter uses itself; a tool's own rules may not take them.
-_RESERVED = {"root", "call", "text", *_BASE_RULES}
+_RESERVED = {"root", "call", "text", "block", *_BASE_RULES}
 
 
 def _string_rule(g: _Grammar, schema: dict[str, Any], hint: str) -> str:
@@ -227,8 +227,9 @@ class ToolProtocol:
         call is malformed."""
         raise NotImplementedError
 
-    def exchange(self, outcomes: list[ToolOutcome]) -> list[ChatMessage]:
-        """The messages that show the model its calls (one reply) and their results."""
+    def exchange(self, outcomes: list[ToolOutcome], said: str = "") -> list[ChatMessage]:
+        """The messages that show the model its calls (one reply, after the text ``said``
+        before them) and their results."""
         raise NotImplementedError
 
     def error_exchange(self, written: str, outcome: ToolOutcome) -> list[ChatMessage]:
@@ -248,7 +249,11 @@ class ToolProtocol:
 
     def _decode(self, text: str) -> Any:
         """Parse the JSON object at the start of ``text`` (extra text after it is ignored)."""
-        return self._decode_at(text, text.find("{"))[0]
+        start = text.find("{")
+        if start < 0:  # e.g. cut off by the token limit right after <tool_call>, or another layout
+            raise ToolError('The tool call holds no JSON object. Write it as {"name": "<tool>", '
+                            '"arguments": {...}} inside <tool_call> and </tool_call>.')
+        return self._decode_at(text, start)[0]
 
     @staticmethod
     def _decode_at(text: str, start: int) -> tuple[Any, int]:
@@ -322,8 +327,9 @@ class PromptProtocol(ToolProtocol):
                 at += 1
         return calls  # text after the calls is ignored, as the grammar never writes any
 
-    def exchange(self, outcomes: list[ToolOutcome]) -> list[ChatMessage]:
-        """The calls as the model wrote them, then the results as the user's next message."""
+    def exchange(self, outcomes: list[ToolOutcome], said: str = "") -> list[ChatMessage]:
+        """The calls as the model wrote them, then the results as the user's next message
+        (a call here always opens the reply: nothing is said before it)."""
         written = "\n".join(json.dumps({"tool": o.call.name, "arguments": o.call.arguments}, ensure_ascii=False)
                             for o in outcomes)
         results = "\n".join(f"Tool result from {o.call.name}: {o.text_for_model()}" for o in outcomes)
@@ -365,7 +371,8 @@ class NativeProtocol(ToolProtocol):
 
     def parse_calls(self, text: str) -> list[ToolCall]:
         """Every Hermes ``<tool_call>`` block (after text too), or a reply that is one JSON call."""
-        blocks = re.findall(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", text, re.S)
+        # A block ends at its closing tag, or where the next one opens if it was left open.
+        blocks = re.findall(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|(?=<tool_call>)|$)", text, re.S)
         if blocks:
             return [self._to_call(self._decode(block)) for block in blocks]
         stripped = text.strip()
@@ -373,12 +380,13 @@ class NativeProtocol(ToolProtocol):
             return [self._to_call(self._decode(stripped))]
         return []
 
-    def exchange(self, outcomes: list[ToolOutcome]) -> list[ChatMessage]:
-        """One assistant message with its ``tool_calls``, then a ``tool`` message per result."""
+    def exchange(self, outcomes: list[ToolOutcome], said: str = "") -> list[ChatMessage]:
+        """One assistant message with what it said and its ``tool_calls``, then a ``tool``
+        message per result."""
         ids = [o.call.id or f"call_{i}" for i, o in enumerate(outcomes, 1)]
         calls = [{"type": "function", "id": id_, "function": {"name": o.call.name, "arguments": o.call.arguments}}
                  for id_, o in zip(ids, outcomes)]
-        return [ChatMessage("assistant", "", tool_calls=calls)] + [
+        return [ChatMessage("assistant", said.strip(), tool_calls=calls)] + [
             ChatMessage("tool", o.text_for_model(), name=o.call.name, tool_call_id=id_)
             for id_, o in zip(ids, outcomes)
         ]

@@ -78,4 +78,5 @@ def test_native_replies_with_several_calls_are_valid_too(engine):
             assert call.name == "awkward"
             validate_arguments(AWKWARD, call.arguments)
         counts.append(len(calls))
-    assert counts  # at least one reply finished within the token limit
+    # Fixed seeds: one of these replies holds two calls, so the grammar does allow several.
+    assert counts and max(counts) >= 2

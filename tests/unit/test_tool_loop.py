@@ -421,3 +421,47 @@ def test_text_before_a_repeated_or_broken_call_is_kept_too(store, paths, tools):
     outcome, events = run(store, paths, engine, [offering(tools["add"])])
     assert shown(events) == outcome.message.content == "Checking.\n\nOnce more.\n\nTwo."
     assert [c["decision"] for c in tool_calls(store, outcome.message.id)] == ["invalid", "allowed"]
+
+
+def test_a_call_in_the_last_round_never_reaches_the_screen(store, paths, tools):
+    # The model repeats its call (answer now, it is told), then still writes text and a call.
+    engine = FakeEngine(template_source=HERMES).enqueue(
+        hermes_call("add", a=1, b=1),
+        hermes_call("add", a=1, b=1),
+        "It is two. " + hermes_call("add", a=1, b=1))
+    outcome, events = run(store, paths, engine, [offering(tools["add"])])
+    assert shown(events).rstrip() == outcome.message.content.rstrip() == "It is two."
+    # The model was told why it must answer, so it did not see the same prompt twice.
+    assert engine.history[-1].prompt != engine.history[-2].prompt
+    assert "You already made this call" in engine.history[-1].messages[-1].content
+
+
+def test_stop_while_a_call_is_being_written_keeps_only_what_was_shown(store, paths, tools):
+    engine = FakeEngine(template_source=HERMES).enqueue("One moment. " + hermes_call("add", a=1, b=1))
+    engine.stop_after = 4  # "One", " moment.", " <tool_call>...", then Stop
+    outcome, events = run(store, paths, engine, [offering(tools["add"])])
+    assert shown(events) == outcome.message.content == "One moment."
+    assert outcome.message.status == "incomplete" and tool_calls(store, outcome.message.id) == []
+
+
+def test_a_tag_without_json_goes_back_to_the_model(store, paths, tools):
+    engine = FakeEngine(template_source=HERMES).enqueue("Let me see. <tool_call>", "Sorry, it is two.")
+    outcome, _ = run(store, paths, engine, [offering(tools["add"])])
+    assert outcome.message.content == "Let me see.\n\nSorry, it is two."
+    (bad,) = tool_calls(store, outcome.message.id)
+    assert bad["decision"] == "invalid" and "holds no JSON object" in bad["error"]
+
+
+def test_what_was_said_before_the_calls_is_in_the_models_history(store, paths, tools):
+    engine = FakeEngine(template_source=HERMES).enqueue("Let me add. " + hermes_call("add", a=4, b=4), "Eight.")
+    run(store, paths, engine, [offering(tools["add"])])
+    asked = engine.history[-1].messages[-2]
+    assert asked.role == "assistant" and asked.content == "Let me add." and asked.tool_calls
+
+
+def test_a_block_left_open_does_not_swallow_the_next_call():
+    from desktop_app.core.tool_protocol import NativeProtocol
+
+    protocol = NativeProtocol([], HERMES)
+    reply = '<tool_call>\n{"name": "a", "arguments": {}}\n<tool_call>\n{"name": "b", "arguments": {}}\n</tool_call>'
+    assert [c.name for c in protocol.parse_calls(reply)] == ["a", "b"]

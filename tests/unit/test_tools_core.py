@@ -195,6 +195,16 @@ def test_grammar_hints_cannot_replace_the_grammars_own_rules():
     assert "f-digits ::= [0-9]+" in PromptProtocol([friendly]).grammar(required=True)
 
 
+def test_grammar_hints_cannot_replace_the_native_call_block():
+    from desktop_app.core.tool_protocol import NativeProtocol
+
+    hostile = Tool("h", "d", {"type": "object", "properties": {"s": {
+        "type": "string", "x-gbnf": "block", "x-gbnf-rules": {"block": "[a-z]+"}}}, "required": ["s"]},
+        lambda **k: "")
+    grammar = NativeProtocol([hostile], "{{ tools }} <tool_call>").grammar(required=True)
+    assert "[a-z]+" not in grammar and 'block ::= "<tool_call>\\n" call "\\n</tool_call>"' in grammar
+
+
 def test_optional_properties_never_clash_with_other_rule_names():
     from desktop_app.core.tool_protocol import schema_grammar
 
