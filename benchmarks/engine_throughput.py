@@ -168,7 +168,7 @@ def main() -> None:
         llm = llama_cpp.Llama(model_path=str(model), n_ctx=CTX, n_threads=threads, flash_attn=True,
                               n_threads_batch=threads, n_batch=512, verbose=False)
 
-        # Each round runs all four back to back, in alternating order, so that a drift in the
+        # Each round runs all five back to back, in alternating order, so that a drift in the
         # machine's speed (several percent within a minute here) hits each alike; the ratios
         # are taken within each round, and their median is reported.
         # llama-bench cannot take a prompt's text, but it can start generating after as many

@@ -833,12 +833,13 @@ def _build_chain(loaded: _Loaded, options: GenerationOptions) -> Any:
         add(chain, grammar)
     penalize = bool(options.repeat_penalty) and options.repeat_penalty != 1.0
     if penalize:
-        # The repeat penalty only lowers the logits of the last PENALTY_LAST_N tokens, so the
-        # winners after it are always among the top (wanted + PENALTY_LAST_N) before it.
+        # A repeat penalty above 1 only lowers the logits of the last PENALTY_LAST_N tokens,
+        # so the winners after it are always among the top (wanted + PENALTY_LAST_N) before it.
         # Cutting to those first gives exactly the same tokens, but spares llama.cpp a
         # penalty lookup for every entry of the vocabulary (tens of thousands) per token.
+        # (A penalty below 1 raises them instead: no cut then.)
         wanted = 1 if options.temperature <= 0 else options.top_k
-        if wanted > 0:
+        if wanted > 0 and options.repeat_penalty > 1.0:
             add(chain, llama_cpp.llama_sampler_init_top_k(wanted + PENALTY_LAST_N))
         penalty_args = (PENALTY_LAST_N, options.repeat_penalty, 0.0, 0.0)
         init = llama_cpp.llama_sampler_init_penalties

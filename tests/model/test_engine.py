@@ -307,6 +307,7 @@ def _reference_chain(engine, options):
     GenerationOptions(temperature=0, repeat_penalty=1.0),
     GenerationOptions(temperature=0, repeat_penalty=0.8),  # below 1: recent tokens are favoured
     GenerationOptions(temperature=0.9, top_k=40, repeat_penalty=1.3, seed=11),
+    GenerationOptions(temperature=0.9, top_k=40, repeat_penalty=0.7, seed=11),  # the chain, below 1
 ])
 def test_the_fast_sampler_chain_picks_exactly_what_the_textbook_chain_picks(engine, options):
     import llama_cpp

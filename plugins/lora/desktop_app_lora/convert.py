@@ -192,8 +192,8 @@ def convert_peft_adapter(
         with np.errstate(over="ignore"):  # an overflow is refused just below, with a reason
             a, b = a.astype(dtype), b.astype(dtype)
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
-            raise ConversionError(f"The LoRA weights for {base} are too large for f16; convert with the "
-                                  "output type f32.")
+            hint = "; convert with the output type f32" if outtype == "f16" else ""
+            raise ConversionError(f"The LoRA weights for {base} are too large for {outtype}{hint}.")
         pairs.append((base, a, b))
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -275,8 +275,8 @@ def _read_config(peft_dir: Path) -> _PeftConfig:
     alpha_pattern = {}
     for key, value in patterns.items():
         try:
-            re.compile(key)
-        except re.error:
+            re.compile(_pattern_regex(key))  # as _pattern_value uses it
+        except (re.error, TypeError):
             raise ConversionError(f"adapter_config.json: alpha_pattern has an invalid module pattern {key!r}.") from None
         alpha_pattern[key] = _positive(value, f"alpha_pattern[{key!r}]")
     use_rslora = raw.get("use_rslora", False)
@@ -288,14 +288,20 @@ def _read_config(peft_dir: Path) -> _PeftConfig:
 
 #: Far above any LoRA rank in use (they run to a few hundred); the file format stops at 2**32.
 MAX_RANK = 65536
+#: The largest alpha the adapter file can hold (a 32-bit float).
+MAX_ALPHA = float(np.finfo(np.float32).max)
 
 
 def _positive(value: Any, what: str, whole: bool = False) -> Any:
-    """``value`` as a finite number above 0 (a whole one up to MAX_RANK with ``whole``)."""
-    number_types = (int,) if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, number_types) or not math.isfinite(value) or value <= 0 \
-            or (whole and value > MAX_RANK):
-        kind = f"a whole number from 1 to {MAX_RANK}" if whole else "a number above 0"
+    """``value`` as a finite number above 0: a whole one up to MAX_RANK with ``whole``
+    (8.0 counts), else one a 32-bit float can hold."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if ok and whole:
+        ok = float(value).is_integer() and value <= MAX_RANK
+    elif ok:
+        ok = value <= MAX_ALPHA
+    if not ok:
+        kind = f"a whole number from 1 to {MAX_RANK}" if whole else "a number above 0 (and below 3.4e38)"
         raise ConversionError(f"adapter_config.json: {what} must be {kind}, not {value!r}.")
     return int(value) if whole else float(value)
 
@@ -307,10 +313,15 @@ def _base_header(base_model: Path) -> GGUFHeader:
         raise ConversionError(f"The base model cannot be read: {exc}") from None
 
 
+def _pattern_regex(key: str) -> str:
+    """The regular expression of a PEFT per-module key: the module's name or a dotted suffix."""
+    return rf"(.*\.)?{key}"
+
+
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
     """PEFT's per-module override: a key matches the module's name or a dotted suffix of it."""
     for key, value in patterns.items():
-        if re.fullmatch(rf"(.*\.)?{key}", module):
+        if re.fullmatch(_pattern_regex(key), module):
             return value
     return default
 

@@ -199,7 +199,11 @@ class AdapterLibrary:
                 shutil.copyfile(source_path, partial)
             partial.replace(target)
         except BaseException:
-            partial.unlink(missing_ok=True)
+            if move and partial.exists():
+                # The only copy (e.g. hours of training): put it back, never delete it.
+                shutil.move(str(partial), str(source_path))
+            else:
+                partial.unlink(missing_ok=True)
             with self._lock:
                 del self._pending[unique]
             raise
@@ -230,7 +234,7 @@ class AdapterLibrary:
             entry = self._own(name)
             if not new_name:
                 raise AdapterError("An adapter needs a name.")
-            if new_name != name and self.find(new_name):
+            if new_name != name and (self.find(new_name) or new_name in self._pending):
                 raise AdapterError(f"There already is an adapter called {new_name!r}.")
             entry.name = new_name
             self._defaults = [Choice(new_name, c.scale) if c.name == name else c for c in self._defaults]

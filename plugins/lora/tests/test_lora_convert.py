@@ -144,12 +144,14 @@ def test_rslora_and_per_module_alpha_are_folded_into_lora_b(tmp_path):
     ({"r": "abc"}, "r .the rank. must be a whole number from 1 to 65536, not 'abc'"),
     ({"r": 10**12}, "r .the rank. must be a whole number"),
     ({"r": True}, "r .the rank. must be a whole number"),
-    ({"lora_alpha": -1}, "lora_alpha must be a number above 0, not -1"),
-    ({"lora_alpha": float("nan")}, "lora_alpha must be a number above 0, not nan"),
-    ({"lora_alpha": float("inf")}, "lora_alpha must be a number above 0, not inf"),
+    ({"lora_alpha": -1}, "lora_alpha must be a number above 0 .*, not -1"),
+    ({"lora_alpha": float("nan")}, "lora_alpha must be a number above 0 .*, not nan"),
+    ({"lora_alpha": float("inf")}, "lora_alpha must be a number above 0 .*, not inf"),
     ({"alpha_pattern": [1, 2]}, "alpha_pattern must map module names to numbers"),
     ({"alpha_pattern": {"q_proj": "x"}}, r"alpha_pattern\['q_proj'\] must be a number above 0"),
     ({"alpha_pattern": {"(": 2}}, "invalid module pattern '\\('"),
+    ({"alpha_pattern": {"(?i)q_proj": 2}}, "invalid module pattern"),  # a flag mid-pattern, as it is used
+    ({"lora_alpha": 1e39}, "below 3.4e38"),  # more than the file's 32-bit float holds
     ({"use_rslora": "yes"}, "use_rslora must be true or false, not 'yes'"),
 ])
 def test_unsupported_configurations_are_refused(tmp_path, config, reason):
@@ -158,6 +160,12 @@ def test_unsupported_configurations_are_refused(tmp_path, config, reason):
     with pytest.raises(ConversionError, match=reason):
         convert_peft_adapter(folder, out, default_model_path())
     assert not out.exists() and not list(tmp_path.glob(".a.gguf.*"))
+
+
+def test_a_rank_written_as_a_float_is_read(tmp_path):
+    folder = make_peft(tmp_path / "peft", rank=4, layers=1, config={"r": 4.0})
+    info = convert_peft_adapter(folder, tmp_path / "a.gguf", default_model_path())
+    assert info.rank == 4
 
 
 @pytest.mark.parametrize("key, reason", [

@@ -225,6 +225,32 @@ def test_a_failed_copy_leaves_nothing_behind(tmp_path, adapter, monkeypatch):
     assert library.add(adapter, name="big").name == "big"  # the name was not kept reserved
 
 
+def test_a_failed_move_puts_the_only_copy_back(tmp_path, adapter, monkeypatch):
+    import shutil
+
+    trained = tmp_path / "trained.gguf"
+    shutil.copyfile(adapter, trained)
+    library = AdapterLibrary(tmp_path / "adapters")
+
+    def refuse(self, target):
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    with pytest.raises(OSError):
+        library.add(trained, name="trained", move=True)
+    monkeypatch.undo()
+    assert trained.read_bytes() == adapter.read_bytes()  # hours of training are not lost
+    assert [p.name for p in (tmp_path / "adapters").iterdir() if p.name != "index.json"] == []
+
+
+def test_a_name_being_copied_in_cannot_be_taken_by_a_rename(tmp_path, adapter):
+    library = AdapterLibrary(tmp_path / "adapters")
+    library.add(adapter, name="style")
+    library._pending["big"] = tmp_path / "adapters" / "big.gguf"  # a copy in progress
+    with pytest.raises(AdapterError, match="already is an adapter called 'big'"):
+        library.rename("style", "big")
+
+
 def test_library_refuses_a_bad_file_and_changes_nothing(tmp_path):
     library = AdapterLibrary(tmp_path / "adapters")
     bad = tmp_path / "bad.gguf"

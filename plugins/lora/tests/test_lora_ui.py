@@ -110,6 +110,7 @@ def test_a_question_sent_while_the_slider_settles_uses_the_new_scale(qtbot, wind
     row = p.rows["style"]
     row.check.setChecked(True)
     qtbot.waitUntil(lambda: not p._save_timer.isActive(), timeout=2_000)
+    p._save_timer.setInterval(60_000)  # however slowly the turn starts, the timer has not fired
     row.slider.setValue(150)
     assert p._save_timer.isActive()  # not stored yet: the user is still moving it
     answer = send(qtbot, window, "Tell me about cats.")
