@@ -89,8 +89,8 @@ class _CallHider:
                 self._show(self.held)
                 self.held = ""
                 return
-        # Shown text that may go on with a call: show all but what may start the trigger,
-        # and but trailing blanks (before a call they are dropped, not shown).
+        # Shown text that may go on with a call: show all of it except what may start the
+        # trigger and any trailing blanks (blanks before a call are dropped, not shown).
         at = self.held.find(self.trigger)
         if at != -1:
             self._show(self.held[:at].rstrip())
