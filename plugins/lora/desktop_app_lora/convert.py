@@ -279,7 +279,7 @@ def _read_config(peft_dir: Path) -> _PeftConfig:
         except (re.error, TypeError):
             raise ConversionError(f"adapter_config.json: alpha_pattern has an invalid module pattern {key!r}.") from None
         alpha_pattern[key] = _positive(value, f"alpha_pattern[{key!r}]")
-    use_rslora = raw.get("use_rslora", False)
+    use_rslora = raw.get("use_rslora") or False  # absent or null in older PEFT files
     if not isinstance(use_rslora, bool):
         raise ConversionError(f"adapter_config.json: use_rslora must be true or false, not {use_rslora!r}.")
     # Per-module ranks (rank_pattern) need nothing: llama.cpp reads each pair's rank from its shape.

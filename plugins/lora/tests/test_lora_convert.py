@@ -162,8 +162,8 @@ def test_unsupported_configurations_are_refused(tmp_path, config, reason):
     assert not out.exists() and not list(tmp_path.glob(".a.gguf.*"))
 
 
-def test_a_rank_written_as_a_float_is_read(tmp_path):
-    folder = make_peft(tmp_path / "peft", rank=4, layers=1, config={"r": 4.0})
+def test_a_rank_written_as_a_float_and_a_null_rslora_are_read(tmp_path):
+    folder = make_peft(tmp_path / "peft", rank=4, layers=1, config={"r": 4.0, "use_rslora": None})
     info = convert_peft_adapter(folder, tmp_path / "a.gguf", default_model_path())
     assert info.rank == 4
 
