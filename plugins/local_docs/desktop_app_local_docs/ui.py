@@ -10,18 +10,17 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
-    QHBoxLayout,
     QInputDialog,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from desktop_app.ui.api import add_button_row, add_job_controls
 from desktop_app_local_docs import state
 
 __all__ = ["DocumentsPanel", "WATCH_INTERVAL_MS"]
@@ -52,25 +51,12 @@ class DocumentsPanel(QWidget):
         self.list.setAccessibleName("Document collections")
         self.list.setWordWrap(True)
         layout.addWidget(self.list, 1)
-        row = QHBoxLayout()
         self.add_button = QPushButton("Add folder…")
         self.index_button = QPushButton("Update")
         self.remove_button = QPushButton("Remove")
-        for b in (self.add_button, self.index_button, self.remove_button):
-            b.setStyleSheet("padding: 3px 6px;")
-            row.addWidget(b)
-        layout.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setAccessibleName("Indexing progress")
-        self.progress.hide()
-        layout.addWidget(self.progress)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        layout.addWidget(self.status)
-        self.cancel_button = QPushButton("Stop indexing")
-        self.cancel_button.hide()
-        layout.addWidget(self.cancel_button)
+        add_button_row(layout, self.add_button, self.index_button, self.remove_button)
+        self.progress, self.status, self.cancel_button = add_job_controls(
+            layout, "Indexing progress", "Stop indexing")
         self.report_button = QPushButton("Skipped files…")
         self.report_button.hide()
         layout.addWidget(self.report_button)

@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSlider,
@@ -28,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.ui.api import run_task
+from desktop_app.ui.api import add_button_row, add_job_controls, run_task
 from desktop_app_lora import state
 from desktop_app_lora.library import MAX_SCALE, Choice
 from desktop_app_lora.ui_train import TrainDialog, TrainingJob, progress_text
@@ -161,7 +160,6 @@ class LoraPanel(QWidget):
                             "your own examples.")
         self.empty.setWordWrap(True)
         layout.addWidget(self.empty)
-        row = QHBoxLayout()
         self.add_button = QPushButton("Add…")
         self.convert_button = QPushButton("Convert…")
         self.train_button = QPushButton("Train…")
@@ -169,21 +167,9 @@ class LoraPanel(QWidget):
         self.convert_button.setToolTip("Convert a PEFT adapter folder (adapter_config.json + "
                                        "adapter_model.safetensors) for the loaded model.")
         self.train_button.setToolTip("Train an adapter on answers of this conversation or on a JSONL file.")
-        for b in (self.add_button, self.convert_button, self.train_button):
-            b.setStyleSheet("padding: 3px 6px;")
-            row.addWidget(b)
-        layout.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setAccessibleName("Training progress")
-        self.progress.hide()
-        layout.addWidget(self.progress)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        layout.addWidget(self.status)
-        self.cancel_button = QPushButton("Cancel training")
-        self.cancel_button.hide()
-        layout.addWidget(self.cancel_button)
+        add_button_row(layout, self.add_button, self.convert_button, self.train_button)
+        self.progress, self.status, self.cancel_button = add_job_controls(
+            layout, "Training progress", "Cancel training")
 
         # The active set, where the speed and context figures are.
         self.status_label = QLabel()
