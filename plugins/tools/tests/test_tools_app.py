@@ -199,12 +199,31 @@ def test_cli_chat_with_tools_refuses_calls_it_cannot_ask_about(paths, capsys, mo
     assert code == 0 and "-> 409.5" in captured.err
 
 
+def open_window(qtbot, context):
+    """The window on ``context``, shown, once its model has loaded."""
+    from desktop_app.ui.app import create_window
+
+    window = create_window(context)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: context.engine.loaded and not window.model_loading, timeout=60_000)
+    return window
+
+
+def ask_until_approval(qtbot, window):
+    """Send the question and wait for the approval dialog of its calculator call."""
+    from PySide6.QtCore import Qt
+
+    qtbot.keyClicks(window.composer.edit, QUESTION)
+    qtbot.keyClick(window.composer.edit, Qt.Key_Return)
+    qtbot.waitUntil(lambda: window.approval_dialog is not None, timeout=60_000)
+
+
 @pytest.mark.model
 def test_in_the_window_the_user_approves_a_call_and_sees_it(qtbot, context):
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QDockWidget
 
-    from desktop_app.ui.app import create_window
     from desktop_app.ui.chat_view import ToolCallsView
     from desktop_app.ui.tool_approval import ToolApprovalDialog
     from desktop_app_tools import state
@@ -212,11 +231,8 @@ def test_in_the_window_the_user_approves_a_call_and_sees_it(qtbot, context):
 
     state.set_policy("calculator", "ask")
     context.settings.set("plugins.tools.tool_choice", "required")
-    window = create_window(context)
-    qtbot.addWidget(window)
-    window.show()
+    window = open_window(qtbot, context)
     try:
-        qtbot.waitUntil(lambda: context.engine.loaded and not window.model_loading, timeout=60_000)
         dock = [d for d in window.findChildren(QDockWidget) if d.windowTitle() == "Tools"][0]
         dock.show()
         panel = window.findChild(ToolsPanel)
@@ -224,9 +240,7 @@ def test_in_the_window_the_user_approves_a_call_and_sees_it(qtbot, context):
         item.setCheckState(0, Qt.Checked)
         assert state.selection == ["calculator"]
         assert panel.choice.currentData() == "required"
-        qtbot.keyClicks(window.composer.edit, QUESTION)
-        qtbot.keyClick(window.composer.edit, Qt.Key_Return)
-        qtbot.waitUntil(lambda: window.approval_dialog is not None, timeout=60_000)
+        ask_until_approval(qtbot, window)
         dialog = window.approval_dialog
         assert isinstance(dialog, ToolApprovalDialog)
         assert json.loads(dialog.arguments.toPlainText())["expression"]
@@ -247,22 +261,14 @@ def test_in_the_window_the_user_approves_a_call_and_sees_it(qtbot, context):
 
 @pytest.mark.model
 def test_stop_refuses_a_pending_approval(qtbot, context):
-    from PySide6.QtCore import Qt
-
-    from desktop_app.ui.app import create_window
     from desktop_app_tools import state
 
     state.set_policy("calculator", "ask")
     state.set_offered(None, ["calculator"])
     context.settings.set("plugins.tools.tool_choice", "required")
-    window = create_window(context)
-    qtbot.addWidget(window)
-    window.show()
+    window = open_window(qtbot, context)
     try:
-        qtbot.waitUntil(lambda: context.engine.loaded and not window.model_loading, timeout=60_000)
-        qtbot.keyClicks(window.composer.edit, QUESTION)
-        qtbot.keyClick(window.composer.edit, Qt.Key_Return)
-        qtbot.waitUntil(lambda: window.approval_dialog is not None, timeout=60_000)
+        ask_until_approval(qtbot, window)
         with qtbot.waitSignal(window.answer_finished, timeout=60_000):
             window.stop()
         answer = [w for w in window.chat_view.widgets if w.message.role == "assistant"][-1]
