@@ -145,6 +145,7 @@ class ToolLoop:
     def run(self, turn: Turn, options: GenerationOptions, on_token: Callable[[str], None] | None) -> TurnResult:
         """Generate ``turn``'s answer, running the tools it calls; returns the final answer."""
         tools = _unique(turn.tools)
+        by_name = {t.name: t for t in tools}
         protocol = protocol_for(self.template_source, tools, turn.user_message)
         # The protocol text goes into this pass only, so the turn stays as the plugins left it.
         working = replace(turn, tool_exchange=list(turn.tool_exchange))
@@ -194,7 +195,11 @@ class ToolLoop:
                     on_token(result.text)  # a reply that looked like a call but was not one
                 break
             said += self._keep_shown(hider, on_token)
-            fresh = list({_call_key(c): c for c in calls if _call_key(c) not in attempted}.values())
+            fresh: dict[str, ToolCall] = {}  # by key: a call written twice in one reply runs once
+            for call in calls:
+                key = _call_key(call)
+                if key not in attempted:
+                    fresh.setdefault(key, call)
             if not fresh:
                 # Small models tend to repeat a call; its result (or error) is already in front
                 # of the model and would be the same again, so the next reply must be the answer.
@@ -206,7 +211,7 @@ class ToolLoop:
                 continue
             round_no += 1
             outcomes = []
-            for i, call in enumerate(fresh):
+            for i, (key, call) in enumerate(fresh.items()):
                 calls_made += 1
                 call.id = call.id or f"call_{calls_made}"
                 if i >= MAX_CALLS_PER_REPLY:
@@ -214,8 +219,8 @@ class ToolLoop:
                         f"Not run: at most {MAX_CALLS_PER_REPLY} calls run from one reply. Ask again."))
                     self.on_event(ToolCallFinished(outcome))
                 else:
-                    attempted.add(_call_key(call))
-                    outcome = self.run_call(call, {t.name: t for t in tools}, round_no)
+                    attempted.add(key)
+                    outcome = self.run_call(call, by_name, round_no)
                 self._record(turn, outcome)
                 outcomes.append(outcome)
                 if self.cancelled is not None and self.cancelled.is_set():
