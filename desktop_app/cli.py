@@ -19,18 +19,44 @@ __all__ = ["main", "build_parser"]
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from desktop_app.core.errors import DataFolderError
     from desktop_app.core.paths import AppPaths
     from desktop_app.core.settings import Settings
     from desktop_app.plugins import PluginHost
 
-    paths = AppPaths.default()
+    try:
+        paths = AppPaths.default().ensure()
+    except DataFolderError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 1
     # Plugins may add subcommands, so they are loaded before parsing (they are light by contract).
     # Read once: a corrupt file is moved aside by this read, and its warning must reach the user.
-    settings = Settings.load(paths.ensure().settings_file)
+    settings = Settings.load(paths.settings_file)
     host = PluginHost(disabled=settings.get("plugins.disabled"), plugins_dir=paths.plugins_dir).load_all()
     parser = build_parser(host)
     args = parser.parse_args(argv)
     handler: Callable[..., Any] = getattr(args, "handler", _run_gui)
+    from desktop_app.core.instance import AlreadyRunning, InstanceLock
+
+    # One process per data folder, so nothing is written twice (see core/instance.py).
+    gui = handler is _run_gui
+    try:
+        lock = InstanceLock(paths.data_dir).acquire("the window" if gui else " ".join(["parley", *argv[:2]]))
+    except AlreadyRunning as exc:
+        if gui and exc.holder.get("command") == "the window":
+            from desktop_app.ui.single_instance import show_running_window
+
+            if show_running_window(paths.data_dir):
+                print("parley: Parley is already open; its window was brought to the front.", file=sys.stderr)
+                return 0
+        print(f"parley: {exc}", file=sys.stderr)
+        return 1
+    with lock:
+        return _run(handler, args, paths, host, settings)
+
+
+def _run(handler: Callable[..., Any], args: argparse.Namespace, paths: Any, host: Any, settings: Any) -> int:
+    """Build the context, run the command's handler and close the context; the exit code."""
     from desktop_app.context import build_context
     from desktop_app.core.errors import ParleyError
     from desktop_app.core.store import StoreError

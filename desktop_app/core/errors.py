@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ParleyError", "ModelFileError", "EngineError", "ModelLoadError"]
+__all__ = ["ParleyError", "DataFolderError", "ModelFileError", "EngineError", "ModelLoadError"]
 
 
 class ParleyError(Exception):
@@ -19,3 +19,7 @@ class EngineError(ParleyError, RuntimeError):
 
 class ModelLoadError(EngineError):
     """llama.cpp refused a model file; the previously loaded model, if any, is still loaded."""
+
+
+class DataFolderError(ParleyError, OSError):
+    """One of Parley's folders cannot be created or written (permissions, a file in the way, a full disk)."""

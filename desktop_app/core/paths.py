@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from desktop_app.core.errors import DataFolderError
+
 __all__ = ["AppPaths", "atomic_write_bytes", "atomic_write_text", "move_aside"]
 
 APP_NAME = "Parley"
@@ -45,9 +47,26 @@ class AppPaths:
         )
 
     def ensure(self) -> "AppPaths":
-        """Create every folder that is missing and return ``self``."""
+        """Create every folder that is missing, check each can be written, and return ``self``.
+
+        Raises :class:`DataFolderError` naming the folder and what to do, before anything
+        has been written: a read-only folder would otherwise fail later, half-way through
+        saving something.
+        """
         for folder in (self.config_dir, self.data_dir, self.cache_dir, self.log_dir, self.plugins_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                # Permissions alone do not tell (a read-only mount, a full disk): try a write.
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                if isinstance(exc, (FileExistsError, NotADirectoryError)):
+                    reason = "a file is in the way of the folder"
+                raise DataFolderError(
+                    f"Parley cannot write to its folder {folder}: {reason}. Make it writable "
+                    f"(for example `chmod u+w {folder}`) or free some disk space, or start Parley "
+                    "with its files in another folder: PARLEY_HOME=/path/to/folder parley") from exc
         return self
 
     @property

@@ -41,24 +41,24 @@ def _set_icon(app) -> None:
         app.setWindowIcon(QIcon(str(icon)))
 
 
-def _display_available() -> bool:
-    if sys.platform != "linux":
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                or os.environ.get("QT_QPA_PLATFORM"))
-
-
 def run(context: Any) -> int:
     """Show the window and run the event loop until it closes; returns the exit code."""
-    if not _display_available():
-        print("parley: no display found, so the window cannot open. Use `parley chat` in a terminal, "
-              "or set DISPLAY.", file=sys.stderr)
+    from desktop_app.ui.startup_checks import window_problem
+
+    # Qt aborts the process when its platform plugin cannot start: look first, and explain.
+    problem = window_problem()
+    if problem:
+        print(f"parley: {problem}", file=sys.stderr)
         return 1
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from desktop_app.ui.single_instance import WindowHandOver
+
     window = create_window(context)
     window.show()
+    # A second `parley` on this data folder asks this window to come forward instead.
+    window.hand_over = WindowHandOver(window, context.paths.data_dir)
     launched = os.environ.get(LAUNCHED_AT_ENV)
     if launched:
         heavy = [m for m in ("llama_cpp", "torch", "chromadb", "transformers") if m in sys.modules]

@@ -400,9 +400,22 @@ class MainWindow(QMainWindow):
         else:
             self.model_info.setText(f"  context {n_ctx:,}")
         self.context_label.setText(f"context 0 / {n_ctx:,}")
+        if warnings:
+            # A configured model that failed may have given way to another (see EngineWorker._load).
+            self._show_loaded_model_in_picker()
         for warning in warnings:
             self.show_error(warning)
         self.model_ready.emit(path)
+
+    def _show_loaded_model_in_picker(self) -> None:
+        """Make the picker and the settings name the model that is really loaded."""
+        for entry in self.context.models.entries():
+            if Path(entry.path) == self.context.engine.model_path:
+                wanted = "" if entry.builtin else entry.name
+                if self.context.settings.get("model.path") != wanted:
+                    self.context.settings.set("model.path", wanted)
+                    self.context.settings.save()
+        self._fill_model_combo()
 
     @Slot(str)
     def _on_worker_model_load_failed(self, message: str) -> None:
@@ -411,12 +424,7 @@ class MainWindow(QMainWindow):
         self.model_progress_action.setVisible(False)
         if self.context.engine.loaded:
             self.model_info.setText(f"  still using {self.context.engine.model_path.name}")
-            # Show the model that is really loaded in the picker.
-            for entry in self.context.models.entries():
-                if Path(entry.path) == self.context.engine.model_path:
-                    self.context.settings.set("model.path", "" if entry.builtin else entry.name)
-                    self.context.settings.save()
-            self._fill_model_combo()
+            self._show_loaded_model_in_picker()
         else:
             self.model_info.setText("  no model loaded")
         self.show_error(message)

@@ -68,7 +68,7 @@ class EngineWorker(QObject):
         """Load a model (empty string: the configured one) and read its metadata."""
         self.model_load_started.emit(name_or_path)
         try:
-            warnings = self.context.load_model(name_or_path or None)
+            warnings = self._load(name_or_path)
             self.gpu_supported = self.context.engine.gpu_offload_supported()
             path = str(self.context.engine.model_path)
             try:
@@ -81,6 +81,26 @@ class EngineWorker(QObject):
         except Exception as exc:  # never let a worker exception kill the thread silently
             log.exception("model load failed")
             self.model_load_failed.emit(f"Loading the model failed: {exc}")
+
+    def _load(self, name_or_path: str) -> list[str]:
+        """Load the model; at start-up, a configured model that fails gives way to the built-in one.
+
+        Without this, a model file that was moved or damaged since the last session would
+        leave the user in a window that cannot answer anything.
+        """
+        configured = self.context.settings.get("model.path")
+        if self.context.engine.loaded or not configured or name_or_path not in ("", configured):
+            return self.context.load_model(name_or_path or None)
+        try:
+            return self.context.load_model(None)
+        except ParleyError as exc:
+            from desktop_app.core.models import default_model_path
+
+            log.warning("the configured model %s failed to load: %s", configured, exc)
+            warnings = self.context.load_model(str(default_model_path()))
+            return [f"The model “{configured}” could not be loaded: {exc} Parley is using its built-in "
+                    "model for now; choose another model in the picker, or add one with File → Add model…",
+                    *warnings]
 
     @Slot(int, str, object, object)
     def send(self, conversation_id: int, text: str, parent_id: object, options: object) -> None:

@@ -32,7 +32,7 @@ def test_streams_tokens_then_done_with_stats(engine, greedy):
     assert "France" in done.text or "Paris" in done.text
     s = done.stats
     assert s.prompt_tokens > 20 and s.generated_tokens >= len(tokens) - 1
-    assert 0 < s.time_to_first_token < 10 and s.tokens_per_second > 1
+    assert s.time_to_first_token > 0 and s.tokens_per_second > 0  # the speed itself: benchmarks/
     assert done.prompt.startswith("<|im_start|>system\n" + DEFAULT_MODEL_SYSTEM_PROMPT)
     assert done.prompt.endswith("<|im_start|>assistant\n")
 
@@ -74,15 +74,16 @@ def test_cancel_from_another_thread_stops_within_a_token_and_keeps_the_text(engi
         if isinstance(event, TokenEvent):
             seen.append(event.text)
             if len(seen) == 5:
-                threading.Thread(target=engine.cancel).start()
-                time.sleep(0.05)  # the cancel lands while generation goes on
+                canceller = threading.Thread(target=engine.cancel)
+                canceller.start()
+                canceller.join()  # Stop pressed on another thread, and landed
                 cancelled_at = len(seen)
         else:
             done = event
     assert isinstance(done, DoneEvent) and done.finish_reason == "cancelled"
     assert done.text == "".join(seen)
     # Within one token: at most the token being decoded when the flag was set gets out.
-    assert len(seen) <= cancelled_at + 1 + 15  # 50 ms at >300 tok/s could be at most ~15 tokens
+    assert len(seen) <= cancelled_at + 1
     assert done.stats.generated_tokens < 40
 
 

@@ -8,7 +8,7 @@ import html
 import tomllib
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QComboBox,
@@ -155,7 +155,13 @@ class TemplateBar(QWidget):
 
 
 class TemplateEditor(QDialog):
-    """Create, edit, duplicate, delete, import and export templates, with a live preview."""
+    """Create, edit, duplicate, delete, import and export templates, with a live preview.
+
+    Signals:
+        preview_shown(str): the preview shows a newly rendered text.
+    """
+
+    preview_shown = Signal(str)
 
     def __init__(self, window: Any, select: str | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -244,6 +250,7 @@ class TemplateEditor(QDialog):
             table.itemChanged.connect(lambda *_: self._timer.start())
         self.list.currentItemChanged.connect(lambda current, _: self.load(current.data(Qt.UserRole) if current else None))
         self.editing: str | None = None
+        self._preview_request = 0
         self.refresh(select)
 
     # -- list -----------------------------------------------------------------------------
@@ -298,34 +305,31 @@ class TemplateEditor(QDialog):
         return template_from_dict(data, origin="user")
 
     def update_preview(self) -> None:
-        """Render the prompt as the model will see it, through its own chat template."""
+        """Render the prompt as the model will see it, through its own chat template.
+
+        The form is read here; the rendering runs on the thread pool, since a template's
+        loops may take a while before its step budget stops them. Only the newest request's
+        result is shown.
+        """
+        self._preview_request += 1
+        request = self._preview_request
         try:
             template = self.template()
-            from desktop_app.api import Turn
-
-            from desktop_app_prompt_templates import apply_template
-
-            # The same steps a real turn takes, so the preview is the prompt the model will see.
-            context = self.window.context
-            turn = Turn(None, self.sample.text())
-            turn.add_system(context.settings.get("chat.system_prompt") or context.chat.default_system_prompt())
-            apply_template(turn, template, None)
-            engine = context.engine
-            if engine.loaded:
-                text = engine.render(turn.messages())
-            else:
-                text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in turn.messages()) + \
-                    "\n\n(no model loaded: shown without its chat template)"
-            extras = []
-            if template.preset:
-                extras.append("preset: " + ", ".join(f"{k}={v}" for k, v in template.preset.items()))
-            if template.json_schema:
-                extras.append("answers are forced to match the JSON schema")
-            if template.strategy.get("name"):
-                extras.append(f"strategy: {template.strategy['name']}")
-            self.preview.setPlainText(text + ("\n\n# " + "\n# ".join(extras) if extras else ""))
         except TemplateError as exc:
             self.preview.setPlainText(f"⚠ {exc}")
+            return
+        context = self.window.context
+        sample = self.sample.text()
+        system = context.settings.get("chat.system_prompt") or context.chat.default_system_prompt()
+        self.preview.setPlaceholderText("Rendering…")
+
+        def show(text: str) -> None:
+            if request == self._preview_request:
+                self.preview.setPlainText(text)
+                self.preview_shown.emit(text)
+
+        run_task(lambda: _render_preview(template, context.engine, sample, system), show,
+                 lambda message: show(f"⚠ {message}"))
 
     def save(self) -> None:
         """Save the form as a user template (a copy when the original is not the user's)."""
@@ -387,6 +391,33 @@ class TemplateEditor(QDialog):
         path, _ = QFileDialog.getSaveFileName(self, "Export template", f"{self.editing}.toml", "Templates (*.toml)")
         if path:
             state.library.export(self.editing, path)
+
+
+def _render_preview(template: PromptTemplate, engine: Any, sample: str, system: str) -> str:
+    """The preview's text: the same steps a real turn takes, so it is the prompt the model will see."""
+    from desktop_app.api import Turn
+
+    from desktop_app_prompt_templates import apply_template
+
+    turn = Turn(None, sample)
+    turn.add_system(system)
+    try:
+        apply_template(turn, template, None)
+        if engine.loaded:
+            text = engine.render(turn.messages())
+        else:
+            text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in turn.messages()) + \
+                "\n\n(no model loaded: shown without its chat template)"
+    except TemplateError as exc:
+        return f"⚠ {exc}"
+    extras = []
+    if template.preset:
+        extras.append("preset: " + ", ".join(f"{k}={v}" for k, v in template.preset.items()))
+    if template.json_schema:
+        extras.append("answers are forced to match the JSON schema")
+    if template.strategy.get("name"):
+        extras.append(f"strategy: {template.strategy['name']}")
+    return text + ("\n\n# " + "\n# ".join(extras) if extras else "")
 
 
 class ImproveDialog(QDialog):

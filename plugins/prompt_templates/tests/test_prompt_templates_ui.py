@@ -96,7 +96,8 @@ def test_editor_creates_a_template_with_a_live_preview(qtbot, window):
 
     editor.variables.setItem(0, 0, QTableWidgetItem("topic"))
     editor.variables.setItem(0, 1, QTableWidgetItem("the sea"))
-    editor.update_preview()
+    with qtbot.waitSignal(editor.preview_shown, timeout=30_000):
+        editor.update_preview()
     preview = editor.preview.toPlainText()
     assert preview.startswith("<|im_start|>system\nYou write haiku about the sea.<|im_end|>")
     assert preview.rstrip().endswith("<|im_start|>assistant")
@@ -176,4 +177,27 @@ def test_saving_a_built_in_template_makes_a_copy(qtbot, window):
     assert state.library.get("Translator").system.startswith("You are a professional")
     copy = state.library.get("Translator copy")
     assert copy.origin == "user" and copy.system == "You translate like a poet."
+    editor.reject()
+
+
+def test_a_template_that_loops_for_ever_is_stopped_and_rendered_off_the_gui_thread(qtbot, window, monkeypatch):
+    import threading
+
+    from desktop_app_prompt_templates import ui
+
+    threads = []
+    render = ui._render_preview
+
+    def recording(*args):
+        threads.append(threading.current_thread())
+        return render(*args)
+
+    monkeypatch.setattr(ui, "_render_preview", recording)
+    editor = bar(window).open_editor()
+    editor.new_template()
+    editor.system.setPlainText("{% for i in range(9999) %}{% for j in range(9999) %}x{% endfor %}{% endfor %}")
+    with qtbot.waitSignal(editor.preview_shown, timeout=30_000) as shown:
+        editor.update_preview()
+    assert shown.args[0].startswith("⚠") and "too much work" in shown.args[0]
+    assert threads and all(t is not threading.main_thread() for t in threads)
     editor.reject()

@@ -13,8 +13,9 @@ The config file has the format other desktop apps use::
         "remote": {"url": "http://127.0.0.1:8000/mcp", "headers": {"Authorization": "Bearer ..."}}
     }}
 
-``"type"`` (``stdio``, ``http``, ``streamable-http``, ``streamableHttp``) and
-``"disabled": true`` are accepted too. The ``mcp`` SDK is imported only when a server starts,
+``"type"`` (``stdio``, ``http``, ``streamable-http``, ``streamableHttp``),
+``"disabled": true`` and ``"startup_timeout": SECONDS`` (for a server that is slow to start,
+e.g. one that downloads itself first) are accepted too. The ``mcp`` SDK is imported only when a server starts,
 so importing this module costs nothing.
 """
 
@@ -55,8 +56,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONNECT_TIMEOUT = 20.0
-"""Seconds a server has to start and list its tools before it is reported as failed."""
+DEFAULT_CONNECT_TIMEOUT = 60.0
+"""Seconds a server has to start and list its tools before it is reported as failed (a cold
+``uvx``/``npx`` start on a slow machine takes tens of seconds; ``startup_timeout`` per server
+changes it)."""
 
 DEFAULT_CALL_TIMEOUT = 30.0
 """Seconds one tool call may take, including (re)starting its server."""
@@ -116,6 +119,7 @@ class _ServerConfig:
     url: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     disabled: bool = False
+    startup_timeout: float | None = None  # seconds to start; None: the manager's connect timeout
     error: str = ""  # why this entry cannot be used; shown as a failed server
 
     def describe(self) -> str:
@@ -191,9 +195,16 @@ def _parse_entry(name: str, raw: Any, base: Path) -> _ServerConfig:
     env = _string_map(raw.get("env"), "env", problems)
     headers = _string_map(raw.get("headers"), "headers", problems)
     disabled = raw.get("disabled") is True or raw.get("enabled") is False
+    startup_timeout = raw.get("startup_timeout")
+    if startup_timeout is not None and (isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float))
+                                        or not 0 < startup_timeout <= 3600):
+        problems.append('"startup_timeout" must be a number of seconds between 0 and 3600')
+        startup_timeout = None
     return _ServerConfig(
         name, transport, command=command, args=args, env=env, cwd=cwd, url=url,
-        headers=headers, disabled=disabled, error="; ".join(problems),
+        headers=headers, disabled=disabled,
+        startup_timeout=float(startup_timeout) if startup_timeout is not None else None,
+        error="; ".join(problems),
     )
 
 
@@ -965,8 +976,9 @@ class McpManager:
         config = server.config
         # The scope's deadline abandons a start that takes too long; the timer reports it at
         # once, since tearing down a server that ignores being asked to stop takes seconds more.
-        timer = asyncio.get_running_loop().call_later(self.connect_timeout, self._start_timed_out, server, conn)
-        with anyio.CancelScope(deadline=anyio.current_time() + self.connect_timeout) as scope:
+        timeout = self._startup_timeout(config)
+        timer = asyncio.get_running_loop().call_later(timeout, self._start_timed_out, server, conn)
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
             conn.scope = scope
             if conn.stopping:
                 scope.cancel()
@@ -1006,6 +1018,10 @@ class McpManager:
                 conn.client = None
         timer.cancel()
         return conn.timed_out or (scope.cancelled_caught and not conn.ready and not conn.stopping)
+
+    def _startup_timeout(self, config: _ServerConfig) -> float:
+        """How long ``config``'s server may take to start: its own setting, else the manager's."""
+        return config.startup_timeout if config.startup_timeout is not None else self.connect_timeout
 
     def _start_timed_out(self, server: _Server, conn: _Connection) -> None:
         """The connect timeout passed: report the failure now, the teardown follows."""
@@ -1111,7 +1127,7 @@ class McpManager:
         config = server.config
         stderr = self._last_stderr_line(server, conn.log_offset) if config.transport == "stdio" else ""
         if timed_out:
-            text = (f"did not start within {self.connect_timeout:g} s "
+            text = (f"did not start within {self._startup_timeout(config):g} s "
                     "(it may be downloading, waiting for input, or not an MCP server)")
             return f"{text}; last output: {stderr}" if stderr else text
         leaves = list(_leaves(error)) if error is not None else []

@@ -23,7 +23,11 @@ import pytest
 from desktop_app.api import ParleyError, Tool
 from desktop_app_tools.mcp_client import McpError, McpManager, ServerStatus, sanitize_name
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(600)
+
+#: How long a test waits for a server to start. Generous on purpose: a cold start of a Python
+#: MCP server takes seconds on a slow machine, and a wait that is long enough costs nothing.
+START = 120
 
 HERE = Path(__file__).resolve().parent
 TIME_SERVER = {"command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]}
@@ -109,7 +113,7 @@ def time_manager(tmp_path_factory):
     manager = McpManager(write_config(folder / "mcp.json", {"time": TIME_SERVER}), folder / "logs",
                          on_change=lambda: changes.append(time.monotonic()))
     manager.start()
-    status = manager.wait_ready("time", 20)
+    status = manager.wait_ready("time", START)
     assert status.state == "ready", status
     manager.changes = changes
     yield manager
@@ -170,15 +174,10 @@ def test_calls_from_many_threads_at_once(time_manager):
     assert [a["timezone"] for a in answers] == zones
 
 
-def test_call_round_trip_time(time_manager):
-    time_manager.call("time", "get_current_time", {"timezone": "UTC"})  # warm-up
-    rounds = 50
-    started = time.perf_counter()
-    for _ in range(rounds):
-        time_manager.call("time", "get_current_time", {"timezone": "UTC"})
-    per_call = (time.perf_counter() - started) / rounds
-    print(f"\nMCP stdio call round trip: {per_call * 1000:.2f} ms")
-    assert per_call < 0.25
+def test_many_calls_in_a_row_all_answer(time_manager):
+    # The round trip's speed is measured by benchmarks/tool_loop.py; here, that none is lost.
+    answers = [json.loads(time_manager.call("time", "get_current_time", {"timezone": "UTC"})) for _ in range(50)]
+    assert {a["timezone"] for a in answers} == {"UTC"}
 
 
 def test_result_text_prefers_text_then_structured_content():
@@ -204,24 +203,31 @@ def test_importing_the_module_loads_neither_the_sdk_nor_qt():
 # --- servers that fail ------------------------------------------------------------------------------
 
 
+def test_a_bad_startup_timeout_is_reported(make_manager):
+    manager = make_manager({"slow": {**python_server("pass"), "startup_timeout": "soon"}})
+    manager.start()
+    status = manager.wait_ready("slow", START)
+    assert status.state == "failed" and '"startup_timeout" must be a number of seconds' in status.message
+
+
 def test_broken_servers_are_reported_without_hurting_the_others(make_manager):
     manager = make_manager({
         "time": TIME_SERVER,
         "missing": {"command": "no-such-mcp-server-command"},
         "quits": python_server("import sys; print('bad API key', file=sys.stderr); sys.exit(3)"),
-        # Reads its stdin forever and never answers: only the connect timeout ends it.
-        "hangs": python_server("import sys; sys.stdin.read()"),
-    }, connect_timeout=1.5)
-    started = time.perf_counter()
+        # Reads its stdin forever and never answers: only its start timeout ends it.
+        "hangs": {**python_server("import sys; sys.stdin.read()"), "startup_timeout": 1.5},
+    })
     manager.start()
-    assert time.perf_counter() - started < 0.5, "start() must not wait for the servers"
-    missing = manager.wait_ready("missing", 10)
+    # start() does not wait for the servers: they are still starting when it returns.
+    assert manager.status("hangs").state == "starting"
+    missing = manager.wait_ready("missing", START)
     assert missing.state == "failed" and "'no-such-mcp-server-command' not found" in missing.message
-    quits = manager.wait_ready("quits", 10)
+    quits = manager.wait_ready("quits", START)
     assert quits.state == "failed" and quits.message == "exited with code 3: bad API key"
-    hangs = manager.wait_ready("hangs", 10)
+    hangs = manager.wait_ready("hangs", START)
     assert hangs.state == "failed" and "did not start within 1.5 s" in hangs.message
-    assert manager.wait_ready("time", 20).state == "ready"
+    assert manager.wait_ready("time", START).state == "ready"
     assert {t.source for t in manager.tools()} == {"mcp:time"}
     # A call to a server that cannot start tries again, then says why it failed.
     with pytest.raises(McpError, match="could not be started: exited with code 3: bad API key"):
@@ -238,7 +244,7 @@ def test_a_killed_server_is_crashed_then_restarted_on_demand(make_manager):
     manager = make_manager({"time": TIME_SERVER},
                            on_change=lambda: crashed.set() if manager.status("time").state == "crashed" else None)
     manager.start()
-    first = manager.wait_ready("time", 20)
+    first = manager.wait_ready("time", START)
     assert first.state == "ready" and first.pid
     os.kill(first.pid, signal.SIGKILL)
     assert crashed.wait(10), manager.servers()
@@ -256,10 +262,10 @@ def test_a_killed_server_is_crashed_then_restarted_on_demand(make_manager):
 def test_restart_replaces_the_process(make_manager):
     manager = make_manager({"time": TIME_SERVER})
     manager.start()
-    first = manager.wait_ready("time", 20)
+    first = manager.wait_ready("time", START)
     manager.restart("time")
     assert manager.status("time").state == "starting"
-    second = manager.wait_ready("time", 20)
+    second = manager.wait_ready("time", START)
     assert second.state == "ready" and second.pid != first.pid
     assert wait_for(lambda: not alive(first.pid), 5)
 
@@ -276,7 +282,7 @@ def test_on_change_cannot_deadlock_or_break_the_manager(make_manager):
 
     manager = make_manager({"time": TIME_SERVER}, on_change=on_change)
     manager.start()
-    assert manager.wait_ready("time", 20).state == "ready"
+    assert manager.wait_ready("time", START).state == "ready"
     assert wait_for(lambda: seen)
     assert "cannot be called from the MCP thread" in seen[0]
     assert manager.call("time", "get_current_time", {"timezone": "UTC"})
@@ -323,8 +329,8 @@ def test_a_missing_config_means_no_servers(make_manager):
 def test_reload_adds_removes_and_restarts_changed_servers(make_manager, tmp_path):
     manager = make_manager({"time": TIME_SERVER, "keep": TIME_SERVER})
     manager.start()
-    old_time = manager.wait_ready("time", 20)
-    kept = manager.wait_ready("keep", 20)
+    old_time = manager.wait_ready("time", START)
+    kept = manager.wait_ready("keep", START)
     assert old_time.state == kept.state == "ready"
 
     write_config(tmp_path / "mcp.json", {
@@ -333,7 +339,7 @@ def test_reload_adds_removes_and_restarts_changed_servers(make_manager, tmp_path
     })
     manager.reload()
     assert [s.name for s in manager.servers()] == ["keep", "tokyo"]
-    assert manager.wait_ready("tokyo", 20).state == "ready"
+    assert manager.wait_ready("tokyo", START).state == "ready"
     assert manager.status("keep").pid == kept.pid, "an unchanged server keeps running"
     assert wait_for(lambda: not alive(old_time.pid), 10), "a removed server is stopped"
     assert {t.name.split(".")[0] for t in manager.tools()} == {"keep", "tokyo"}
@@ -341,7 +347,7 @@ def test_reload_adds_removes_and_restarts_changed_servers(make_manager, tmp_path
     # A changed entry is restarted; a broken file leaves the running servers alone.
     write_config(tmp_path / "mcp.json", {"keep": {**TIME_SERVER, "env": {"TZ": "UTC"}}})
     manager.reload()
-    assert manager.wait_ready("keep", 20).pid != kept.pid
+    assert manager.wait_ready("keep", START).pid != kept.pid
     (tmp_path / "mcp.json").write_text("{oops", encoding="utf-8")
     manager.reload()
     assert manager.config_errors() and [s.state for s in manager.servers()] == ["ready"]
@@ -356,10 +362,10 @@ def test_stop_leaves_no_child_process(make_manager):
         "time": TIME_SERVER,
         # Still starting when stop() comes, and deaf to both stdin closing and SIGTERM.
         "stubborn": python_server("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                                  "time.sleep(120)"),
-    }, connect_timeout=60)
+                                  "time.sleep(3600)"),
+    }, connect_timeout=3 * START)
     manager.start()
-    assert manager.wait_ready("time", 20).state == "ready"
+    assert manager.wait_ready("time", START).state == "ready"
     assert wait_for(lambda: manager.status("stubborn").pid)
     pids = [s.pid for s in manager.servers()]
     assert all(alive(pid) for pid in pids)
@@ -372,7 +378,7 @@ def test_stop_leaves_no_child_process(make_manager):
     # A stopped manager can start again (with the stubborn server gone from the config).
     write_config(manager.config_path, {"time": TIME_SERVER})
     manager.start()
-    assert manager.wait_ready("time", 20).state == "ready"
+    assert manager.wait_ready("time", START).state == "ready"
 
 
 # --- streamable HTTP ------------------------------------------------------------------------------------
@@ -399,9 +405,9 @@ def test_a_streamable_http_server(make_manager, http_server):
         "no-token": {"url": url},
     })
     manager.start()
-    web = manager.wait_ready("web", 20)
+    web = manager.wait_ready("web", START)
     assert (web.state, web.transport, web.tools) == ("ready", "http", 2)
-    refused = manager.wait_ready("no-token", 20)
+    refused = manager.wait_ready("no-token", START)
     assert refused.state == "failed" and "HTTP 401" in refused.message
     tools = {t.name: t for t in manager.tools()}
     assert set(tools) == {"web.add", "web.echo"}
