@@ -383,3 +383,24 @@ def test_an_edit_is_dropped_when_switching_conversations(qtbot, window):
     assert window.composer.editing is not None
     window.sidebar.list.setCurrentRow(0)  # the second chat
     assert window.current_conversation != first and window.composer.editing is None
+
+
+def test_a_configured_model_that_fails_at_start_gives_way_to_the_built_in_one(qtbot, make_window, paths, tmp_path):
+    import shutil
+
+    from desktop_app.core.models import ModelLibrary, default_model_path
+
+    moved = tmp_path / "My model.gguf"
+    shutil.copy(default_model_path(), moved)
+    entry = ModelLibrary(paths).add(moved)
+    moved.unlink()  # the file was moved or deleted since the last session
+    errors = []
+    window = make_window(settings={"model.path": entry.name}, wait_model=False)
+    window.error_shown.connect(errors.append)
+    qtbot.waitUntil(lambda: window.context.engine.loaded and not window.model_loading, timeout=120_000)
+    assert window.context.engine.model_path == default_model_path()
+    qtbot.waitUntil(lambda: bool(errors), timeout=10_000)
+    assert f"The model “{entry.name}” could not be loaded" in errors[0]
+    assert "using its built-in model" in errors[0] and "Add model" in errors[0]
+    assert window.model_combo.currentText() != entry.name
+    send(qtbot, window, "Are you there?")
