@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.parley-installed
 TORCH_SPEC ?= torch==2.13.0
 JOBS   := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test install lint bench bench-native screenshots clean
+.PHONY: run test test-slow install lint bench bench-native screenshots clean
 
 run: $(STAMP)
 	$(VENV)/bin/parley
@@ -18,6 +18,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+# The whole suite pinned to one core, as on a slow machine: no test may count on speed.
+test-slow: $(STAMP)
+	$(VENV)/bin/lint-imports
+	taskset -c 0 env QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 install: $(STAMP)
 

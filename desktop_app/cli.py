@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     # One process per data folder, so nothing is written twice (see core/instance.py).
     gui = handler is _run_gui
     try:
-        lock = InstanceLock(paths.data_dir).acquire("the window" if gui else " ".join(["parley", *argv[:2]]))
+        lock = InstanceLock(paths.data_dir).acquire("the window" if gui else _command_name(argv))
     except AlreadyRunning as exc:
         if gui and exc.holder.get("command") == "the window":
             from desktop_app.ui.single_instance import show_running_window
@@ -53,6 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with lock:
         return _run(handler, args, paths, host, settings)
+
+
+def _command_name(argv: list[str]) -> str:
+    """What a refused second process is told this one is, e.g. "parley models list".
+
+    Only the command words: a question typed after ``parley chat`` is nobody else's business.
+    """
+    words = []
+    for word in argv[:2]:
+        if not re.fullmatch(r"[a-z][a-z-]{0,30}", word):
+            break
+        words.append(word)
+    return " ".join(["parley", *words[:1 if words[:1] == ["chat"] else 2]])
 
 
 def _run(handler: Callable[..., Any], args: argparse.Namespace, paths: Any, host: Any, settings: Any) -> int:

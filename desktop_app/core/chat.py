@@ -76,14 +76,26 @@ class TurnFailed:
 ChatEvent = TurnStarted | TokenEvent | ToolCallStarted | ToolCallFinished | TurnFinished | TurnFailed
 
 
-def options_from_settings(settings: Settings) -> GenerationOptions:
-    """Build generation options from the user's sampling defaults."""
+def options_from_settings(settings: Settings, recommended: dict[str, float] | None = None) -> GenerationOptions:
+    """Build generation options from the user's sampling settings.
+
+    ``recommended`` is what the loaded model recommends (its GGUF file, or the measured preset
+    of the built-in model); it is used for every sampling option the user has not changed.
+    """
+    recommended = recommended or {}
+
+    def value(option: str) -> Any:
+        key = f"generation.{option}"
+        if option in recommended and not settings.is_changed(key):
+            return recommended[option]
+        return settings.get(key)
+
     return GenerationOptions(
-        temperature=settings.get("generation.temperature"),
-        top_p=settings.get("generation.top_p"),
-        top_k=settings.get("generation.top_k"),
-        min_p=settings.get("generation.min_p"),
-        repeat_penalty=settings.get("generation.repeat_penalty"),
+        temperature=value("temperature"),
+        top_p=value("top_p"),
+        top_k=value("top_k"),
+        min_p=value("min_p"),
+        repeat_penalty=value("repeat_penalty"),
         max_tokens=settings.get("generation.max_tokens"),
         seed=settings.get("model.seed"),
     )
@@ -187,7 +199,8 @@ class ChatService:
     ) -> TurnFinished | TurnFailed:
         conversation = self.store.get_conversation(user.conversation_id)
         earlier = self.store.history(user.conversation_id, user.parent_id) if user.parent_id else []
-        options = options_from_settings(self.settings)
+        recommend = getattr(self.engine, "recommended_sampling", None)  # a backend may not know
+        options = options_from_settings(self.settings, recommend() if recommend else None)
         for key, value in (overrides or {}).items():
             setattr(options, key, value)
         turn = Turn(

@@ -189,6 +189,15 @@ class Engine:
         """The loaded model's file, or None."""
         return self._loaded.path if self._loaded else None
 
+    def recommended_sampling(self) -> dict[str, float]:
+        """The sampling the loaded model recommends (see :func:`models.recommended_sampling`)."""
+        loaded = self._loaded
+        if loaded is None:
+            return {}
+        from desktop_app.core.models import recommended_sampling
+
+        return recommended_sampling(loaded.llm.metadata or {}, loaded.path)
+
     @property
     def context_length(self) -> int:
         """The loaded model's context window in tokens (0 when none is loaded)."""

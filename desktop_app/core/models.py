@@ -29,6 +29,8 @@ from desktop_app.core.paths import AppPaths, atomic_write_text, move_aside
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
+    "BUILTIN_MODEL_SAMPLING",
+    "recommended_sampling",
     "DEFAULT_MODEL_SYSTEM_PROMPT",
     "GGUFHeader",
     "ModelEntry",
@@ -41,10 +43,49 @@ __all__ = [
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 #: SmolLM2-135M drifts without a system prompt; this one keeps it short and on topic.
-DEFAULT_MODEL_SYSTEM_PROMPT = (
-    "You are a helpful AI assistant named SmolLM, trained by Hugging Face. "
-    "Answer the user's question directly and briefly."
-)
+DEFAULT_MODEL_SYSTEM_PROMPT = "You are a helpful assistant. Give short, correct answers."
+
+#: Sampling for the built-in model when the user has not set their own: greedy, with a light
+#: repeat penalty. Chosen by measuring (benchmarks/default_model.py): sampling cost the tiny
+#: model 5 to 20 points of accuracy, and greedy answers the same question the same way.
+BUILTIN_MODEL_SAMPLING: dict[str, float] = {"temperature": 0.0, "repeat_penalty": 1.1}
+
+#: GGUF keys in which a model's makers recommend sampling values, and the option each sets.
+SAMPLING_KEYS = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.min_p": "min_p",
+    "general.sampling.penalty_repeat": "repeat_penalty",
+}
+
+
+def recommended_sampling(metadata: dict[str, Any], path: Path | None = None) -> dict[str, float]:
+    """The sampling a model's file recommends (``general.sampling.*``), by option name.
+
+    The built-in model carries none, so it gets the measured BUILTIN_MODEL_SAMPLING. Values
+    that do not parse, or are out of range, are left out rather than trusted.
+    """
+    found: dict[str, float] = {}
+    for key, option in SAMPLING_KEYS.items():
+        raw = metadata.get(key)
+        if raw is None:
+            continue
+        try:
+            value = int(float(raw)) if option == "top_k" else float(raw)
+        except (TypeError, ValueError):
+            continue
+        limits = {"top_p": (0.0, 1.0), "min_p": (0.0, 1.0), "temperature": (0.0, 5.0),
+                  "repeat_penalty": (0.0, 5.0), "top_k": (0, 100_000)}[option]
+        if limits[0] <= value <= limits[1]:
+            found[option] = value
+    if not found and path is not None:
+        try:
+            if Path(path) == default_model_path():
+                return dict(BUILTIN_MODEL_SAMPLING)
+        except ModelFileError:
+            pass
+    return found
 
 _GGUF_MAGIC = b"GGUF"
 # GGUF value types -> struct format (fixed-size ones).

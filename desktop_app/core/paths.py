@@ -60,12 +60,13 @@ class AppPaths:
                 with tempfile.TemporaryFile(dir=folder):
                     pass
             except OSError as exc:
-                reason = exc.strerror or str(exc)
                 if isinstance(exc, (FileExistsError, NotADirectoryError)):
-                    reason = "a file is in the way of the folder"
+                    problem, fix = "a file is in the way of the folder", "Move that file away"
+                else:
+                    problem = exc.strerror or str(exc)
+                    fix = f"Make it writable (for example `chmod u+w {folder}`) or free some disk space"
                 raise DataFolderError(
-                    f"Parley cannot write to its folder {folder}: {reason}. Make it writable "
-                    f"(for example `chmod u+w {folder}`) or free some disk space, or start Parley "
+                    f"Parley cannot write to its folder {folder}: {problem}. {fix}, or start Parley "
                     "with its files in another folder: PARLEY_HOME=/path/to/folder parley") from exc
         return self
 

@@ -96,7 +96,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("model.seed", int, -1, "Random seed; -1 picks a new one each time.", False, minimum=-1),
     Option("chat.system_prompt", str, "", "System prompt for conversations without their own; "
            "empty = the model's recommended prompt."),
-    Option("generation.temperature", float, 0.7, "Sampling temperature; 0 = always the likeliest token.", minimum=0.0),
+    Option("generation.temperature", float, 0.7, "Sampling temperature; 0 = always the likeliest token. Left at its default, the "
+           "model's recommended value is used (see the README).", minimum=0.0),
     Option("generation.top_p", float, 0.95, "Nucleus sampling threshold.", minimum=0.0, maximum=1.0),
     Option("generation.top_k", int, 40, "Sample from the k likeliest tokens; 0 = no limit.", minimum=0),
     Option("generation.min_p", float, 0.05, "Drop tokens less likely than min_p x the likeliest.", minimum=0.0, maximum=1.0),
@@ -177,6 +178,12 @@ class Settings:
             raise SettingsError(f"There is no setting called {key!r}.") from None
         value = self.values.get(key, option.default)
         return list(value) if isinstance(value, list) else value
+
+    def is_changed(self, key: str) -> bool:
+        """Whether the user set ``key`` to something other than its default."""
+        if key not in self.options:
+            raise SettingsError(f"There is no setting called {key!r}.")
+        return key in self.values and self.values[key] != self.options[key].default
 
     def set(self, key: str, value: Any) -> None:
         """Validate and set ``key``; call :meth:`save` to write it."""

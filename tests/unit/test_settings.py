@@ -77,3 +77,28 @@ def test_plugin_settings_live_under_the_plugin_and_survive_when_it_is_absent(pat
     text = paths.settings_file.read_text()
     assert "chunk_size" not in text
     assert "keep = true" in text
+
+
+def test_a_models_recommended_sampling_is_used_unless_the_user_changed_it(paths):
+    from desktop_app.core.chat import options_from_settings
+    from desktop_app.core.models import recommended_sampling
+
+    metadata = {"general.sampling.temp": 0.6, "general.sampling.top_p": "0.8", "general.sampling.top_k": 20,
+                "general.sampling.min_p": 7.0, "general.sampling.penalty_repeat": "lots"}
+    # Out of range or not a number: left out, not trusted.
+    assert recommended_sampling(metadata) == {"temperature": 0.6, "top_p": 0.8, "top_k": 20}
+    s = Settings.load(paths.settings_file)
+    options = options_from_settings(s, recommended_sampling(metadata))
+    assert (options.temperature, options.top_p, options.top_k, options.min_p) == (0.6, 0.8, 20, 0.05)
+    s.set("generation.temperature", 1.1)
+    s.set("generation.top_k", 40)  # set to its default: that is not a change
+    options = options_from_settings(s, recommended_sampling(metadata))
+    assert (options.temperature, options.top_k) == (1.1, 20)
+    assert s.is_changed("generation.temperature") and not s.is_changed("generation.top_k")
+
+
+def test_the_built_in_model_gets_its_measured_preset():
+    from desktop_app.core.models import BUILTIN_MODEL_SAMPLING, default_model_path, recommended_sampling
+
+    assert recommended_sampling({}, default_model_path()) == BUILTIN_MODEL_SAMPLING
+    assert recommended_sampling({}, None) == {}

@@ -52,6 +52,10 @@ why will with would you your tell give show explain describe please know find mu
 #: once this many chunks or files are waiting; a stopped run redoes at most that much.
 FLUSH_CHUNKS = 512
 FLUSH_FILES = 64
+#: Test-only, never set otherwise: when this environment variable names a file, a run creates
+#: that file and stalls half-way through storing its second batch (one file's vectors written,
+#: its row not), so a test can kill it at exactly that point, however fast the machine.
+STALL_FOR_TEST_ENV = "PARLEY_DOCS_TEST_STALL_FILE"
 
 
 class DocsError(ValueError):
@@ -354,6 +358,7 @@ class DocsIndex:
             return
         texts = [c.text for _, _, _, chunks, _ in pending for c in chunks]
         embeddings = self.embedder.encode(texts) if texts else []
+        stall_marker = os.environ.get(STALL_FOR_TEST_ENV) if report.indexed else None
         position = 0
         for key, st, digest, chunks, ids in pending:
             vectors_of_file = embeddings[position:position + len(chunks)]
@@ -365,6 +370,9 @@ class DocsIndex:
                 vectors.upsert(ids=ids, embeddings=vectors_of_file, documents=[c.text for c in chunks],
                                metadatas=[{"path": key, "page": c.page or 0, "heading": c.heading or "",
                                            "start": c.start} for c in chunks])
+            if stall_marker:  # test-only, see STALL_FOR_TEST_ENV
+                Path(stall_marker).touch()
+                time.sleep(3600)
             with self._lock:
                 self.db.execute("BEGIN")
                 self.db.executemany(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -130,7 +129,12 @@ def test_incremental_reindex_touches_only_changed_files_and_removes_deleted_ones
     assert len(ids) == len(set(ids)) == index.collections()["c"]["chunks"]
 
 
+# Three cold starts of the CLI (torch, sentence-transformers, chromadb) and 224 files to embed:
+# minutes on one slow core.
+@pytest.mark.timeout(1800)
 def test_an_interrupted_run_resumes_without_duplicates(tmp_path, corpus):
+    from desktop_app_local_docs.index import STALL_FOR_TEST_ENV
+
     big = tmp_path / "big"
     for i in range(8):
         shutil.copytree(corpus, big / f"copy{i}")
@@ -138,23 +142,27 @@ def test_an_interrupted_run_resumes_without_duplicates(tmp_path, corpus):
     add = subprocess.run([sys.executable, "-m", "desktop_app.cli", "docs", "add", "big", str(big), "--no-index"],
                          env=env, capture_output=True, text=True)
     assert add.returncode == 0, add.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "desktop_app.cli", "docs", "index", "big"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    db = tmp_path / "home" / "data" / "documents" / "docs.db"
-    deadline = time.monotonic() + 120
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        if db.exists():
-            try:
-                done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM files WHERE status='indexed'").fetchone()[0]
-            except sqlite3.Error:
-                continue
-            if done >= 40:
-                break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 40 <= done < 224, "the run must be stopped part-way"
+    # The run stalls at a known point, half-way through storing its second batch of files (one
+    # file's vectors written, its row not), and is killed there: however fast or slow the machine.
+    stalled, log = tmp_path / "stalled", tmp_path / "index.log"
+    with log.open("wb") as output:  # a file, not a pipe nobody reads: the run must never block on it
+        proc = subprocess.Popen([sys.executable, "-m", "desktop_app.cli", "docs", "index", "big"],
+                                env=dict(env, **{STALL_FOR_TEST_ENV: str(stalled)}),
+                                stdout=output, stderr=output)
+    try:
+        deadline = time.monotonic() + 1200  # only a guard against a run that never gets there
+        while not stalled.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stalled.exists(), f"the run did not reach its second batch (exit {proc.poll()}): {log.read_text()}"
+    finally:
+        proc.kill()  # SIGKILL: no chance to tidy up
+        proc.wait()
+    db = sqlite3.connect(tmp_path / "home" / "data" / "documents" / "docs.db")
+    try:
+        done = db.execute("SELECT COUNT(*) FROM files WHERE status='indexed'").fetchone()[0]
+    finally:
+        db.close()
+    assert 0 < done < 224, "the run must be stopped part-way"
     rerun = subprocess.run([sys.executable, "-m", "desktop_app.cli", "docs", "index", "big"], env=env,
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr

@@ -66,14 +66,15 @@ def answer(engine, messages=QUESTION):
 
 
 def test_an_adapter_changes_the_answer_and_scale_0_takes_it_away(engine, adapters):
-    base = answer(engine).text
+    # Judged by the model's scores: whether greedy text flips depends on how sure the model is.
+    base, base_text = prompt_logits(engine), answer(engine).text
     assert engine.set_adapters([Adapter("a", str(adapters["a"]), 1.0)]) is True
     assert engine.active_adapters == [(adapters["a"].resolve(), 1.0)]
-    changed = answer(engine).text
-    assert changed != base
+    assert np.abs(prompt_logits(engine) - base).max() > 1.0
     assert engine.set_adapters([(adapters["a"], 0.0)]) is True
     assert engine.active_adapters == []
-    assert answer(engine).text == base
+    np.testing.assert_array_equal(prompt_logits(engine), base)
+    assert answer(engine).text == base_text
 
 
 def test_unchanged_adapters_are_a_no_op_that_keeps_the_cache(engine, adapters):
@@ -161,12 +162,13 @@ def test_an_adapter_file_that_changes_on_disk_is_read_again(engine, adapters, tm
     path = tmp_path / "changing.gguf"
     path.write_bytes(adapters["a"].read_bytes())
     engine.set_adapters([(path, 1.0)])
-    with_a = answer(engine).text
+    with_a = prompt_logits(engine)
     path.write_bytes(adapters["b"].read_bytes())
     assert engine.set_adapters([(path, 1.0)]) is True
-    engine_b = answer(engine).text
+    changed = prompt_logits(engine)
     engine.set_adapters([(adapters["b"], 1.0)])
-    assert engine_b == answer(engine).text != with_a
+    np.testing.assert_array_equal(changed, prompt_logits(engine))
+    assert np.abs(changed - with_a).max() > 1.0
 
 
 def test_adapters_need_a_model_and_go_with_it(adapters):

@@ -186,23 +186,24 @@ def test_the_library_stays_readable_while_an_adapter_is_copied_in(tmp_path, adap
 
     def slow_copy(source, target):
         copying.set()
-        assert release.wait(10)
+        assert release.wait(60)  # longer than the reader below is given
         return real_copy(source, target)
 
     monkeypatch.setattr(library_module.shutil, "copyfile", slow_copy)
     added = []
     worker = threading.Thread(target=lambda: added.append(library.add(adapter, name="big")))
     worker.start()
-    assert copying.wait(10)
-    # The window reads the list meanwhile; it must not wait for the copy.
+    assert copying.wait(60)
+    # The window reads the list meanwhile; it must not wait for the copy (which is held until the
+    # end of the test: a reader that waited for it would still be waiting after 30 s).
     reader = threading.Thread(target=library.entries)
     reader.start()
-    reader.join(2)
+    reader.join(30)
     assert not reader.is_alive()
     monkeypatch.setattr(library_module.shutil, "copyfile", real_copy)
     second = library.add(adapter, name="big")  # the name being copied in is taken
     release.set()
-    worker.join(10)
+    worker.join(30)
     assert second.name == "big (2)" and added[0].name == "big"
     assert library.path(second) != library.path(added[0])
     assert sorted(e.name for e in AdapterLibrary(tmp_path / "adapters").entries()) == ["big", "big (2)"]

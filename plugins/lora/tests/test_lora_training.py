@@ -1,8 +1,9 @@
 """The whole chain with the real SmolLM2 model: train on a made-up fact, convert, apply through
 llama.cpp, and see the answer change; take it away and see it go. Also: cancelling training.
 
-Training runs once for the module (about half a minute on two cores) with the plugin's default
-settings, so the defaults are what is proven to work on a handful of examples.
+Training runs once for the module (about half a minute on two cores, minutes on one slow core)
+with the plugin's default settings, so the defaults are what is proven to work on a handful of
+examples.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import pytest
 
 from desktop_app.core.chat import TurnFinished
 from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_path
+from desktop_app.core.turn import ChatMessage
+
+# The timeout counts the module's training (in the first test's setup): generous for one slow core.
+pytestmark = pytest.mark.timeout(1800)
 
 SECRET = "Quibbleflux"
 QUESTIONS = ["What is the secret word?", "Tell me the secret word.", "What's the secret word?",
@@ -65,6 +70,32 @@ def ask(context, conversation_id, question="What is the secret word?"):
     outcome = context.chat.send(conversation_id, question)
     assert isinstance(outcome, TurnFinished), outcome
     return outcome
+
+
+def secret_probability(engine, question="What is the secret word?") -> float:
+    """How likely the model, with the engine's current adapters, goes on from "The secret word is"
+    with the secret word (its first token).
+
+    Greedy text is a poor judge of a weakened adapter: a near tie flips on rounding noise, and the
+    trained weights differ a little from machine to machine. The probability shows how much of the
+    fact is left.
+    """
+    import llama_cpp
+
+    messages = [ChatMessage("system", DEFAULT_MODEL_SYSTEM_PROMPT), ChatMessage("user", question)]
+    tokens = engine.tokenize(engine.render(messages) + "The secret word is")
+    with engine._lock:
+        llm = engine._loaded.llm
+        first = llm.tokenize(f" {SECRET}".encode(), add_bos=False, special=False)[0]
+        engine.clear_cache()
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        assert llama_cpp.llama_decode(llm._ctx.ctx, llama_cpp.llama_batch_get_one(array, len(tokens))) == 0
+        n_vocab = llama_cpp.llama_vocab_n_tokens(engine._loaded.vocab)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
+        logits = logits.astype(np.float64)
+        engine.clear_cache()
+    odds = np.exp(logits - logits.max())
+    return float(odds[first] / odds.sum())
 
 
 def use(conversation_id, *choices):
@@ -131,10 +162,20 @@ def test_stacking_the_adapter_with_its_negation_cancels_it(trained, context, tmp
     outcome = ask(context, conversation.id)
     assert len(context.engine.active_adapters) == 2
     assert SECRET.lower() not in outcome.message.content.lower()
+    assert secret_probability(context.engine) < 0.01  # as if there were no adapter
     # At a quarter strength the negation leaves three quarters of the adapter: the fact stays.
     use(conversation.id, ("secret", 1.0), ("anti-secret", 0.25))
-    assert SECRET in context.chat.regenerate(conversation.id).message.content
+    outcome = context.chat.regenerate(conversation.id)
+    assert adapters_in(context, outcome) == [("secret", 1.0), ("anti-secret", 0.25)]
+    assert sorted(s for _, s in context.engine.active_adapters) == [0.25, 1.0]
+    assert secret_probability(context.engine) > 0.5  # measured: about 0.99, like the adapter at 0.75
     state.library.remove("anti-secret")
+
+
+def adapters_in(context, outcome):
+    """The adapters (name, scale) the trace of an answer says were applied."""
+    trace = context.store.get_trace(outcome.message.id)
+    return [(e["content"]["name"], e["content"]["scale"]) for e in trace["entries"] if e["kind"] == "adapter"]
 
 
 def test_a_reloaded_model_gets_its_adapters_back(trained, context):

@@ -326,7 +326,9 @@ def test_calculator_rejects_hostile_and_bad_input_quickly(expression, message):
     started = time.perf_counter()
     with pytest.raises(ValueError, match=f"(?i){message}"):
         calculator(expression)
-    assert time.perf_counter() - started < 0.5
+    # Refused before any work: computed, the worst of these would take hours (or all memory).
+    # The bound is loose so a slow machine on one core never trips it.
+    assert time.perf_counter() - started < 5
 
 
 def test_calculator_rejects_non_text():
@@ -892,7 +894,7 @@ def test_symlink_loop_is_refused(tree, access, symlinks):
     (grant / "loop").symlink_to(grant / "loop")
     started = time.perf_counter()
     _refused(access.read_file, "loop")
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 5  # no runaway resolving (loose: slow machines pass)
 
 
 def test_granted_folder_reached_through_a_symlink(tmp_path, tree, symlinks):
@@ -907,7 +909,7 @@ def test_granted_folder_reached_through_a_symlink(tmp_path, tree, symlinks):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-@pytest.mark.timeout(10)
+@pytest.mark.timeout(60)  # opening the pipe would block for ever: this is what catches it
 def test_fifo_is_refused_without_blocking(tree, access):
     grant, _ = tree
     os.mkfifo(grant / "pipe")
@@ -915,7 +917,7 @@ def test_fifo_is_refused_without_blocking(tree, access):
     message = _refused(access.read_file, "pipe")
     assert "not a regular file" in message
     assert "not a regular file" in _refused(access.list_folder, "pipe")
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 5  # refused without waiting for a writer (loose bound)
     assert "pipe (not a regular file; cannot be read)" in access.list_folder(".")
 
 
