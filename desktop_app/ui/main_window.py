@@ -402,19 +402,24 @@ class MainWindow(QMainWindow):
         self.context_label.setText(f"context 0 / {n_ctx:,}")
         if warnings:
             # A configured model that failed may have given way to another (see EngineWorker._load).
-            self._show_loaded_model_in_picker()
+            self._show_loaded_model_in_picker(save=False)
         for warning in warnings:
             self.show_error(warning)
         self.model_ready.emit(path)
 
-    def _show_loaded_model_in_picker(self) -> None:
-        """Make the picker and the settings name the model that is really loaded."""
+    def _show_loaded_model_in_picker(self, *, save: bool = True) -> None:
+        """Make the picker and the settings name the model that is really loaded.
+
+        ``save`` False changes the setting for this session only: a model that failed at
+        start (on a disk not mounted yet, say) is tried again at the next start.
+        """
         for entry in self.context.models.entries():
             if Path(entry.path) == self.context.engine.model_path:
                 wanted = "" if entry.builtin else entry.name
                 if self.context.settings.get("model.path") != wanted:
                     self.context.settings.set("model.path", wanted)
-                    self.context.settings.save()
+                    if save:
+                        self.context.settings.save()
         self._fill_model_combo()
 
     @Slot(str)

@@ -8,6 +8,9 @@ itself and exits. Nothing but "show" is understood, and only from this user's ow
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +21,43 @@ _REPLY = b"ok\n"
 
 
 def server_name(data_dir: Path) -> str:
-    """The local socket's name for ``data_dir`` (the same folder gives the same name)."""
+    """The local socket for ``data_dir`` (the same folder gives the same socket).
+
+    In the user's own runtime folder where the system has one, so that no other user can take
+    the name; Qt puts a bare name in the shared temporary folder.
+    """
     digest = hashlib.sha256(str(Path(data_dir).resolve()).encode("utf-8")).hexdigest()[:16]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and sys.platform != "win32":
+        return os.path.join(runtime, f"parley-{digest}")
     return f"parley-{digest}"
 
 
-def show_running_window(data_dir: Path, timeout_ms: int = 5000) -> bool:
-    """Ask the window running on ``data_dir`` to come to the front; True when it answered."""
+def show_running_window(data_dir: Path, wait_s: float = 10.0) -> bool:
+    """Ask the window running on ``data_dir`` to come to the front; True when it answered.
+
+    Tries for up to ``wait_s`` seconds: a window that is still starting listens only once it
+    is on screen (a double-click on the launcher while the first start is under way).
+    """
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtNetwork import QLocalSocket
 
     _app = QCoreApplication.instance() or QCoreApplication([])
-    socket = QLocalSocket()
-    socket.connectToServer(server_name(data_dir))
-    if not socket.waitForConnected(timeout_ms):
-        return False
-    socket.write(_REQUEST)
-    socket.waitForBytesWritten(timeout_ms)
-    reply = b""
-    while len(reply) < len(_REPLY) and socket.waitForReadyRead(timeout_ms):
-        reply += bytes(socket.readAll().data())
-    socket.disconnectFromServer()
-    return reply.startswith(_REPLY)
+    deadline = time.monotonic() + wait_s
+    while True:
+        socket = QLocalSocket()
+        socket.connectToServer(server_name(data_dir))
+        if socket.waitForConnected(1000):
+            socket.write(_REQUEST)
+            socket.waitForBytesWritten(5000)
+            reply = b""
+            while len(reply) < len(_REPLY) and socket.waitForReadyRead(5000):
+                reply += bytes(socket.readAll().data())
+            socket.disconnectFromServer()
+            return reply.startswith(_REPLY)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 class WindowHandOver:

@@ -27,6 +27,7 @@ __all__ = [
     "platform_plugin_path",
     "platform_plugin_problem",
     "qt_platform",
+    "qt_platforms",
     "window_problem",
     "x_server_problem",
 ]
@@ -72,27 +73,45 @@ PACKAGES: dict[str, tuple[str, str]] = {
 _NOT_FOUND = re.compile(r"^\s*(\S+)\s+=>\s+not found", re.M)
 
 
-def qt_platform(env: Mapping[str, str] | None = None) -> str:
-    """The platform plugin Qt will try first: ``QT_QPA_PLATFORM``, else wayland or xcb."""
+def qt_platforms(env: Mapping[str, str] | None = None) -> list[str]:
+    """The platform plugins Qt will try, in order: ``QT_QPA_PLATFORM``'s, else wayland and/or xcb."""
     env = os.environ if env is None else env
     wanted = (env.get("QT_QPA_PLATFORM") or "").strip()
     if wanted:
         # "wayland;xcb" lists fallbacks, and "xcb:option=value" carries options.
-        return re.split(r"[;:]", wanted, maxsplit=1)[0].strip().lower()
+        names = [part.split(":", 1)[0].strip().lower() for part in wanted.split(";")]
+        return [name for name in names if name] or ["xcb"]
     if env.get("WAYLAND_DISPLAY") and env.get("XDG_SESSION_TYPE", "").lower() == "wayland":
-        return "wayland"
-    return "xcb"
+        return ["wayland", "xcb"]  # Qt falls back to X (XWayland) by itself
+    return ["xcb"]
 
 
-def display_problem(env: Mapping[str, str] | None = None, platform: str | None = None) -> str | None:
-    """Why no window can open because there is no display at all, or None."""
+def qt_platform(env: Mapping[str, str] | None = None) -> str:
+    """The platform plugin Qt will try first."""
+    return qt_platforms(env)[0]
+
+
+#: The variable that names the display each platform plugin connects to.
+_DISPLAY_OF = {"xcb": "DISPLAY", "wayland": "WAYLAND_DISPLAY"}
+
+
+def display_problem(env: Mapping[str, str] | None = None, platform: str | None = None,
+                    qt: str | None = None) -> str | None:
+    """Why no window can open because there is no display for the platform plugin, or None."""
     env = os.environ if env is None else env
     platform = platform or sys.platform
     if not platform.startswith("linux"):
         return None
-    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM"):
+    qt = qt or (qt_platform(env) if env.get("QT_QPA_PLATFORM") else None)
+    variable = _DISPLAY_OF.get(qt) if qt else None
+    if qt and variable is None:
+        return None  # offscreen, vnc, eglfs ...: no display variable needed
+    if variable is not None and env.get(variable):
         return None
-    return ("There is no display here (neither DISPLAY nor WAYLAND_DISPLAY is set), so the window "
+    if variable is None and (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
+        return None
+    missing = f"{variable} is not set" if variable else "neither DISPLAY nor WAYLAND_DISPLAY is set"
+    return (f"There is no display here ({missing}), so the window "
             "cannot open. In a terminal, use `parley chat \"your question\"`; `parley --help` lists "
             "every command. To open the window, run Parley inside a desktop session.")
 
@@ -187,8 +206,18 @@ def x_server_problem(env: Mapping[str, str] | None = None) -> str | None:
 
 
 def window_problem(env: Mapping[str, str] | None = None, plugin: Path | None = None) -> str | None:
-    """The first reason the window cannot open here, or None when it should."""
+    """Why the window cannot open here, or None when it should.
+
+    Qt tries each platform plugin in turn, so this reports a problem only when every one of
+    them has one, and then the first plugin's (the one the user meant).
+    """
     env = os.environ if env is None else env
-    return (display_problem(env)
-            or platform_plugin_problem(plugin, qt_platform(env))
-            or x_server_problem(env))
+    problems = []
+    for qt in qt_platforms(env):
+        problem = (display_problem(env, qt=qt)
+                   or platform_plugin_problem(plugin, qt)
+                   or (x_server_problem(env) if qt == "xcb" else None))
+        if problem is None:
+            return None
+        problems.append(problem)
+    return problems[0]

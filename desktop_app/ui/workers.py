@@ -99,7 +99,7 @@ class EngineWorker(QObject):
             log.warning("the configured model %s failed to load: %s", configured, exc)
             warnings = self.context.load_model(str(default_model_path()))
             return [f"The model “{configured}” could not be loaded: {exc} Parley is using its built-in "
-                    "model for now; choose another model in the picker, or add one with File → Add model…",
+                    "model for now; choose another model in the picker, or add one with “Add model…” at its end.",
                     *warnings]
 
     @Slot(int, str, object, object)

@@ -3,7 +3,8 @@
 import pytest
 from jinja2.sandbox import SecurityError
 
-from desktop_app.core.chat_template import CHATML_TEMPLATE, MAX_TEMPLATE_STEPS, ChatTemplate, bounded_sandbox
+from desktop_app.core.chat_template import CHATML_TEMPLATE, ChatTemplate
+from desktop_app.core.template_sandbox import MAX_TEMPLATE_STEPS, bounded_sandbox
 
 HOSTILE = {
     "nested loops": "{% for i in range(9999) %}{% for j in range(9999) %}x{% endfor %}{% endfor %}",
@@ -15,13 +16,60 @@ HOSTILE = {
     "doubling with +": "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}"
                        "{% endfor %}{{ ns.s|length }}",
     "a huge output": "{% for i in range(9999) %}{{ 'x' * 999999 }}{% endfor %}",
+    "recursive loop()": "{% for x in range(3000) recursive %}{% if loop.depth < 2 %}{{ loop(range(3000)) }}"
+                        "{% endif %}{% endfor %}",
+    "squaring a number": "{% set ns = namespace(x=10) %}{% for i in range(40) %}{% set ns.x = ns.x * ns.x %}"
+                         "{% endfor %}{{ ns.x > 1 }}",
+    "a tower of powers": "{{ ((((10**64)**64)**64)**64)**64 > 1 }}",
+    "str.center": "{{ 'x'.center(2000000000) }}",
+    "% with a width": "{{ '%500000000s' % 'x' }}",
+    "% with a * width": "{{ '%*s' % (500000000, 'x') }}",
+    "str.format with a width": "{{ '{:>500000000}'.format('x') }}",
+    "the center filter": "{{ 'x'|center(500000000) }}",
+    "the format filter": "{{ '%500000000s'|format('x') }}",
+    "the indent filter": "{{ 'a\nb'|indent(500000000) }}",
+    "expandtabs": "{{ ('\t' * 1000).expandtabs(1000000) }}",
+    "join of a repeated list": "{% set s = 'x' * 999999 %}{{ ([s] * 500)|join }}",
+    "tojson of a repeated list": "{% set s = 'x' * 999999 %}{{ ([s] * 1000)|tojson }}",
+    "batch": "{{ [1]|batch(300000000, 0)|list }}",
+    "slice": "{{ [1]|slice(50000000)|list }}",
+    "replace, doubling": "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s.replace('a', 'aa') %}"
+                         "{% endfor %}{{ ns.s|length }}",
+    "upper on a big text, many times": "{% set s = 'x' * 999999 %}{% for i in range(9999) %}{% set t = s|upper %}"
+                                       "{% endfor %}",
+    "a long ~ chain": "{% set s = 'x' * 999999 %}{{ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s }}",
 }
 
 
 @pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_hostile_template_is_stopped(source):
-    with pytest.raises(SecurityError):
+    with pytest.raises((SecurityError, NameError)):
         bounded_sandbox().from_string(source).render()
+
+
+def test_lipsum_is_not_offered():
+    with pytest.raises(Exception, match="lipsum"):
+        bounded_sandbox().from_string("{{ lipsum(200000) }}").render()
+
+
+def test_a_long_conversation_is_not_a_hostile_template():
+    # Long messages are the input, not something the template built: they render whole (the
+    # engine fits the prompt to the context afterwards).
+    long = [{"role": "user", "content": "x" * 2_000_000} for _ in range(4)]
+    assert len(ChatTemplate(None).render(long)) > 8_000_000
+    assert len(bounded_sandbox().from_string("{% for m in messages %}{{ m }}{% endfor %}").render(
+        messages=["y" * 3_000_000] * 3)) == 9_000_000
+
+
+def test_generate_is_bounded_too():
+    with pytest.raises(SecurityError):
+        "".join(bounded_sandbox().from_string(HOSTILE["nested loops"]).generate())
+
+
+def test_a_model_template_that_is_stopped_is_not_run_again(caplog):
+    template = ChatTemplate(HOSTILE["nested loops"] + "{% for m in messages %}{{ m.content }}{% endfor %}")
+    template.render([{"role": "user", "content": "hi"}])
+    assert template.is_fallback and template.source == CHATML_TEMPLATE
 
 
 def test_the_budget_counts_steps_not_time():

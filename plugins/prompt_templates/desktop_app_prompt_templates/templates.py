@@ -111,7 +111,8 @@ class PromptTemplate:
         except UndefinedError as exc:
             raise TemplateError(f"{self._where()}: {label}: {exc}. Give it a value.") from None
         except SecurityError as exc:
-            raise TemplateError(f"{self._where()}: {label}: not allowed ({exc}).") from None
+            # The sandbox's messages say what was refused (a huge text, too much work, an attribute).
+            raise TemplateError(f"{self._where()}: {label}: stopped: {exc}.") from None
         except Exception as exc:
             raise TemplateError(f"{self._where()}: {label}: {type(exc).__name__}: {exc}") from None
 

@@ -250,7 +250,8 @@ class TemplateEditor(QDialog):
             table.itemChanged.connect(lambda *_: self._timer.start())
         self.list.currentItemChanged.connect(lambda current, _: self.load(current.data(Qt.UserRole) if current else None))
         self.editing: str | None = None
-        self._preview_request = 0
+        self._preview_running = False  # a render is on the thread pool
+        self._preview_again = False  # the form changed while it ran
         self.refresh(select)
 
     # -- list -----------------------------------------------------------------------------
@@ -308,11 +309,13 @@ class TemplateEditor(QDialog):
         """Render the prompt as the model will see it, through its own chat template.
 
         The form is read here; the rendering runs on the thread pool, since a template's
-        loops may take a while before its step budget stops them. Only the newest request's
-        result is shown.
+        loops may take a while before its step budget stops them. One render runs at a time:
+        edits made meanwhile are rendered once it is done, so typing never queues up work
+        that would hold up the pool's other tasks.
         """
-        self._preview_request += 1
-        request = self._preview_request
+        if self._preview_running:
+            self._preview_again = True
+            return
         try:
             template = self.template()
         except TemplateError as exc:
@@ -321,12 +324,15 @@ class TemplateEditor(QDialog):
         context = self.window.context
         sample = self.sample.text()
         system = context.settings.get("chat.system_prompt") or context.chat.default_system_prompt()
-        self.preview.setPlaceholderText("Rendering…")
+        self._preview_running, self._preview_again = True, False
 
         def show(text: str) -> None:
-            if request == self._preview_request:
-                self.preview.setPlainText(text)
-                self.preview_shown.emit(text)
+            self._preview_running = False
+            if self._preview_again:
+                self.update_preview()  # the form changed while this one rendered
+                return
+            self.preview.setPlainText(text)
+            self.preview_shown.emit(text)
 
         run_task(lambda: _render_preview(template, context.engine, sample, system), show,
                  lambda message: show(f"⚠ {message}"))

@@ -636,16 +636,17 @@ class McpManager:
              timeout: float = DEFAULT_CALL_TIMEOUT) -> str:
         """Call ``tool`` of ``server`` and return its text; safe from any thread but the MCP one.
 
-        A server that is not running is started first ("restarted on demand"), within the same
-        ``timeout``. Raises :class:`McpError` when the tool reports an error, on timeout, or
-        when the server cannot be started.
+        A server that is not running is started first ("restarted on demand"); the start has
+        its own startup timeout, and ``timeout`` counts from when the server is ready. Raises
+        :class:`McpError` when the tool reports an error, on timeout, or when the server cannot
+        be started.
         """
         loop = self._require_loop()
         future = asyncio.run_coroutine_threadsafe(
             self._call(server, tool, dict(arguments or {}), timeout), loop)
         try:
-            # The coroutine enforces the timeout itself; the margin only covers a stuck loop.
-            return future.result(timeout + 5)
+            # The coroutine enforces the timeouts itself; the margin only covers a stuck loop.
+            return future.result(self._startup_timeout_of(server) + timeout + 5)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise McpError(f"The MCP tool {server}.{tool} did not answer within {timeout:g} s.") from None
@@ -800,9 +801,10 @@ class McpManager:
             return self.call(server, info.original, arguments, timeout=self.call_timeout)
 
         function.__name__ = info.public
+        # The tool may have to start its server first: that time is allowed on top of the call's.
         return Tool(name=info.public, description=info.description,
-                    parameters=copy.deepcopy(info.schema), function=function,
-                    requires_approval=True, timeout=self.call_timeout, source=f"mcp:{server}")
+                    parameters=copy.deepcopy(info.schema), function=function, requires_approval=True,
+                    timeout=self._startup_timeout_of(server) + self.call_timeout, source=f"mcp:{server}")
 
     # -- internals: configuration --------------------------------------------------------------
 
@@ -895,7 +897,7 @@ class McpManager:
         try:
             if conn is not None and conn.task is not None and not conn.task.done():
                 self._request_stop(conn)
-                await asyncio.wait([conn.task], timeout=self.connect_timeout)
+                await asyncio.wait([conn.task], timeout=self._startup_timeout(server.config))
         finally:
             server.restarting = False
         with self._lock:
@@ -1018,6 +1020,12 @@ class McpManager:
                 conn.client = None
         timer.cancel()
         return conn.timed_out or (scope.cancelled_caught and not conn.ready and not conn.stopping)
+
+    def _startup_timeout_of(self, name: str) -> float:
+        """:meth:`_startup_timeout` of the server called ``name`` (the default when unknown)."""
+        with self._lock:
+            server = self._servers.get(name)
+        return self._startup_timeout(server.config) if server is not None else self.connect_timeout
 
     def _startup_timeout(self, config: _ServerConfig) -> float:
         """How long ``config``'s server may take to start: its own setting, else the manager's."""
@@ -1180,9 +1188,10 @@ class McpManager:
     async def _call(self, name: str, tool: str, arguments: dict[str, Any], timeout: float) -> str:
         import anyio
 
+        # A (re)start is bounded by the server's startup timeout, inside _ready_client.
+        client, conn, server = await self._ready_client(name)
         try:
             with anyio.fail_after(timeout):
-                client, conn, server = await self._ready_client(name)
                 return await self._call_tool(server, conn, client, tool, arguments)
         except TimeoutError:
             raise McpError(f"The MCP tool {name}.{tool} did not answer within {timeout:g} s.") from None
