@@ -223,7 +223,7 @@ class ChatService:
         if system is None:
             system = self.settings.get("chat.system_prompt") or self.default_system_prompt()
         if system:
-            turn.add_system(system)
+            turn.set_base_system(system)
 
         # The answer's place exists before plugins run, so the window shows "writing…" at once
         # even when a plugin takes a moment (e.g. searching documents).

@@ -165,7 +165,9 @@ class Turn:
     conversation_id: int | None
     user_message: str
     history: list[ChatMessage] = field(default_factory=list)
-    system_prompt: str = ""
+    #: The base system prompt: the conversation's own, the settings', or the model's
+    #: recommended one. A template replaces it (:meth:`replace_system`); plugins add to it.
+    base_system: str = ""
     options: GenerationOptions = field(default_factory=GenerationOptions)
     examples: list[ChatMessage] = field(default_factory=list)
     context_blocks: list[ContextBlock] = field(default_factory=list)
@@ -175,18 +177,46 @@ class Turn:
     trace: list[TraceEntry] = field(default_factory=list)
     #: Tool calls and their results so far in this turn (added by the tool loop).
     tool_exchange: list[ChatMessage] = field(default_factory=list)
+    #: The system lines plugins added: (plugin, text), in the order they were added.
+    system_parts: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def system_prompt(self) -> str:
+        """The system prompt as the model sees it (before context sources).
+
+        The base first, then the plugins' lines: plugins in alphabetical order of their
+        names, each plugin's lines in the order it added them. So the prompt does not depend
+        on the order in which plugins happened to be registered, and replacing the base (a
+        template does) never drops a plugin's line.
+        """
+        ordered = sorted(self.system_parts, key=lambda part: part[0])  # stable: a plugin's own order stays
+        return "\n\n".join(text for text in [self.base_system, *(text for _, text in ordered)] if text)
+
+    @system_prompt.setter
+    def system_prompt(self, text: str) -> None:
+        # Setting the whole prompt makes it the base, with no separate parts.
+        self.base_system, self.system_parts = text, []
 
     def _record(self, kind: str, content: Any) -> None:
         self.trace.append(TraceEntry(current_plugin.get(), kind, content))
 
     def add_system(self, text: str) -> None:
-        """Append ``text`` to the system prompt (a blank line separates additions)."""
-        self.system_prompt = f"{self.system_prompt}\n\n{text}" if self.system_prompt else text
+        """Add a line to the system prompt, labelled with the plugin that adds it.
+
+        It comes after the base system prompt, whatever replaces the base later; see
+        :attr:`system_prompt` for the order of several plugins' lines.
+        """
+        self.system_parts.append((current_plugin.get() or "", text))
+        self._record("system", text)
+
+    def set_base_system(self, text: str) -> None:
+        """Set the base system prompt (the pipeline does, from the conversation or the settings)."""
+        self.base_system = text
         self._record("system", text)
 
     def replace_system(self, text: str) -> None:
-        """Replace the whole system prompt, e.g. with a template's own."""
-        self.system_prompt = text
+        """Replace the base system prompt, e.g. with a template's own; other plugins' lines stay."""
+        self.base_system = text
         self._record("system_replaced", text)
 
     def add_example(self, user: str, assistant: str) -> None:

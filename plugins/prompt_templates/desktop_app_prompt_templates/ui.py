@@ -405,8 +405,7 @@ def _render_preview(template: PromptTemplate, engine: Any, sample: str, system: 
 
     from desktop_app_prompt_templates import apply_template
 
-    turn = Turn(None, sample)
-    turn.add_system(system)
+    turn = Turn(None, sample, base_system=system)
     try:
         apply_template(turn, template, None)
         if engine.loaded:
