@@ -103,14 +103,15 @@ def display_problem(env: Mapping[str, str] | None = None, platform: str | None =
     if not platform.startswith("linux"):
         return None
     qt = qt or (qt_platform(env) if env.get("QT_QPA_PLATFORM") else None)
-    variable = _DISPLAY_OF.get(qt) if qt else None
-    if qt and variable is None:
-        return None  # offscreen, vnc, eglfs ...: no display variable needed
-    if variable is not None and env.get(variable):
-        return None
-    if variable is None and (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
-        return None
-    missing = f"{variable} is not set" if variable else "neither DISPLAY nor WAYLAND_DISPLAY is set"
+    if qt is None:  # Qt will choose: either display will do
+        if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+            return None
+        missing = "neither DISPLAY nor WAYLAND_DISPLAY is set"
+    else:
+        variable = _DISPLAY_OF.get(qt)
+        if variable is None or env.get(variable):
+            return None  # there it is, or the plugin needs none (offscreen, vnc, eglfs ...)
+        missing = f"{variable} is not set"
     return (f"There is no display here ({missing}), so the window "
             "cannot open. In a terminal, use `parley chat \"your question\"`; `parley --help` lists "
             "every command. To open the window, run Parley inside a desktop session.")
@@ -178,11 +179,14 @@ def platform_plugin_problem(plugin: Path | None = None, platform: str | None = N
             "Meanwhile `parley chat \"your question\"` works in a terminal.")
 
 
-def x_server_problem(env: Mapping[str, str] | None = None) -> str | None:
-    """Why the X server named by ``DISPLAY`` does not answer, or None (also when not using X)."""
+def x_server_problem(env: Mapping[str, str] | None = None, qt: str | None = None) -> str | None:
+    """Why the X server named by ``DISPLAY`` does not answer, or None (also when not using X).
+
+    ``qt`` is the platform plugin being checked (default: the one Qt tries first).
+    """
     env = os.environ if env is None else env
     display = env.get("DISPLAY")
-    if not display or qt_platform(env) != "xcb" or not sys.platform.startswith("linux"):
+    if not display or (qt or qt_platform(env)) != "xcb" or not sys.platform.startswith("linux"):
         return None
     try:
         xcb = ctypes.CDLL("libxcb.so.1")
@@ -216,7 +220,7 @@ def window_problem(env: Mapping[str, str] | None = None, plugin: Path | None = N
     for qt in qt_platforms(env):
         problem = (display_problem(env, qt=qt)
                    or platform_plugin_problem(plugin, qt)
-                   or (x_server_problem(env) if qt == "xcb" else None))
+                   or x_server_problem(env, qt))
         if problem is None:
             return None
         problems.append(problem)

@@ -71,7 +71,7 @@ def test_each_display_plugin_needs_its_own_display():
 def test_a_fallback_plugin_that_works_is_enough(plugin_with_a_missing_library, monkeypatch):
     from desktop_app.ui.startup_checks import window_problem
 
-    monkeypatch.setattr(startup_checks, "x_server_problem", lambda env: None)
+    monkeypatch.setattr(startup_checks, "x_server_problem", lambda env, qt=None: None)
     # Wayland's plugin lacks a library, but Qt falls back to X, which is there.
     monkeypatch.setattr(startup_checks, "platform_plugin_path",
                         lambda qt: plugin_with_a_missing_library if qt == "wayland" else Path(sys.executable))
@@ -112,6 +112,19 @@ def test_a_display_that_does_not_answer_is_reported():
     else:
         assert "':4917'" in problem and "does not answer" in problem and "parley chat" in problem
     assert x_server_problem({"DISPLAY": ":4917", "QT_QPA_PLATFORM": "offscreen"}) is None
+
+
+def test_a_fallback_to_x_is_checked_against_the_x_server(monkeypatch):
+    from desktop_app.ui.startup_checks import window_problem
+
+    monkeypatch.setattr(startup_checks, "platform_plugin_problem", lambda plugin, qt: None)
+    # Wayland has no display here, so Qt falls back to X, whose server must answer.
+    problem = window_problem({"QT_QPA_PLATFORM": "wayland;xcb", "DISPLAY": ":4917"})
+    if ctypes.util.find_library("xcb") is None:
+        assert problem is None  # without libxcb there is no X server to ask
+    else:
+        assert "WAYLAND_DISPLAY is not set" in problem  # the first plugin's problem is the one shown
+        assert "does not answer" in window_problem({"QT_QPA_PLATFORM": "xcb;wayland", "DISPLAY": ":4917"})
 
 
 def test_the_app_exits_with_the_message_instead_of_aborting(plugin_with_a_missing_library, monkeypatch, capsys):
