@@ -50,13 +50,14 @@ DEFAULT_MODEL_SYSTEM_PROMPT = "You are a helpful assistant. Give short, correct 
 #: model 5 to 20 points of accuracy, and greedy answers the same question the same way.
 BUILTIN_MODEL_SAMPLING: dict[str, float] = {"temperature": 0.0, "repeat_penalty": 1.1}
 
-#: GGUF keys in which a model's makers recommend sampling values, and the option each sets.
+#: GGUF keys in which a model's makers recommend sampling values: the option each sets, and
+#: the range a value must be in to be trusted.
 SAMPLING_KEYS = {
-    "general.sampling.temp": "temperature",
-    "general.sampling.top_p": "top_p",
-    "general.sampling.top_k": "top_k",
-    "general.sampling.min_p": "min_p",
-    "general.sampling.penalty_repeat": "repeat_penalty",
+    "general.sampling.temp": ("temperature", 0.0, 5.0),
+    "general.sampling.top_p": ("top_p", 0.0, 1.0),
+    "general.sampling.top_k": ("top_k", 0, 100_000),
+    "general.sampling.min_p": ("min_p", 0.0, 1.0),
+    "general.sampling.penalty_repeat": ("repeat_penalty", 0.0, 5.0),
 }
 
 
@@ -67,7 +68,7 @@ def recommended_sampling(metadata: dict[str, Any], path: Path | None = None) -> 
     that do not parse, or are out of range, are left out rather than trusted.
     """
     found: dict[str, float] = {}
-    for key, option in SAMPLING_KEYS.items():
+    for key, (option, low, high) in SAMPLING_KEYS.items():
         raw = metadata.get(key)
         if raw is None:
             continue
@@ -75,9 +76,7 @@ def recommended_sampling(metadata: dict[str, Any], path: Path | None = None) -> 
             value = int(float(raw)) if option == "top_k" else float(raw)
         except (TypeError, ValueError):
             continue
-        limits = {"top_p": (0.0, 1.0), "min_p": (0.0, 1.0), "temperature": (0.0, 5.0),
-                  "repeat_penalty": (0.0, 5.0), "top_k": (0, 100_000)}[option]
-        if limits[0] <= value <= limits[1]:
+        if low <= value <= high:
             found[option] = value
     if not found and path is not None:
         try:

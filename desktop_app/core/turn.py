@@ -206,7 +206,7 @@ class Turn:
         It comes after the base system prompt, whatever replaces the base later; see
         :attr:`system_prompt` for the order of several plugins' lines.
         """
-        self.system_parts.append((current_plugin.get() or "", text))
+        self.system_parts.append((current_plugin.get(), text))
         self._record("system", text)
 
     def set_base_system(self, text: str) -> None:

@@ -400,9 +400,8 @@ class MainWindow(QMainWindow):
         else:
             self.model_info.setText(f"  context {n_ctx:,}")
         self.context_label.setText(f"context 0 / {n_ctx:,}")
-        if warnings:
-            # A configured model that failed may have given way to another (see EngineWorker._load).
-            self._show_loaded_model_in_picker(save=False)
+        # A configured model that failed may have given way to another (see EngineWorker._load).
+        self._show_loaded_model_in_picker(save=False)
         for warning in warnings:
             self.show_error(warning)
         self.model_ready.emit(path)

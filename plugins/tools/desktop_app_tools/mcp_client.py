@@ -15,8 +15,8 @@ The config file has the format other desktop apps use::
 
 ``"type"`` (``stdio``, ``http``, ``streamable-http``, ``streamableHttp``),
 ``"disabled": true`` and ``"startup_timeout": SECONDS`` (for a server that is slow to start,
-e.g. one that downloads itself first) are accepted too. The ``mcp`` SDK is imported only when a server starts,
-so importing this module costs nothing.
+e.g. one that downloads itself first) are accepted too. The ``mcp`` SDK is imported only when
+a server starts, so importing this module costs nothing.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ DEFAULT_CONNECT_TIMEOUT = 60.0
 changes it)."""
 
 DEFAULT_CALL_TIMEOUT = 30.0
-"""Seconds one tool call may take, including (re)starting its server."""
+"""Seconds one tool call may take once its server is ready ((re)starting it has the server's
+startup timeout on top)."""
 
 STATES = ("stopped", "starting", "ready", "failed", "crashed", "disabled")
 
