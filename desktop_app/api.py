@@ -8,15 +8,26 @@ A minimal plugin::
     def prepare_turn(turn):
         turn.add_system("Answer in French.")
 
+A plugin's hooks get what they work on (a turn, a register function); everything else of
+the app comes through the plugin's :class:`PluginContext`, handed to ``app_started``.
 Everything here is kept stable: names are only added, never renamed.
 """
 
+from desktop_app.core.backend import Backend
 from desktop_app.core.chat_template import bounded_sandbox
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
 from desktop_app.core.models import GGUFHeader, check_gguf_file, check_lora_file
 from desktop_app.core.paths import atomic_write_text, move_aside
-from desktop_app.core.plugin_state import conversation_choice, remember_choice
+from desktop_app.core.plugin_context import (
+    ConversationChoice,
+    Conversations,
+    ModelAccess,
+    PluginContext,
+    PluginSettings,
+    Registered,
+)
 from desktop_app.core.settings import Option
+from desktop_app.core.store import Conversation, Message
 from desktop_app.core.tools import (
     MAX_RESULT_CHARS,
     ToolCall,
@@ -43,15 +54,24 @@ from desktop_app.hookspecs import hookimpl
 __all__ = [
     "MAX_RESULT_CHARS",
     "Adapter",
+    "Backend",
     "ChatMessage",
     "ContextBlock",
+    "Conversation",
+    "ConversationChoice",
+    "Conversations",
     "EngineError",
     "GGUFHeader",
     "GenerationOptions",
+    "Message",
+    "ModelAccess",
     "ModelFileError",
     "ModelLoadError",
     "Option",
     "ParleyError",
+    "PluginContext",
+    "PluginSettings",
+    "Registered",
     "Tool",
     "ToolCall",
     "ToolError",
@@ -64,11 +84,9 @@ __all__ = [
     "check_tool",
     "check_gguf_file",
     "check_lora_file",
-    "conversation_choice",
     "hookimpl",
     "move_aside",
     "public_schema",
-    "remember_choice",
     "run_tool",
     "tool_from_function",
     "validate_arguments",

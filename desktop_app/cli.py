@@ -82,8 +82,9 @@ def _run(handler: Callable[..., Any], args: argparse.Namespace, paths: Any, host
         return 1
     for warning in context.warnings:
         print(f"parley: warning: {warning}", file=sys.stderr)
+    plugin = getattr(args, "handler_plugin", None)
     try:
-        code = handler(args, context)
+        code = handler(args, context.plugin_context(plugin) if plugin else context)
     except (ParleyError, StoreError, KeyError, ValueError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"parley: {message}", file=sys.stderr)
@@ -176,8 +177,22 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_conv_delete)
 
     if host is not None:
-        host.hook.register_commands(subparsers=sub)
+        _mark_handlers(sub, None)  # Parley's own commands get the app's context
+        # Each plugin on its own, so its commands' handlers are given the plugin's context.
+        for impl in host.hook.register_commands.get_hookimpls():
+            impl.function(subparsers=sub)
+            _mark_handlers(sub, impl.plugin_name)
     return parser
+
+
+def _mark_handlers(subparsers: argparse._SubParsersAction, plugin: str | None) -> None:
+    """Record which plugin owns each command's handler not yet claimed (None: Parley's own)."""
+    for parser in set(subparsers.choices.values()):
+        if "handler" in parser._defaults and "handler_plugin" not in parser._defaults:
+            parser.set_defaults(handler_plugin=plugin)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _mark_handlers(action, plugin)
 
 
 # -- the app ---------------------------------------------------------------------------------

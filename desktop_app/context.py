@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from desktop_app.core.backend import missing_backend_members
 from desktop_app.core.chat import ChatService
 from desktop_app.core.engine import Engine, LoadConfig
 from desktop_app.core.models import ModelLibrary, default_model_path
 from desktop_app.core.paths import AppPaths
+from desktop_app.core.plugin_context import EngineRunnerSlot, PluginContext
 from desktop_app.core.settings import Settings
 from desktop_app.core.store import Store
 from desktop_app.plugins import PluginHost
@@ -36,6 +38,38 @@ class AppContext:
     plugins: PluginHost
     chat: ChatService
     warnings: list[str] = field(default_factory=list)
+    #: Where plugins' model calls run (the window points it at its engine worker).
+    engine_runner: EngineRunnerSlot = field(default_factory=EngineRunnerSlot)
+    _plugin_contexts: dict[str, PluginContext] = field(default_factory=dict)
+    _tools: Any = None
+
+    def plugin_context(self, name: str) -> PluginContext:
+        """The context plugin ``name`` is given (one per plugin, made on first use).
+
+        Built-in plugins keep their files at the top of Parley's folders, where earlier
+        versions put them; every other plugin gets folders of its own under ``plugin-data``.
+        """
+        if name not in self._plugin_contexts:
+            record = self.plugins.records.get(name)
+            builtin = record is not None and record.source == "built-in"
+            p = self.paths
+
+            def own(root: Path) -> Path:
+                return root if builtin else root / "plugin-data" / name
+
+            self._plugin_contexts[name] = PluginContext(
+                name, settings=self.settings, store=self.store, engine=self.engine,
+                data_dir=own(p.data_dir), cache_dir=own(p.cache_dir), log_dir=own(p.log_dir),
+                collect=self.plugins.collect, tools=lambda: self.tools().tools,
+                default_system_prompt=self.chat.default_system_prompt, model_file=self.model_path,
+                engine_runner=self.engine_runner)
+        return self._plugin_contexts[name]
+
+    def tools(self) -> Any:
+        """The tools the enabled plugins registered (a ToolRegistry), collected once."""
+        if self._tools is None:
+            self._tools = self.plugins.tools()
+        return self._tools
 
     def load_config(self) -> LoadConfig:
         """The engine's load options from the settings."""
@@ -87,11 +121,12 @@ class AppContext:
 
 
 def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = None,
-                  settings: Settings | None = None) -> AppContext:
+                  settings: Settings | None = None, engine: Any = None) -> AppContext:
     """Create folders, read settings, open the store and load the plugins (not the model).
 
     Pass ``host`` to reuse a plugin host that is already loaded (the CLI loads it first
-    because plugins add subcommands).
+    because plugins add subcommands), ``engine`` to use that engine instead of the one the
+    settings ask for (tests use a scripted one).
     """
     paths = (paths or AppPaths.default()).ensure()
     settings = settings or Settings.load(paths.settings_file)
@@ -101,9 +136,10 @@ def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = No
     _register_plugin_settings(host, settings)
     store = Store(paths.database_file)
     warnings = list(settings.warnings)
-    engine = _make_engine(host, settings, warnings)
+    engine = engine if engine is not None else _make_engine(host, settings, warnings)
     chat = ChatService(store, engine, settings, host.hook)
     context = AppContext(paths, settings, store, ModelLibrary(paths), engine, host, chat, warnings)
+    host.context_factory = context.plugin_context
     host.hook.app_started.call_historic(kwargs={"context": context})
     return context
 
@@ -120,11 +156,17 @@ def _make_engine(host: PluginHost, settings: Settings, warnings: list[str]) -> A
         return Engine()
     plugin, factory = backends[wanted]
     try:
-        return factory(settings)
+        backend = factory(settings)
     except Exception as exc:
         log.exception("backend %s failed to start", wanted)
         warnings.append(f"The backend {wanted!r} of plugin {plugin} failed to start ({exc}); using llama.cpp.")
         return Engine()
+    missing = missing_backend_members(backend)
+    if missing:
+        warnings.append(f"The backend {wanted!r} of plugin {plugin} lacks {', '.join(missing)} "
+                        "(see desktop_app.api.Backend); using llama.cpp.")
+        return Engine()
+    return backend
 
 
 def _register_plugin_settings(host: PluginHost, settings: Settings) -> None:

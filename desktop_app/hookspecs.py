@@ -80,14 +80,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
 def register_backends(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Add generation backends by calling ``register(name, factory)``.
 
-    ``factory(settings)`` returns an object with the interface of
-    :class:`desktop_app.core.engine.Engine` that the app uses: ``load(path, config)``,
-    ``unload()``, ``loaded``, ``model_path``, ``context_length``, ``chat_template``,
-    ``stream_chat(messages, options, tools, keep_last)``, ``set_adapters(adapters)``,
-    ``load_adapter(path)``, ``cancel()``, ``reset_cancel()``,
-    ``cancel_event`` and ``gpu_offload_supported()`` (e.g. a client for an OpenAI-compatible
-    server). The setting ``model.backend`` picks one by name; the built-in one is
-    ``"llama.cpp"``. Called on the main thread at start-up; must not block.
+    ``factory(settings)`` returns a :class:`desktop_app.api.Backend` (e.g. a client for an
+    OpenAI-compatible server); one that lacks part of it is refused with the missing names.
+    The setting ``model.backend`` picks one by name; the built-in one is ``"llama.cpp"``.
+    Called on the main thread at start-up; must not block.
     """
 
 

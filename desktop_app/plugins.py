@@ -35,6 +35,7 @@ import pluggy
 
 from desktop_app import hookspecs
 from desktop_app.core.errors import EngineError
+from desktop_app.core.plugin_context import Registered
 from desktop_app.core.tools import ToolRegistry
 from desktop_app.core.turn import current_plugin
 
@@ -53,6 +54,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 ENTRY_POINT_GROUP = "desktop_app"
 LOAD_ENV = "PARLEY_LOAD_PLUGINS"
 _IMPL_ATTR = f"{hookspecs.PROJECT_NAME}_impl"
+#: Hooks whose ``context`` argument becomes the plugin's own :class:`PluginContext`.
+_CONTEXT_HOOKS = frozenset({"app_started", "app_closing"})
 
 
 @dataclass
@@ -91,6 +94,9 @@ class PluginHost:
         self._entry_points = entry_points or (
             lambda: importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
         )
+        #: Makes a plugin's own context (``name -> PluginContext``); set by the app context, so
+        #: ``app_started``/``app_closing`` hand each plugin its own instead of the app's.
+        self.context_factory: Callable[[str], Any] | None = None
 
     @property
     def hook(self) -> Any:
@@ -183,11 +189,20 @@ class PluginHost:
         return namespace
 
     def _guard(self, fn: Callable[..., Any], name: str, hook_name: str) -> Callable[..., Any]:
+        # pluggy passes hook arguments by position, in the order of the function's parameters.
+        params = list(inspect.signature(fn).parameters)
+        context_at = params.index("context") if hook_name in _CONTEXT_HOOKS and "context" in params else None
+
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             record = self.records.get(name)
             if record is not None and record.status == "failed":
                 return None
+            if context_at is not None and self.context_factory is not None:
+                if "context" in kwargs:
+                    kwargs = {**kwargs, "context": self.context_factory(name)}
+                elif len(args) > context_at:
+                    args = (*args[:context_at], self.context_factory(name), *args[context_at + 1:])
             token = current_plugin.set(name)
             try:
                 return fn(*args, **kwargs)
@@ -204,6 +219,14 @@ class PluginHost:
                 current_plugin.reset(token)
 
         return guarded
+
+    def fail(self, name: str, error: str) -> None:
+        """Switch plugin ``name`` off for the session because of ``error`` (shown in its record).
+
+        For failures the host cannot see, e.g. a panel the window failed to build.
+        """
+        if name in self.records:
+            self._mark_failed(self.records[name], error)
 
     def _mark_failed(self, record: PluginRecord, error: str) -> None:
         record.status = "failed"
@@ -232,6 +255,29 @@ class PluginHost:
             if self.records[name].status == "enabled":
                 self.records[name].status = "disabled"
 
+    def collect(self, hook: str) -> list[Registered]:
+        """What the enabled plugins give through a ``register_*`` hook, each with its plugin.
+
+        The one collector for every ``register(...)`` hook: each plugin's implementation is
+        called on its own, in the order the plugins were loaded (built-ins first), with a
+        ``register`` that records its arguments. A plugin that raises is switched off and
+        left out; what it registered before raising is dropped too.
+        """
+        caller = getattr(self.hook, hook)
+        found: list[Registered] = []
+        # pluggy keeps implementations in registration order and calls them last-first.
+        for impl in list(caller.get_hookimpls()):
+            mine: list[Registered] = []
+
+            def register(*args: Any, _plugin: str = impl.plugin_name, _mine: list = mine, **kwargs: Any) -> None:
+                _mine.append(Registered(_plugin, args[0] if args else None, args, kwargs))
+
+            impl.function(register=register)
+            record = self.records.get(impl.plugin_name)
+            if record is None or record.status != "failed":
+                found.extend(mine)
+        return found
+
     def tools(self) -> ToolRegistry:
         """Every tool the enabled plugins register, checked, each marked with its plugin.
 
@@ -239,7 +285,8 @@ class PluginHost:
         the reason is kept in ``registry.problems`` (and logged).
         """
         registry = ToolRegistry()
-        self.hook.register_tools(register=lambda tool: registry.add(tool, current_plugin.get()))
+        for entry in self.collect("register_tools"):
+            registry.add(entry.item, entry.plugin)
         for problem in registry.problems:
             log.warning("tool left out: %s", problem)
         return registry
@@ -247,17 +294,14 @@ class PluginHost:
     def backends(self) -> dict[str, tuple[str, Callable[..., Any]]]:
         """Generation backends the enabled plugins add: name -> (plugin, factory)."""
         found: dict[str, tuple[str, Callable[..., Any]]] = {}
-
-        def register(name: str, factory: Callable[..., Any]) -> None:
-            plugin = current_plugin.get()
+        for entry in self.collect("register_backends"):
+            name, factory = (list(entry.args) + [None, None])[:2]
             if not isinstance(name, str) or not name or not callable(factory):
-                log.warning("plugin %s registered a backend without a name or factory; ignored", plugin)
+                log.warning("plugin %s registered a backend without a name or factory; ignored", entry.plugin)
             elif name in found or name == "llama.cpp":
-                log.warning("plugin %s registered backend %r, which already exists; ignored", plugin, name)
+                log.warning("plugin %s registered backend %r, which already exists; ignored", entry.plugin, name)
             else:
-                found[name] = (plugin, factory)
-
-        self.hook.register_backends(register=register)
+                found[name] = (entry.plugin, factory)
         return found
 
     def failed(self) -> list[PluginRecord]:

@@ -39,6 +39,7 @@ from desktop_app.ui.dialogs.settings_dialog import SettingsDialog
 from desktop_app.ui.markdown import render_markdown
 from desktop_app.ui.sidebar import Sidebar
 from desktop_app.ui.theme import apply_theme
+from desktop_app.ui.window_api import WindowApi
 from desktop_app.ui.workers import CURRENT_LEAF, EngineClient, run_task
 
 __all__ = ["MainWindow"]
@@ -113,6 +114,8 @@ class MainWindow(QMainWindow):
         self.dialogs: list[QWidget] = []
         #: The open "allow this tool call?" dialog, if any (Stop refuses it).
         self.approval_dialog: QWidget | None = None
+        #: What plugins see of the window.
+        self.api = WindowApi(self)
 
         self._build_toolbar()
         self._build_central()
@@ -246,12 +249,16 @@ class MainWindow(QMainWindow):
         w.tool_approval_requested.connect(self._on_worker_tool_approval_requested)
 
     def _add_plugin_ui(self) -> None:
-        hook = self.context.plugins.hook
+        """Plugins' panels, actions and composer widgets; each plugin's context gets the window."""
+        plugins = self.context.plugins
+        for name, record in plugins.records.items():
+            if record.status == "enabled":
+                self.context.plugin_context(name).window = self.api
 
-        def add_panel(title: str, factory: Callable[..., QWidget], area: str = "right") -> None:
+        def add_panel(plugin: str, title: str, factory: Callable[..., QWidget], area: str = "right") -> None:
             dock = QDockWidget(title, self)
             dock.setObjectName(f"panel-{title}")
-            dock.setWidget(factory(self.context, dock))
+            dock.setWidget(factory(self.context.plugin_context(plugin), dock))
             self.addDockWidget(_AREAS.get(area, Qt.RightDockWidgetArea), dock)
             # Panels open from the View menu or the toolbar (the window remembers which are open),
             # so a small screen is not crowded by panels nobody asked for.
@@ -262,17 +269,24 @@ class MainWindow(QMainWindow):
 
         def add_action(text: str, callback: Callable[[Any], Any], shortcut: str | None = None,
                        toolbar: bool = False) -> None:
-            action = self._action(self.plugins_menu, text, lambda: callback(self), shortcut)
+            action = self._action(self.plugins_menu, text, lambda: callback(self.api), shortcut)
             self.plugins_menu.menuAction().setVisible(True)
             if toolbar:
                 self.toolbar.addAction(action)
 
-        def add_composer_widget(factory: Callable[..., QWidget]) -> None:
-            self.composer.add_extra(factory(self, self.composer))
-
-        hook.register_panels(register=add_panel)
-        hook.register_actions(register=add_action)
-        hook.register_composer_widgets(register=add_composer_widget)
+        for hook, add in (("register_panels", add_panel), ("register_actions", add_action),
+                          ("register_composer_widgets", None)):
+            for entry in plugins.collect(hook):
+                try:
+                    if add is None:
+                        self.composer.add_extra(entry.item(self.api, self.composer))
+                    elif add is add_panel:
+                        add_panel(entry.plugin, *entry.args, **entry.kwargs)
+                    else:
+                        add(*entry.args, **entry.kwargs)
+                except Exception as exc:  # one plugin's broken panel must not stop the window
+                    log.exception("plugin %s: %s failed", entry.plugin, hook)
+                    plugins.fail(entry.plugin, f"raised in {hook}: {type(exc).__name__}: {exc}")
 
     # -- appearance and state -----------------------------------------------------------
     def apply_appearance(self) -> None:

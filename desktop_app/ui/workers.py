@@ -1,7 +1,8 @@
 """The only place that knows about Qt threads: it bridges the core's blocking calls to signals.
 
 - :class:`EngineWorker` lives on one long-lived QThread and owns every call into the model:
-  loading, and running turns. Requests arrive as queued signals from :class:`EngineClient`;
+  loading, running turns, and plugins' model calls (``PluginContext.complete``), one after
+  the other. Requests arrive as queued signals from :class:`EngineClient`;
   results go back as signals, so widgets are only ever touched on the GUI thread.
   Cancelling calls :meth:`Engine.cancel` directly: it is thread-safe and takes effect
   before the next token.
@@ -12,14 +13,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
+from concurrent.futures import Future
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from desktop_app.core.chat import ToolCallFinished, ToolCallStarted, TurnFailed, TurnFinished, TurnStarted
 from desktop_app.core.engine import TokenEvent
-from desktop_app.core.errors import ParleyError
+from desktop_app.core.errors import EngineError, ParleyError
 from desktop_app.ui.tool_approval import ApprovalRequest
 
 __all__ = ["EngineClient", "EngineWorker", "run_task"]
@@ -62,6 +65,20 @@ class EngineWorker(QObject):
         self.context = context
         #: Whether this llama.cpp build can use a GPU; known after the first load.
         self.gpu_supported: bool | None = None
+
+    @Slot(object, object)
+    def run_call(self, fn: Callable[[], Any], future: Future) -> None:
+        """Run a plugin's model call in turn with everything else the engine does."""
+        if future.done() or not future.set_running_or_notify_cancel():
+            return  # given up on while it waited (the window is closing)
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the caller, who waits in another thread
+            result, error = None, exc
+        else:
+            error = None
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
 
     @Slot(str)
     def load_model(self, name_or_path: str) -> None:
@@ -160,6 +177,7 @@ class EngineClient(QObject):
     load_requested = Signal(str)
     send_requested = Signal(int, str, object, object)
     regenerate_requested = Signal(int, object)
+    call_requested = Signal(object, object)
 
     def __init__(self, context: Any, parent: QObject | None = None):
         super().__init__(parent)
@@ -171,7 +189,30 @@ class EngineClient(QObject):
         self.load_requested.connect(self.worker.load_model)
         self.send_requested.connect(self.worker.send)
         self.regenerate_requested.connect(self.worker.regenerate)
+        self.call_requested.connect(self.worker.run_call)
+        self._pending: set[Future] = set()
+        self._closing = False
         self.thread.start()
+        # Plugins' model calls queue up behind turns on this worker.
+        context.engine_runner.runner = self.run_on_worker
+
+    def run_on_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the engine worker after what is queued there; block until it is done.
+
+        Called from the worker itself (a hook during a turn), it runs at once. It would freeze
+        the window on the GUI thread, so there it is refused: use ``run_task``.
+        """
+        if QThread.currentThread() is self.thread:
+            return fn()
+        if threading.current_thread() is threading.main_thread():
+            raise RuntimeError("A model call would freeze the window: run it with run_task.")
+        if self._closing:
+            raise EngineError("Parley is closing.")
+        future: Future = Future()
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        self.call_requested.emit(fn, future)
+        return future.result()
 
     def cancel(self) -> None:
         """Stop the current answer before its next token (the partial answer is kept)."""
@@ -179,7 +220,13 @@ class EngineClient(QObject):
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Cancel any generation and stop the thread; True if it stopped in time."""
+        self._closing = True
+        if self.context.engine_runner.runner == self.run_on_worker:
+            self.context.engine_runner.runner = None
         self.cancel()
+        for future in list(self._pending):  # nobody will run them now: free their callers
+            if not future.done():
+                future.set_exception(EngineError("Parley is closing."))
         self.thread.quit()
         return self.thread.wait(timeout_ms)
 

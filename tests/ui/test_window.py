@@ -232,14 +232,14 @@ def test_plugins_can_add_a_panel_and_an_action(qtbot, make_window, paths, monkey
         "clicked = []\n"
         "@hookimpl\n"
         "def register_panels(register):\n"
-        "    register('Notes', lambda context, parent: QLabel('my notes', parent), area='right')\n"
+        "    register('Notes', lambda context, parent: QLabel(f'my notes ({context.name})', parent), area='right')\n"
         "@hookimpl\n"
         "def register_actions(register):\n"
         "    register('Say hi', lambda window: clicked.append(window), shortcut='Ctrl+Shift+H', toolbar=True)\n"
     )
     window = make_window(wait_model=False)
     docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
-    assert set(docks) == {"Notes", "Documents", "Tools", "LoRA"} and docks["Notes"].widget().text() == "my notes"
+    assert set(docks) == {"Notes", "Documents", "Tools", "LoRA"} and docks["Notes"].widget().text() == "my notes (notes)"
     assert not docks["Notes"].isVisible()
     toggle = [a for a in window.view_menu.actions() if a.text() == "Notes"][0]
     toggle.trigger()
@@ -247,7 +247,7 @@ def test_plugins_can_add_a_panel_and_an_action(qtbot, make_window, paths, monkey
     actions = [a for a in window.plugins_menu.actions() if a.text() == "Say hi"]
     assert actions and window.plugins_menu.menuAction().isVisible()
     actions[0].trigger()
-    assert sys.modules["parley_user_plugins.notes"].clicked == [window]
+    assert sys.modules["parley_user_plugins.notes"].clicked == [window.api]  # the plugins' view of the window
     qtbot.waitUntil(lambda: window.context.engine.loaded, timeout=60_000)
 
 

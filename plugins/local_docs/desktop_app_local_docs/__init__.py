@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from desktop_app.api import ContextBlock, Option, Turn, conversation_choice, hookimpl, remember_choice
+from desktop_app.api import ContextBlock, ConversationChoice, Option, PluginContext, Turn, hookimpl
 
 __version__ = "0.1.0"
 __all__ = ["state", "PLUGIN"]
@@ -34,24 +34,25 @@ class State:
     """The plugin's context and its document index (created on first use: chromadb is heavy)."""
 
     def __init__(self) -> None:
-        self.context: Any = None
+        self.context: PluginContext | None = None
         self._index: Any = None
         self._lock = threading.Lock()
-        #: The panel's choice for conversations that have none yet.
-        self.selection: list[str] = []
+        #: The collections each conversation searches; its ``selection`` is the panel's pick.
+        self.choice: ConversationChoice | None = None
 
-    def setting(self, key: str, default: Any) -> Any:
-        """One of this plugin's settings."""
-        try:
-            return self.context.settings.get(f"plugins.{PLUGIN}.{key}")
-        except Exception:
-            return default
+    def start(self, context: PluginContext) -> None:
+        """Take a fresh context: nothing from an earlier one carries over."""
+        self.close()
+        self.__init__()
+        self.context = context
+        self.choice = context.choice("collections", fields=("collections",))
 
     @property
     def index(self) -> Any:
         """The document index for the current settings (rebuilt when they change)."""
-        wanted = (self.setting("embedder", "") or "all-MiniLM-L6-v2", self.setting("chunk_tokens", 240),
-                  self.setting("chunk_overlap", 40), int(self.setting("max_file_mb", 50) * 1_000_000))
+        settings = self.context.settings
+        wanted = (settings.get("embedder") or "all-MiniLM-L6-v2", settings.get("chunk_tokens"),
+                  settings.get("chunk_overlap"), int(settings.get("max_file_mb") * 1_000_000))
         with self._lock:
             current = self._index
             if current is None or (current.embedder.name, current.chunk_tokens, current.overlap,
@@ -63,25 +64,29 @@ class State:
                 # closes when the last user lets go. A loaded embedding model is kept if unchanged.
                 same_model = current is not None and current.embedder.name == wanted[0]
                 self._index = DocsIndex(
-                    self.context.paths.data_dir / "documents",
-                    current.embedder if same_model else Embedder(self.setting("embedder", "")),
+                    self.context.data_dir / "documents",
+                    current.embedder if same_model else Embedder(settings.get("embedder")),
                     chunk_tokens=wanted[1], overlap=wanted[2], max_bytes=wanted[3],
                 )
             return self._index
 
+    @property
+    def selection(self) -> list[str]:
+        """The panel's pick, for conversations without collections of their own."""
+        return list(self.choice.selection.get("collections") or []) if self.choice else []
+
+    @selection.setter
+    def selection(self, names: list[str]) -> None:
+        self.choice.selection = {"collections": list(names)}
+
     def collections_for(self, conversation_id: int | None) -> tuple[list[str], bool]:
         """(collections, whether the conversation remembered them)."""
-        meta = conversation_choice(self._store(), conversation_id, PLUGIN)
-        if meta and "collections" in meta:
-            return list(meta["collections"]), True
-        return list(self.selection), False
+        choice, remembered = self.choice.current(conversation_id)
+        return list(choice.get("collections") or []), remembered
 
     def remember(self, conversation_id: int | None, collections: list[str]) -> None:
-        """Store the conversation's collections."""
-        remember_choice(self._store(), conversation_id, PLUGIN, {"collections": list(collections)})
-
-    def _store(self) -> Any:
-        return self.context.store if self.context is not None else None
+        """Keep the conversation's collections (without a conversation: the panel's pick)."""
+        self.choice.remember(conversation_id, {"collections": list(collections)})
 
     def close(self) -> None:
         """Close the index."""
@@ -94,11 +99,9 @@ state = State()
 
 
 @hookimpl
-def app_started(context: Any) -> None:
-    """Keep the context (a fresh start: nothing from an earlier context carries over)."""
-    state.close()
-    state.__init__()
-    state.context = context
+def app_started(context: PluginContext) -> None:
+    """Keep the context."""
+    state.start(context)
 
 
 @hookimpl
@@ -119,21 +122,15 @@ def register_settings(register) -> None:
 @hookimpl
 def prepare_turn(turn: Turn) -> None:
     """Retrieve passages from the conversation's collections and add them as numbered sources."""
-    chosen = turn.plugin_options.get(PLUGIN) or {}
-    if chosen.get("collections") is not None:
-        collections = list(chosen["collections"])
-        state.remember(turn.conversation_id, collections)
-    else:
-        collections, remembered = state.collections_for(turn.conversation_id)
-        if collections and not remembered:
-            state.remember(turn.conversation_id, collections)
+    collections = list(state.choice.for_turn(turn).get("collections") or [])
     if not collections:
         return
     from desktop_app_local_docs.index import DocsError
 
     try:
-        hits = state.index.search(collections, turn.user_message, k=state.setting("top_k", 5),
-                                  min_similarity=state.setting("min_similarity", 0.2))
+        settings = state.context.settings
+        hits = state.index.search(collections, turn.user_message, k=settings.get("top_k"),
+                                  min_similarity=settings.get("min_similarity"))
     except DocsError as exc:
         turn.add_note(str(exc))
         return
@@ -166,7 +163,7 @@ def register_panels(register) -> None:
     def make(context, parent):
         from desktop_app_local_docs.ui import DocumentsPanel
 
-        return DocumentsPanel(context, parent.window(), parent)
+        return DocumentsPanel(context, context.window, parent)
 
     register("Documents", make, area="right")
 
@@ -178,7 +175,8 @@ def register_tools(register) -> None:
 
     def search_documents(query: str, collection: str = "", k: int = 5) -> list[dict[str, Any]]:
         names = [collection] if collection else list(state.index.collections())
-        hits = state.index.search(names, query, k=int(k), min_similarity=state.setting("min_similarity", 0.2))
+        hits = state.index.search(names, query, k=int(k),
+                                  min_similarity=state.context.settings.get("min_similarity"))
         return [{"text": h.text, "path": h.path, "page": h.page, "score": round(h.score, 4)} for h in hits]
 
     register(Tool(

@@ -19,10 +19,9 @@ from desktop_app.api import (
     Adapter,
     EngineError,
     Option,
+    PluginContext,
     Turn,
-    conversation_choice,
     hookimpl,
-    remember_choice,
 )
 
 __version__ = "0.1.0"
@@ -37,7 +36,7 @@ class State:
     """The plugin's context, its adapter library, and what it last put on the engine."""
 
     def __init__(self) -> None:
-        self.context: Any = None
+        self.context: PluginContext | None = None
         self._library: Any = None
         self._lock = threading.Lock()
         #: The adapters of the last turn: re-applied when another model (or the same) is loaded.
@@ -45,6 +44,18 @@ class State:
         #: Problems found when re-applying after a model load (or with adapters other plugins
         #: offer), for the window to show once.
         self.notices: list[str] = []
+        self.choice: Any = None
+
+    def start(self, context: PluginContext) -> None:
+        """Take a fresh context (nothing from an earlier one carries over)."""
+        from dataclasses import asdict
+
+        self.__init__()
+        self.context = context
+        # A conversation without adapters of its own starts with the library's defaults.
+        self.choice = context.choice(
+            "adapters", default=lambda: {"adapters": [asdict(c) for c in self.library.defaults()]},
+            fields=("adapters",))
 
     @property
     def library(self) -> Any:
@@ -53,28 +64,17 @@ class State:
             if self._library is None:
                 from desktop_app_lora.library import AdapterLibrary
 
-                self._library = AdapterLibrary(self.context.paths.data_dir / "adapters")
+                self._library = AdapterLibrary(self.context.data_dir / "adapters")
             return self._library
-
-    def setting(self, key: str, default: Any) -> Any:
-        """One of this plugin's settings."""
-        try:
-            return self.context.settings.get(f"plugins.{PLUGIN}.{key}")
-        except Exception:
-            return default
-
-    def _store(self) -> Any:
-        return self.context.store if self.context is not None else None
 
     # -- per conversation ------------------------------------------------------------------
     def choices_for(self, conversation_id: int | None) -> tuple[list[Any], bool]:
         """(the conversation's adapters as Choices, whether the conversation remembered them)."""
         from desktop_app_lora.library import Choice
 
-        meta = conversation_choice(self._store(), conversation_id, PLUGIN)
-        if meta and isinstance(meta.get("adapters"), list):
-            return [c for c in map(Choice.parse, meta["adapters"]) if c], True
-        return self.library.defaults(), False
+        choice, remembered = self.choice.current(conversation_id)
+        adapters = choice.get("adapters")
+        return [c for c in map(Choice.parse, adapters if isinstance(adapters, list) else []) if c], remembered
 
     def remember(self, conversation_id: int | None, choices: list[Any]) -> None:
         """Store a conversation's adapters; without a conversation, those new ones start with."""
@@ -83,7 +83,7 @@ class State:
         if conversation_id is None:
             self.library.set_defaults(choices)
         else:
-            remember_choice(self._store(), conversation_id, PLUGIN, {"adapters": [asdict(c) for c in choices]})
+            self.choice.remember(conversation_id, {"adapters": [asdict(c) for c in choices]})
 
     # -- checking against a model ----------------------------------------------------------
     def resolve(self, choices: list[Any], model_path: Path | None) -> tuple[list[Adapter], list[str]]:
@@ -119,8 +119,8 @@ class State:
 
     def system_prompt_for(self, model_path: Path | None) -> str:
         """The system prompt answers get with ``model_path`` when nobody set one (for training)."""
-        configured = self.context.settings.get("chat.system_prompt")
-        return configured or self.context.chat.default_system_prompt(model_path)
+        configured = self.context.app_setting("chat.system_prompt")
+        return configured or self.context.default_system_prompt(model_path)
 
     def close(self) -> None:
         """Forget the library (a new context may use another data folder)."""
@@ -131,17 +131,11 @@ state = State()
 
 
 @hookimpl
-def app_started(context: Any) -> None:
-    """Keep the context (a fresh start: nothing from an earlier context carries over), and list
-    the adapters other plugins provide through ``register_adapters``."""
-    state.__init__()
-    state.context = context
-    hook = getattr(getattr(context, "plugins", None), "hook", None)
-    if hook is None or not hasattr(hook, "register_adapters"):
-        return
-    # Each implementation is called on its own, so every adapter is listed with its plugin.
-    for impl in hook.register_adapters.get_hookimpls():
-        impl.function(register=lambda adapter, plugin=impl.plugin_name: _provide(adapter, plugin))
+def app_started(context: PluginContext) -> None:
+    """Keep the context, and list the adapters other plugins provide through ``register_adapters``."""
+    state.start(context)
+    for entry in context.collect("register_adapters"):
+        _provide(entry.item, entry.plugin)
 
 
 def _provide(adapter: Adapter, plugin: str) -> None:
@@ -187,14 +181,14 @@ def prepare_turn(turn: Turn) -> None:
         choices, remembered = state.choices_for(turn.conversation_id)
         if choices and not remembered and turn.conversation_id is not None:
             state.remember(turn.conversation_id, choices)
-    engine = state.context.engine if state.context is not None else None
-    if not choices or engine is None or not engine.loaded:
+    model = state.context.model if state.context is not None else None
+    if not choices or model is None or not model.loaded:
         state.applied = []
         return
-    adapters, problems = state.resolve(choices, engine.model_path)
+    adapters, problems = state.resolve(choices, model.path)
     for adapter in adapters:
         try:
-            engine.load_adapter(adapter.path)  # llama.cpp reads it now, so a refusal is a note, not a failure
+            model.load_adapter(adapter.path)  # llama.cpp reads it now, so a refusal is a note, not a failure
         except EngineError as exc:
             problems.append(str(exc))
             continue
@@ -236,7 +230,7 @@ def register_panels(register) -> None:
     def make(context, parent):
         from desktop_app_lora.ui import LoraPanel
 
-        return LoraPanel(context, parent.window(), parent)
+        return LoraPanel(context, context.window, parent)
 
     register("LoRA", make, area="right")
 
@@ -248,7 +242,7 @@ def register_actions(register) -> None:
     def teach(window) -> None:
         from desktop_app_lora.ui import LoraPanel
 
-        panel = window.findChild(LoraPanel)
+        panel = window.find_panel(LoraPanel)
         if panel is not None:
             panel.open_train_dialog(from_conversation=True)
 

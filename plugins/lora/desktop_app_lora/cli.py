@@ -103,12 +103,12 @@ def _state(context):
     from desktop_app_lora import state
 
     if state.context is not context:
-        state.context = context
+        state.start(context)
     return state
 
 
 def _model(context, args) -> Path:
-    return context.model_path(getattr(args, "model", None))
+    return context.model_file(getattr(args, "model", None))
 
 
 def _list(args, context) -> int:
@@ -181,7 +181,7 @@ def _apply(args, context) -> int:
     if args.none == bool(args.adapters):
         raise ValueError("Name the adapters to use (NAME or NAME=SCALE), or pass --none.")
     if args.conversation is not None:
-        context.store.get_conversation(args.conversation)  # a clear error for a wrong id
+        context.conversations.get(args.conversation)  # a clear error for a wrong id
     choices = [Choice(a["name"], a["scale"]) for a in args.adapters]
     model = _model(context, args)
     for choice in choices:
@@ -237,8 +237,8 @@ def _train(args, context) -> int:
                 ids = [int(x) for x in args.answers.split(",") if x.strip()]
             except ValueError:
                 raise ValueError("--answers takes message ids separated by commas, e.g. 12,15.") from None
-        chats = examples_from_conversation(context.store, args.conversation, ids)
-        conversation = context.store.get_conversation(args.conversation)
+        chats = examples_from_conversation(context.conversations, args.conversation, ids)
+        conversation = context.conversations.get(args.conversation)
         system = args.system or conversation.system_prompt or state.system_prompt_for(model)
     chats = with_system_prompt(chats, system)
     config = config_from_settings(state)
@@ -264,7 +264,7 @@ def _train(args, context) -> int:
           file=sys.stderr)
     try:
         entry, result = train_adapter(model, chats, state.library, args.name, config, progress=show,
-                                      cancel=cancel, work_dir=context.paths.cache_dir)
+                                      cancel=cancel, work_dir=context.cache_dir)
     except TrainingCancelled as exc:
         sys.stderr.write("\n")
         print(f"parley: {exc}", file=sys.stderr)
@@ -288,10 +288,11 @@ def config_from_settings(state) -> Any:
     """A TrainConfig from the plugin's settings."""
     from desktop_app_lora.train import TrainConfig
 
-    targets = tuple(t.strip() for t in str(state.setting("target_modules", "")).split(",") if t.strip())
+    settings = state.context.settings
+    targets = tuple(t.strip() for t in str(settings.get("target_modules")).split(",") if t.strip())
     return TrainConfig(
-        rank=int(state.setting("rank", 8)), alpha=float(state.setting("alpha", 16.0)),
-        learning_rate=float(state.setting("learning_rate", 0.002)), epochs=int(state.setting("epochs", 0)),
-        batch_size=int(state.setting("batch_size", 4)), max_length=int(state.setting("max_length", 512)),
+        rank=int(settings.get("rank")), alpha=float(settings.get("alpha")),
+        learning_rate=float(settings.get("learning_rate")), epochs=int(settings.get("epochs")),
+        batch_size=int(settings.get("batch_size")), max_length=int(settings.get("max_length")),
         target_modules=targets or TrainConfig().target_modules,
     )

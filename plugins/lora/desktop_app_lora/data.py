@@ -89,14 +89,14 @@ def with_system_prompt(chats: list[Chat], system_prompt: str | None) -> list[Cha
             else [{"role": "system", "content": system_prompt}, *chat] for chat in chats]
 
 
-def examples_from_conversation(store: Any, conversation_id: int,
+def examples_from_conversation(conversations: Any, conversation_id: int,
                                answer_ids: list[int] | None = None) -> list[Chat]:
     """Turn picked answers of a conversation into examples ("teach it this").
 
     Each picked answer becomes one example: the question before it and the answer. Without
     ``answer_ids`` every complete answer of the current branch is used.
     """
-    history = store.history(conversation_id)
+    history = conversations.messages(conversation_id)
     chats: list[Chat] = []
     for i, message in enumerate(history):
         if message.role != "assistant" or i == 0 or history[i - 1].role != "user":
@@ -113,8 +113,8 @@ def examples_from_conversation(store: Any, conversation_id: int,
     return chats
 
 
-def question_answer_pairs(store: Any, conversation_id: int) -> list[tuple[int, str, str]]:
+def question_answer_pairs(conversations: Any, conversation_id: int) -> list[tuple[int, str, str]]:
     """(answer id, question, answer) for every answered question of the current branch."""
-    history = store.history(conversation_id)
+    history = conversations.messages(conversation_id)
     return [(m.id, history[i - 1].content, m.content) for i, m in enumerate(history)
             if m.role == "assistant" and i and history[i - 1].role == "user" and m.content.strip()]

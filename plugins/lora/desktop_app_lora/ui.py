@@ -175,7 +175,7 @@ class LoraPanel(QWidget):
         self.status_label = QLabel()
         self.status_label.setObjectName("loraStatus")
         self.status_label.hide()
-        window.statusBar().addPermanentWidget(self.status_label)
+        window.add_status_widget(self.status_label)
 
         self.job = TrainingJob(self)
         self.job.progressed.connect(self._on_job_progressed)
@@ -200,8 +200,8 @@ class LoraPanel(QWidget):
     # -- the list -------------------------------------------------------------------------
     def model_path(self) -> Path | None:
         """The loaded model (adapters are checked against it), or None."""
-        engine = self.context.engine
-        return engine.model_path if engine.loaded else None
+        model = self.context.model
+        return model.path if model.loaded else None
 
     def refresh(self) -> None:
         """Rebuild the list: every adapter, ticked and scaled as the open conversation uses it."""
@@ -284,7 +284,7 @@ class LoraPanel(QWidget):
         if self.window.current_conversation != self._shown:
             self.refresh()  # a new chat became a stored conversation with its first answer
         # What the answer really used (an adapter may have been left out, with a note).
-        trace = self.context.store.get_trace(message_id) or {}
+        trace = self.context.conversations.trace(message_id) or {}
         used = [(e["content"]["name"], e["content"]["scale"]) for e in trace.get("entries", [])
                 if e.get("kind") == "adapter" and isinstance(e.get("content"), dict)]
         self.show_status(used)
@@ -330,7 +330,7 @@ class LoraPanel(QWidget):
             return
         path = state.library.path(entry)
         # Free llama.cpp's copy off the GUI thread (the engine may be busy answering).
-        run_task(lambda: self.context.engine.release_adapter(path), lambda _: None, lambda _: None)
+        run_task(lambda: self.context.model.release_adapter(path), lambda _: None, lambda _: None)
         if name in self.rows and self.rows[name].check.isChecked():
             state.remember(self.window.current_conversation, [c for c in self.choices() if c.name != name])
         self.status.setText(f"Removed {name}.")
@@ -357,7 +357,7 @@ class LoraPanel(QWidget):
         if model is None:
             self.window.show_error("Load a model first: the adapter is converted for the loaded model.")
             return None
-        cache = self.context.paths.cache_dir
+        cache = self.context.cache_dir
         self.status.setText(f"Converting {Path(folder).name}…")
 
         def work() -> Any:
@@ -381,7 +381,7 @@ class LoraPanel(QWidget):
         """Open the training dialog ("teach it this" starts from the open conversation's answers)."""
         if self.dialog is not None:
             self.dialog.close()
-        self.dialog = TrainDialog(self.job, self.window, self.window.current_conversation, self.window)
+        self.dialog = TrainDialog(self.job, self.window, self.window.current_conversation, self.window.widget)
         if not from_conversation:
             self.dialog.from_file.setChecked(True)
         self.dialog.show()

@@ -97,7 +97,7 @@ class TrainingJob(QObject):
         self.cancelled = False
         self.name, self.conversation_id, self.apply = name, conversation_id, apply
         self.started_at = time.monotonic()
-        library, cache = state.library, state.context.paths.cache_dir
+        library, cache = state.library, state.context.cache_dir
 
         def report(progress: Any) -> None:
             self.last = progress
@@ -278,7 +278,7 @@ class TrainDialog(QDialog):
 
         if self.conversation_id is None:
             return
-        pairs = question_answer_pairs(state.context.store, self.conversation_id)
+        pairs = question_answer_pairs(state.context.conversations, self.conversation_id)
         for n, (answer_id, question, answer) in enumerate(pairs):
             item = QListWidgetItem(_pair_label(question, answer))
             item.setData(Qt.UserRole, (answer_id, question, answer))
@@ -325,7 +325,7 @@ class TrainDialog(QDialog):
         """The chats to learn from (DataError when there are none or the file is bad)."""
         from desktop_app_lora.data import DataError, load_jsonl, with_system_prompt
 
-        model = state.context.engine.model_path
+        model = state.context.model.path
         if self.from_conversation.isChecked():
             chats = []
             for i in range(self.pairs.count()):
@@ -336,7 +336,7 @@ class TrainDialog(QDialog):
                         chats.append([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
             if not chats:
                 raise DataError("Tick at least one answer to learn.")
-            conversation = state.context.store.get_conversation(self.conversation_id)
+            conversation = state.context.conversations.get(self.conversation_id)
             system = conversation.system_prompt or state.system_prompt_for(model)
         else:
             if not self.file_edit.text().strip():
@@ -360,10 +360,10 @@ class TrainDialog(QDialog):
         if self.job.running:
             self.progress_label.setText("A training run is going on; wait for it or cancel it first.")
             return
-        engine = state.context.engine
+        model = state.context.model
         name = self.name_edit.text().strip()
         try:
-            if not engine.loaded or engine.model_path is None:
+            if not model.loaded or model.path is None:
                 raise ParleyError("Load a model first: the adapter is trained for the loaded model.")
             if not name:
                 raise ParleyError("Give the adapter a name.")
@@ -375,7 +375,7 @@ class TrainDialog(QDialog):
         except ParleyError as exc:
             self.progress_label.setText(str(exc))
             return
-        self.job.start(engine.model_path, chats, name, config, conversation_id=self.conversation_id,
+        self.job.start(model.path, chats, name, config, conversation_id=self.conversation_id,
                        apply=self.apply_box.isChecked())
         self.progress_label.setText(f"Training {name} on {len(chats)} examples…")
         self._show_running(True)

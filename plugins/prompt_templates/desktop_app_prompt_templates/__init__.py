@@ -12,7 +12,7 @@ import argparse
 import logging
 from typing import Any
 
-from desktop_app.api import Option, Turn, TurnResult, conversation_choice, hookimpl, remember_choice
+from desktop_app.api import ConversationChoice, Option, PluginContext, Turn, TurnResult, hookimpl
 
 from desktop_app_prompt_templates.library import TemplateLibrary, builtin_templates
 from desktop_app_prompt_templates.templates import PromptTemplate, TemplateError
@@ -27,44 +27,45 @@ SELF_CONSISTENCY = "self-consistency"
 
 
 class State:
-    """What the plugin holds for the app's lifetime: the context, the library, the picker's choice."""
+    """What the plugin holds for the app's lifetime: its context, the library, the template choice."""
 
     def __init__(self) -> None:
-        self.context: Any = None
+        self.context: PluginContext | None = None
         self.library: TemplateLibrary | None = None
-        #: The window picker's choice for conversations that have none yet.
-        self.selection: dict[str, Any] = {}
+        #: Which template each conversation uses; its ``selection`` is the window picker's.
+        self.choice: ConversationChoice | None = None
         self.registration_errors: list[str] = []
 
-    def setting(self, key: str, default: Any) -> Any:
-        """One of this plugin's settings (its default when the settings are not available)."""
-        try:
-            return self.context.settings.get(f"plugins.{PLUGIN}.{key}")
-        except Exception:
-            return default
+    def start(self, context: PluginContext) -> None:
+        """Take a fresh context (nothing from an earlier one carries over) and load the library."""
+        self.__init__()
+        self.context = context
+        default = context.settings.get("default_template")
+        self.choice = context.choice(
+            "template", default=lambda: {"template": default, "variables": {}} if default else {},
+            fields=("template", "variables"))
+        self.reload()
 
     def reload(self) -> TemplateLibrary:
         """Collect templates from every plugin (built-ins come from this one) and the user's folder."""
+        from desktop_app_prompt_templates.templates import template_from_dict
+
         registered: list[PromptTemplate] = []
         errors: list[str] = []
-
-        def register(template: Any) -> None:
+        for entry in self.context.collect("register_prompt_templates"):
+            template = entry.item
             if isinstance(template, PromptTemplate):
                 registered.append(template)
             elif isinstance(template, dict):
-                from desktop_app_prompt_templates.templates import template_from_dict
-
                 try:
                     registered.append(template_from_dict(template, origin="plugin"))
                 except TemplateError as exc:
-                    errors.append(str(exc))
+                    errors.append(f"{exc} (from the plugin {entry.plugin})")
             else:
-                errors.append(f"Ignored a registered template of type {type(template).__name__}.")
-
-        self.context.plugins.hook.register_prompt_templates(register=register)
-        # Built-ins first, whatever order pluggy called the plugins in.
+                errors.append(f"Ignored a template of type {type(template).__name__} from the plugin {entry.plugin}.")
+        # Built-ins first, whatever order the plugins were loaded in.
         registered.sort(key=lambda t: t.origin != "built-in")
-        self.library = TemplateLibrary(self.context.paths.data_dir / "templates").load(registered)
+        self.library = TemplateLibrary(self.context.data_dir / "templates").load(registered)
         self.library.errors = errors + self.library.errors
         for error in self.library.errors:
             log.warning("prompt template skipped: %s", error)
@@ -72,36 +73,16 @@ class State:
 
     def selection_for(self, conversation_id: int | None) -> dict[str, Any]:
         """The template choice that applies to a conversation."""
-        return self._selection(conversation_id)[0]
-
-    def _selection(self, conversation_id: int | None) -> tuple[dict[str, Any], bool]:
-        """(choice, whether the conversation itself remembered it)."""
-        meta = conversation_choice(self._store(), conversation_id, PLUGIN)
-        if meta and "template" in meta:
-            return meta, True
-        if self.selection.get("template"):
-            return self.selection, False
-        default = self.setting("default_template", "")
-        return ({"template": default, "variables": {}} if default else {}), False
-
-    def remember(self, conversation_id: int | None, selection: dict[str, Any]) -> None:
-        """Store the choice with the conversation, so it is used again when it continues."""
-        remember_choice(self._store(), conversation_id, PLUGIN, {
-            "template": selection.get("template", ""), "variables": dict(selection.get("variables", {}))})
-
-    def _store(self) -> Any:
-        return self.context.store if self.context is not None else None
+        return self.choice.current(conversation_id)[0]
 
 
 state = State()
 
 
 @hookimpl
-def app_started(context: Any) -> None:
-    """Keep the context and load the template library (nothing from an earlier context carries over)."""
-    state.__init__()
-    state.context = context
-    state.reload()
+def app_started(context: PluginContext) -> None:
+    """Keep the context and load the template library."""
+    state.start(context)
 
 
 @hookimpl
@@ -130,14 +111,7 @@ def prepare_turn(turn: Turn) -> None:
     if state.library is None:
         return
     chosen = turn.plugin_options.get(PLUGIN) or {}
-    if chosen.get("template") is not None:
-        selection = {"template": chosen["template"], "variables": dict(chosen.get("variables") or {})}
-        state.remember(turn.conversation_id, selection)
-    else:
-        selection, remembered = state._selection(turn.conversation_id)
-        if selection and not remembered:
-            # A new conversation takes the picker's choice and keeps it from now on.
-            state.remember(turn.conversation_id, selection)
+    selection = state.choice.for_turn(turn)
     name = selection.get("template")
     if not name:
         return  # generate_turn still honours a --strategy given without a template
@@ -184,8 +158,9 @@ def generate_turn(turn: Turn, generate) -> TurnResult | None:
     active = options.get("active")
     template = state.library.templates.get(active) if active else None
     template = template or PromptTemplate("(no template)", origin="strategy")
-    samples = int(options.get("samples") or template.strategy.get("samples") or state.setting("samples", 5))
-    temperature = float(template.strategy.get("temperature", state.setting("temperature", 0.8)))
+    settings = state.context.settings
+    samples = int(options.get("samples") or template.strategy.get("samples") or settings.get("samples"))
+    temperature = float(template.strategy.get("temperature", settings.get("temperature")))
     return self_consistency(turn, generate, template, samples, temperature)
 
 
@@ -298,9 +273,7 @@ def register_actions(register) -> None:
     from desktop_app_prompt_templates import ui
 
     def open_editor(window) -> None:
-        editor = ui.TemplateEditor(window, None, window)
-        window.dialogs.append(editor)
-        editor.open()
+        window.open_dialog(ui.TemplateEditor(window, None, window.widget))
 
     register("Improve this prompt", ui.improve_prompt, shortcut="Ctrl+I")
     register("Prompt templates…", open_editor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import threading
 import tomllib
 from typing import Any
 
@@ -143,8 +144,8 @@ class TemplateBar(QWidget):
 
     def _store(self) -> None:
         selection = self.selection()
-        state.selection = selection
-        state.remember(self.window.current_conversation, selection)
+        state.choice.selection = selection
+        state.choice.remember(self.window.current_conversation, selection)
 
     def open_editor(self) -> "TemplateEditor":
         """Open the template editor (non-blocking)."""
@@ -321,9 +322,9 @@ class TemplateEditor(QDialog):
         except TemplateError as exc:
             self.preview.setPlainText(f"⚠ {exc}")
             return
-        context = self.window.context
+        context = state.context
         sample = self.sample.text()
-        system = context.settings.get("chat.system_prompt") or context.chat.default_system_prompt()
+        system = context.app_setting("chat.system_prompt") or context.default_system_prompt()
         self._preview_running, self._preview_again = True, False
 
         def show(text: str) -> None:
@@ -334,7 +335,7 @@ class TemplateEditor(QDialog):
             self.preview.setPlainText(text)
             self.preview_shown.emit(text)
 
-        run_task(lambda: _render_preview(template, context.engine, sample, system), show,
+        run_task(lambda: _render_preview(template, context.model, sample, system), show,
                  lambda message: show(f"⚠ {message}"))
 
     def save(self) -> None:
@@ -399,7 +400,7 @@ class TemplateEditor(QDialog):
             state.library.export(self.editing, path)
 
 
-def _render_preview(template: PromptTemplate, engine: Any, sample: str, system: str) -> str:
+def _render_preview(template: PromptTemplate, model: Any, sample: str, system: str) -> str:
     """The preview's text: the same steps a real turn takes, so it is the prompt the model will see."""
     from desktop_app.api import Turn
 
@@ -408,8 +409,8 @@ def _render_preview(template: PromptTemplate, engine: Any, sample: str, system: 
     turn = Turn(None, sample, base_system=system)
     try:
         apply_template(turn, template, None)
-        if engine.loaded:
-            text = engine.render(turn.messages())
+        if model.loaded:
+            text = model.render(turn.messages())
         else:
             text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in turn.messages()) + \
                 "\n\n(no model loaded: shown without its chat template)"
@@ -480,47 +481,29 @@ def word_diff_html(old: str, new: str) -> str:
 
 def improve_prompt(window: Any) -> ImproveDialog | None:
     """Ask the loaded model to rewrite the message box's text; show the result as a diff."""
-    text = window.composer.edit.toPlainText().strip()
+    text = window.composer_text().strip()
     if not text:
         window.show_error("Write a message first; “Improve prompt” rewrites what is in the message box.")
         return None
-    dialog = ImproveDialog(text, window)
-    engine = window.context.engine
-
-    request = {"running": False, "abandoned": False}
+    dialog = ImproveDialog(text, window.widget)
+    stop = threading.Event()
 
     def ask() -> str:
-        from desktop_app.api import EngineError
-
         messages = [ChatMessage("system", IMPROVE_SYSTEM),
                     ChatMessage("user", f"Improve this prompt:\n\n{text}")]
-        done = None
-        # The plain model rewrites the prompt, not one shaped by a conversation's LoRA adapters.
-        engine.set_adapters([])
-        for event in engine.stream_chat(messages, GenerationOptions(temperature=0.3, max_tokens=256)):
-            request["running"] = True  # the engine is ours now: Discard may stop it
-            done = event
-            if request["abandoned"]:
-                break
-        if done is None or not hasattr(done, "finish_reason"):
-            raise EngineError(getattr(done, "message", "The model could not answer."))
-        return done.text
+        # Waits for an answer being written; the plain model rewrites (no LoRA adapters).
+        return state.context.complete(messages, GenerationOptions(temperature=0.3, max_tokens=256), stop=stop).text
 
     def accepted() -> None:
-        window.composer.edit.setPlainText(dialog.suggestion)
+        window.set_composer_text(dialog.suggestion)
 
     def discarded() -> None:
-        request["abandoned"] = True
-        # Stop the model only if it is writing our suggestion, never someone else's answer.
-        if request["running"] and not dialog.suggestion:
-            engine.cancel()
+        stop.set()  # ends our suggestion only, never someone else's answer
 
     dialog.accepted.connect(accepted)
     dialog.rejected.connect(discarded)
     run_task(ask, dialog.show_suggestion, dialog.show_error)
-    window.dialogs.append(dialog)
-    dialog.open()
-    return dialog
+    return window.open_dialog(dialog)
 
 
 def _fill_table(table: QTableWidget, rows: list[tuple[str, str]]) -> None:

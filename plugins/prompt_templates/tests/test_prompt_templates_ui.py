@@ -125,7 +125,7 @@ def test_improve_prompt_shows_a_diff_and_accepting_replaces_the_message(qtbot, w
     from desktop_app_prompt_templates.ui import improve_prompt
 
     window.composer.edit.setPlainText("tell me about dogs")
-    dialog = improve_prompt(window)
+    dialog = improve_prompt(window.api)
     qtbot.waitUntil(lambda: dialog.accept_button.isEnabled(), timeout=60_000)
     assert dialog.suggestion and "span" in dialog.diff.toHtml()
     dialog.accept()
@@ -137,7 +137,7 @@ def test_improve_prompt_needs_a_message(qtbot, window):
 
     window.composer.edit.clear()
     with qtbot.waitSignal(window.error_shown):
-        assert improve_prompt(window) is None
+        assert improve_prompt(window.api) is None
 
 
 def test_a_template_that_cannot_be_applied_is_shown_and_the_message_goes_out(qtbot, window):
@@ -151,7 +151,7 @@ def test_a_template_that_cannot_be_applied_is_shown_and_the_message_goes_out(qtb
     state.library.save(state.library.get("Translator").__class__("Needs topic", user="About {{ topic }}: {{ message }}"))
     picker.fill()
     picker.combo.setCurrentIndex(picker.combo.findData("Needs topic"))
-    state.selection = {"template": "Needs topic", "variables": {}}
+    state.choice.selection = {"template": "Needs topic", "variables": {}}
     with qtbot.waitSignal(window.error_shown, timeout=60_000) as blocker:
         send(qtbot, window, "Hello there")
     assert "topic" in blocker.args[0] and "prompt_templates" in blocker.args[0]

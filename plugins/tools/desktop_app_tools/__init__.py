@@ -25,11 +25,11 @@ from desktop_app.api import (
     ToolError,
     Turn,
     atomic_write_text,
+    ConversationChoice,
+    PluginContext,
     check_tool,
-    conversation_choice,
     hookimpl,
     move_aside,
-    remember_choice,
     MAX_RESULT_CHARS,
     tool_from_function,
 )
@@ -60,21 +60,32 @@ class State:
     """The plugin's context, its saved choices and its MCP servers."""
 
     def __init__(self) -> None:
-        self.context: Any = None
+        self.context: PluginContext | None = None
         self.mcp: Any = None
         self._lock = threading.RLock()
-        self._registered: dict[str, Tool] | None = None
         self._config: dict[str, Any] | None = None
         #: Called (from any thread) when tools, policies or servers change; the panel listens.
         self.listeners: list[Any] = []
-        #: The panel's choice for a conversation that has none yet (e.g. a new chat).
-        self.selection: list[str] = []
+        #: The tools each conversation offers; its ``selection`` is the panel's pick.
+        self.choice: ConversationChoice | None = None
+
+    def start(self, context: PluginContext) -> None:
+        """Take a fresh context (nothing from an earlier one carries over)."""
+        self.close()
+        self.__init__()
+        self.context = context
+        self.choice = context.choice("tools", fields=("tools",))
 
     # -- files ------------------------------------------------------------------------------
     @property
     def data_dir(self) -> Path:
-        """The app's data folder."""
-        return Path(self.context.paths.data_dir)
+        """The plugin's data folder."""
+        return self.context.data_dir
+
+    @property
+    def selection(self) -> list[str]:
+        """The panel's pick, for a conversation that has none yet (e.g. a new chat)."""
+        return list(self.choice.selection.get("tools") or []) if self.choice else []
 
     @property
     def config_file(self) -> Path:
@@ -123,13 +134,6 @@ class State:
             except Exception:
                 log.exception("a tools listener failed")
 
-    def setting(self, key: str, default: Any) -> Any:
-        """One of this plugin's settings."""
-        try:
-            return self.context.settings.get(f"plugins.{PLUGIN}.{key}")
-        except Exception:
-            return default
-
     # -- granted folders ----------------------------------------------------------------------
     def granted_folders(self) -> list[Path]:
         """The folders the file tools may read."""
@@ -161,12 +165,8 @@ class State:
 
     # -- tools and policies -------------------------------------------------------------------
     def registered(self) -> dict[str, Tool]:
-        """Tools every enabled plugin registers (this one's built-ins included), checked once."""
-        with self._lock:
-            if self._registered is None:
-                registry = self.context.plugins.tools()
-                self._registered = registry.tools
-            return self._registered
+        """Tools every enabled plugin registers (this one's built-ins included), checked."""
+        return self.context.tools()
 
     def all_tools(self) -> dict[str, Tool]:
         """Registered tools and those of MCP servers, by name."""
@@ -203,18 +203,12 @@ class State:
     def offered(self, conversation_id: int | None) -> tuple[list[str], bool]:
         """(the tools a conversation offers, whether it remembered them); none until the user
         picks some (the panel's current choice counts for a conversation without one)."""
-        choice = conversation_choice(self.context.store if self.context else None, conversation_id, PLUGIN)
-        if choice is not None and isinstance(choice.get("tools"), list):
-            return [n for n in choice["tools"] if isinstance(n, str)], True
-        return list(self.selection), False
+        choice, remembered = self.choice.current(conversation_id)
+        return [n for n in choice.get("tools") or [] if isinstance(n, str)], remembered
 
     def set_offered(self, conversation_id: int | None, names: list[str]) -> None:
         """Remember which tools a conversation offers (the panel's choice when it has no id yet)."""
-        names = list(dict.fromkeys(names))
-        if conversation_id is None:
-            self.selection = names
-        else:
-            remember_choice(self.context.store, conversation_id, PLUGIN, {"tools": names})
+        self.choice.remember(conversation_id, {"tools": list(dict.fromkeys(names))})
         self.changed()
 
     # -- MCP ----------------------------------------------------------------------------------
@@ -224,8 +218,7 @@ class State:
 
         with self._lock:
             if self.mcp is None:
-                log_dir = Path(self.context.paths.log_dir)
-                self.mcp = McpManager(self.mcp_file, log_dir, on_change=self.changed)
+                self.mcp = McpManager(self.mcp_file, self.context.log_dir, on_change=self.changed)
             return self.mcp
 
     def start_mcp(self) -> None:
@@ -247,11 +240,9 @@ state = State()
 
 
 @hookimpl
-def app_started(context: Any) -> None:
+def app_started(context: PluginContext) -> None:
     """Keep the context and start the configured MCP servers in the background."""
-    state.close()
-    state.__init__()
-    state.context = context
+    state.start(context)
     if state.mcp_file.exists():
         try:
             state.start_mcp()
@@ -326,8 +317,9 @@ def prepare_turn(turn: Turn) -> None:
     if missing:
         turn.add_note(f"Tools not available now: {', '.join(missing)}.")
     if turn.tools:
-        turn.set_option("tool_choice", chosen.get("tool_choice") or state.setting("tool_choice", "auto"))
-        turn.set_option("max_tool_rounds", int(state.setting("max_rounds", 4)))
+        settings = state.context.settings
+        turn.set_option("tool_choice", chosen.get("tool_choice") or settings.get("tool_choice"))
+        turn.set_option("max_tool_rounds", int(settings.get("max_rounds")))
 
 
 @hookimpl

@@ -75,7 +75,7 @@ def _state(context: Any):
     from desktop_app_tools import state
 
     if state.context is not context:
-        state.context = context
+        state.start(context)
     return state
 
 

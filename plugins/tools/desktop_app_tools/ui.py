@@ -129,8 +129,8 @@ class ToolsPanel(QWidget):
         self.mcp_note.setWordWrap(True)
         layout.addWidget(self.mcp_note)
 
-        window = parent.window() if parent is not None else None
-        if window is not None and hasattr(window, "conversation_shown"):
+        window = context.window
+        if window is not None:
             window.conversation_shown.connect(lambda *_: self.refresh())
         self.window_ref = window
         self.refresh()
@@ -147,7 +147,7 @@ class ToolsPanel(QWidget):
             self._fill_tools()
             self._fill_folders()
             self._fill_servers()
-            value = state.setting("tool_choice", "auto")
+            value = state.context.settings.get("tool_choice")
             self.choice.setCurrentIndex(max(0, self.choice.findData(value)))
         finally:
             self._filling = False
@@ -233,7 +233,7 @@ class ToolsPanel(QWidget):
     @Slot(int)
     def _on_choice_current_index_changed(self, index: int) -> None:
         if not self._filling:
-            self.context.settings.set("plugins.tools.tool_choice", self.choice.itemData(index))
+            self.context.settings.set("tool_choice", self.choice.itemData(index))
             self.context.settings.save()
 
     @Slot()

@@ -1,0 +1,77 @@
+"""The interface of a generation backend: what the app asks of the thing that runs the model.
+
+The built-in :class:`desktop_app.core.engine.Engine` (llama.cpp in this process) is one;
+plugins add others with ``register_backends`` (e.g. a client for a model server), and the
+setting ``model.backend`` picks one by name. A backend that lacks part of this interface is
+refused at start-up with the missing names, and the app uses llama.cpp.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+
+from desktop_app.core.turn import ChatMessage, GenerationOptions
+
+__all__ = ["Backend", "missing_backend_members"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What runs the model. Events are :mod:`desktop_app.core.engine`'s TokenEvent, DoneEvent
+    and ErrorEvent; one generation runs at a time, and :meth:`cancel` may come from any thread."""
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a model is loaded."""
+
+    @property
+    def model_path(self) -> Path | None:
+        """The loaded model's file (or what stands for it), None before a load."""
+
+    @property
+    def context_length(self) -> int:
+        """The context window in tokens."""
+
+    @property
+    def chat_template(self) -> Any:
+        """The model's chat template (a ChatTemplate; its ``source`` tells how tools are called), or None."""
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set by :meth:`cancel` until a generation consumes it."""
+
+    def load(self, path: Path | str, config: Any = None) -> list[str]:
+        """Load a model; returns warnings for the user. Raises ModelLoadError when it cannot."""
+
+    def unload(self) -> None:
+        """Free the model."""
+
+    def render(self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text the model gets for ``messages`` (shown in the prompt inspector)."""
+
+    def stream_chat(self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None,
+                    tools: list[dict[str, Any]] | None = None, keep_last: int = 1) -> Iterator[Any]:
+        """Stream one answer; the last event is a DoneEvent or an ErrorEvent."""
+
+    def set_adapters(self, adapters: Sequence[Any]) -> bool:
+        """Put these LoRA adapters on the model (an empty list: none); True when that changed anything."""
+
+    def load_adapter(self, path: Path | str) -> None:
+        """Check and read a LoRA adapter; EngineError when the backend cannot use it."""
+
+    def cancel(self) -> None:
+        """Stop the current or next generation."""
+
+    def reset_cancel(self) -> None:
+        """Forget a Stop that no generation consumed."""
+
+    def gpu_offload_supported(self) -> bool:
+        """Whether this backend can put layers on a GPU."""
+
+
+def missing_backend_members(backend: Any) -> list[str]:
+    """The names of :class:`Backend` that ``backend`` lacks (empty when it has them all)."""
+    wanted = [name for name in dir(Backend) if not name.startswith("_")]
+    return [name for name in wanted if not hasattr(backend, name)]
