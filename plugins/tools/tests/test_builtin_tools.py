@@ -15,6 +15,8 @@ import pytest
 
 from desktop_app_tools import builtin
 from desktop_app_tools.builtin import PURE_TOOLS, FileAccess, calculator, convert_units, current_time
+from desktop_app_tools.builtin import clock as clock_module
+from desktop_app_tools.builtin import units as units_module
 
 # ======================================================================================
 # Tool signatures: what the schema builder relies on
@@ -70,8 +72,14 @@ def test_exports():
     assert "FileAccess" not in [t.__name__ for t in PURE_TOOLS]
 
 
-def test_module_never_evaluates_code():
-    tree = ast.parse(Path(builtin.__file__).read_text(encoding="utf-8"))
+def _package_modules() -> list[Path]:
+    """The source files of the builtin package: every tool family's module."""
+    return sorted(Path(builtin.__file__).parent.glob("*.py"))
+
+
+@pytest.mark.parametrize("module", _package_modules(), ids=lambda path: path.name)
+def test_module_never_evaluates_code(module):
+    tree = ast.parse(module.read_text(encoding="utf-8"))
     forbidden = {"eval", "exec", "compile", "literal_eval", "__import__"}
     used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
@@ -79,13 +87,14 @@ def test_module_never_evaluates_code():
     assert not used & forbidden
 
 
-def test_module_uses_only_the_standard_library():
-    tree = ast.parse(Path(builtin.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", _package_modules(), ids=lambda path: path.name)
+def test_module_uses_only_the_standard_library(module):
+    tree = ast.parse(module.read_text(encoding="utf-8"))
     modules = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
+        elif isinstance(node, ast.ImportFrom) and not node.module.startswith("desktop_app_tools.builtin."):
             modules.add(node.module.split(".")[0])
     assert modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
 
@@ -371,7 +380,7 @@ SUMMER = dt.datetime(2026, 7, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 def clock(monkeypatch):
     """Set the tool's clock: ``clock(moment)``."""
     def set_clock(moment: dt.datetime) -> None:
-        monkeypatch.setattr(builtin, "_clock", lambda: moment)
+        monkeypatch.setattr(clock_module, "_clock", lambda: moment)
     set_clock(WINTER)
     return set_clock
 
@@ -411,7 +420,7 @@ def test_current_time_follows_daylight_saving(clock):
 
 
 def test_current_time_empty_means_local_zone(clock, monkeypatch):
-    monkeypatch.setattr(builtin, "_local_zone", lambda: (ZoneInfo("Europe/Berlin"), "Europe/Berlin"))
+    monkeypatch.setattr(clock_module, "_local_zone", lambda: (ZoneInfo("Europe/Berlin"), "Europe/Berlin"))
     assert current_time("") == ("2026-11-29 21:20:42 Sunday, Europe/Berlin (UTC+01:00), "
                                 "the user's local time zone")
     assert current_time("   ").startswith("2026-11-29 21:20:42 Sunday, Europe/Berlin")
@@ -420,7 +429,7 @@ def test_current_time_empty_means_local_zone(clock, monkeypatch):
 @pytest.mark.skipif(sys.platform == "win32", reason="TZ names are POSIX")
 def test_local_zone_reads_tz_variable(monkeypatch):
     monkeypatch.setenv("TZ", "Asia/Tokyo")
-    zone, name = builtin._local_zone()
+    zone, name = clock_module._local_zone()
     assert name == "Asia/Tokyo"
     assert WINTER.astimezone(zone).hour == 5
 
@@ -614,7 +623,7 @@ def test_convert_units_needs_unit_names(source, target):
 
 
 def test_unit_table_is_consistent():
-    exact, folded = builtin._unit_index()
+    exact, folded = units_module._unit_index()
     for unit in exact.values():
         assert unit.factor > 0
         # every unit can be named by its own symbol
