@@ -60,7 +60,7 @@ class WindowApi:
 
     def open_dialog(self, dialog: QDialog) -> QDialog:
         """Open a non-modal dialog and keep it alive until it closes."""
-        self._window._open(dialog)
+        self._window.open_dialog(dialog)
         return dialog
 
     def find_panel(self, kind: type) -> Any:

@@ -1,0 +1,86 @@
+"""The plugins' part of the window: the panels, actions and composer widgets their hooks
+register, and the message shown when a plugin is switched off after failing."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDockWidget, QWidget
+
+from desktop_app.ui.actions import menu_action
+
+if TYPE_CHECKING:
+    from desktop_app.ui.main_window import MainWindow
+
+__all__ = ["PluginUI"]
+
+log = logging.getLogger(__name__)
+
+_AREAS = {"left": Qt.LeftDockWidgetArea, "right": Qt.RightDockWidgetArea, "bottom": Qt.BottomDockWidgetArea}
+
+
+class PluginUI:
+    """Adds what plugins register through the window hooks (see :mod:`desktop_app.ui.hookspecs`).
+
+    Panels become docks toggled from the View menu and the toolbar, actions go to the
+    Plugins menu, composer widgets sit above the message box.
+    """
+
+    def __init__(self, window: MainWindow):
+        self._window = window
+        self._reported_failures: set[str] = set()
+
+    def build(self) -> None:
+        """Call the plugins' window hooks once, while the window is built.
+
+        Every plugin's context gets the window's :class:`WindowApi`; a panel's factory gets
+        its plugin's context, actions and composer widgets get the WindowApi. A plugin whose
+        panel or widget fails to build is switched off; the window goes on without it.
+        """
+        window = self._window
+        plugins = window.context.plugins
+        for name, record in plugins.records.items():
+            if record.status == "enabled":
+                window.context.plugin_context(name).window = window.api
+
+        def add_panel(plugin: str, title: str, factory: Callable[..., QWidget], area: str = "right") -> None:
+            dock = QDockWidget(title, window)
+            dock.setObjectName(f"panel-{title}")
+            dock.setWidget(factory(window.context.plugin_context(plugin), dock))
+            window.addDockWidget(_AREAS.get(area, Qt.RightDockWidgetArea), dock)
+            # Panels open from the View menu or the toolbar (the window remembers which are open),
+            # so a small screen is not crowded by panels nobody asked for.
+            dock.hide()
+            toggle = dock.toggleViewAction()
+            window.view_menu.addAction(toggle)
+            window.toolbar.addAction(toggle)
+
+        def add_action(plugin: str, text: str, callback: Callable[[Any], Any], shortcut: str | None = None,
+                       toolbar: bool = False) -> None:
+            action = menu_action(window, window.plugins_menu, text, lambda: callback(window.api), shortcut)
+            window.plugins_menu.menuAction().setVisible(True)
+            if toolbar:
+                window.toolbar.addAction(action)
+
+        def add_composer_widget(plugin: str, factory: Callable[..., QWidget]) -> None:
+            window.composer.add_extra(factory(window.api, window.composer))
+
+        for hook, add in (("register_panels", add_panel), ("register_actions", add_action),
+                          ("register_composer_widgets", add_composer_widget)):
+            for entry in plugins.collect(hook):
+                try:
+                    add(entry.plugin, *entry.args, **entry.kwargs)
+                except Exception as exc:  # one plugin's broken panel must not stop the window
+                    log.exception("plugin %s failed in %s", entry.plugin, hook)
+                    plugins.fail(entry.plugin, f"raised in {hook}: {type(exc).__name__}: {exc}")
+
+    def report_failures(self) -> None:
+        """Tell the user, once per plugin, about each plugin switched off after it failed."""
+        window = self._window
+        for record in window.context.plugins.failed():
+            if record.name not in self._reported_failures:
+                self._reported_failures.add(record.name)
+                window.show_error(f"The plugin “{record.name}” was switched off: {record.error}. "
+                                  "See Settings → Plugins.")
