@@ -140,6 +140,7 @@ def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = No
     chat = ChatService(store, engine, settings, host.hook)
     context = AppContext(paths, settings, store, ModelLibrary(paths), engine, host, chat, warnings)
     host.context_factory = context.plugin_context
+    chat.tools = lambda: context.tools().tools
     host.hook.app_started.call_historic(kwargs={"context": context})
     return context
 

@@ -31,7 +31,15 @@ from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_p
 from desktop_app.core.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from desktop_app.core.store import Message, Store
 from desktop_app.core.tool_loop import Approver, ToolCallFinished, ToolCallStarted, ToolLoop
-from desktop_app.core.turn import ChatMessage, GenerationOptions, TraceEntry, Turn, TurnResult
+from desktop_app.core.turn import (
+    ChatMessage,
+    GenerationOptions,
+    Tool,
+    TraceEntry,
+    Turn,
+    TurnResult,
+    current_plugin,
+)
 
 __all__ = [
     "ChatService",
@@ -134,6 +142,8 @@ class ChatService:
         self.engine = engine
         self.settings = settings
         self.hooks = hooks if hooks is not None else _NoHooks()
+        #: The tools the plugins registered, by name (the app context sets it; none by default).
+        self.tools: Callable[[], dict[str, Tool]] = dict
 
     def default_system_prompt(self, model_path: Path | None = None) -> str:
         """The system prompt used when neither the conversation nor the user set one.
@@ -233,6 +243,7 @@ class ChatService:
         )
         on_event(TurnStarted(user, answer.id))
         self.hooks.prepare_turn(turn=turn)
+        self._offer_plugin_tools(turn)
         self.store.update_message(answer.id, options=turn.options.as_dict())
         writer = _PartialWriter(self.store, answer.id)
 
@@ -279,6 +290,20 @@ class ChatService:
         self.hooks.after_turn(turn=turn, result=result)
         on_event(finished)
         return finished
+
+    def _offer_plugin_tools(self, turn: Turn) -> None:
+        """Offer the tools plugins mark ``always_offered``, labelled with their plugin.
+
+        Core does it, so such a tool works whether or not the tools plugin is on.
+        """
+        offered = {t.name for t in turn.tools}
+        for tool in self.tools().values():
+            if tool.always_offered and tool.name not in offered:
+                token = current_plugin.set(tool.source or "core")
+                try:
+                    turn.add_tool(tool)
+                finally:
+                    current_plugin.reset(token)
 
     def _apply_adapters(self, turn: Turn) -> None:
         """Apply the turn's adapters; one that cannot be read (e.g. deleted meanwhile) is left

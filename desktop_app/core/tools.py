@@ -191,6 +191,7 @@ def tool_from_function(
     description: str | None = None,
     requires_approval: bool = True,
     timeout: float = 30.0,
+    always_offered: bool = False,
 ) -> Tool:
     """Build a :class:`Tool` from a function's type hints and docstring.
 
@@ -227,6 +228,7 @@ def tool_from_function(
         function=function,
         requires_approval=requires_approval,
         timeout=timeout,
+        always_offered=always_offered,
     )
     check_tool(tool)
     return tool

@@ -113,6 +113,8 @@ class Tool:
     user's files or other programs: by default the user is asked before each call.
     ``timeout`` bounds one call in seconds. ``source`` is who provides the tool (the plugin,
     or ``mcp:<server>``); the plugin host fills it in when the tool is registered.
+    ``always_offered`` offers the tool on every turn, whether or not the user picked it in the
+    Tools panel (for a tool that is the point of its plugin); otherwise the user picks it.
     """
 
     name: str
@@ -122,6 +124,7 @@ class Tool:
     requires_approval: bool = True
     timeout: float = 30.0
     source: str = ""
+    always_offered: bool = False
 
 
 @dataclass
