@@ -135,8 +135,8 @@ class Candidate:
         """The plugin names this candidate adds (a pip package may add several)."""
         return [p.name for p in self.plugins]
 
-    def summary_text(self) -> str:
-        """The summary shown before the user decides, as plain text."""
+    def summary_text(self, *, trust_warning: bool = True) -> str:
+        """The summary shown before the user decides, as plain text (the window shows the warning apart)."""
         lines = []
         for plugin in self.plugins:
             version = plugin.version or self.version
@@ -158,7 +158,8 @@ class Candidate:
         if self.kind == "pip":
             lines.append(_BUILD_NOTE if self.runs_build_code else _WHEEL_NOTE)
         lines.append(_INSPECTED_NOTE)
-        lines.append(TRUST_WARNING)
+        if trust_warning:
+            lines.append(TRUST_WARNING)
         return "\n".join(lines)
 
     def close(self) -> None:
