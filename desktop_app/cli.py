@@ -408,12 +408,7 @@ def _cmd_plugins_install(args: argparse.Namespace, context: Any) -> int:
     if args.index_url:
         pip_args += ["--index-url", args.index_url]
     installer = PluginInstaller(context.paths.plugins_dir, pip_args=pip_args)
-
-    def progress(step: str, line: str | None) -> None:
-        if line is None:
-            print(step, file=sys.stderr)
-
-    candidate = installer.prepare(args.target, progress=progress)
+    candidate = installer.prepare(args.target, progress=_print_step)
     try:
         print(candidate.summary_text())
         if not args.trust:
@@ -426,7 +421,7 @@ def _cmd_plugins_install(args: argparse.Namespace, context: Any) -> int:
             if answer.strip().lower() != "yes":
                 print("Not installed.", file=sys.stderr)
                 return 1
-        names = installer.install(candidate, trusted=True, progress=progress)
+        names = installer.install(candidate, trusted=True, progress=_print_step)
     finally:
         candidate.close()
     mark_enabled(context.settings, names, context.plugins)
@@ -437,12 +432,14 @@ def _cmd_plugins_install(args: argparse.Namespace, context: Any) -> int:
 def _cmd_plugins_remove(args: argparse.Namespace, context: Any) -> int:
     from desktop_app.plugin_install import PluginInstaller
 
-    def progress(step: str, line: str | None) -> None:
-        if line is None:
-            print(step, file=sys.stderr)
-
-    print(PluginInstaller(context.paths.plugins_dir).remove(args.name, progress=progress))
+    print(PluginInstaller(context.paths.plugins_dir).remove(args.name, progress=_print_step))
     return 0
+
+
+def _print_step(step: str, line: str | None) -> None:
+    """Install progress on the terminal: each step once (pip's own lines only when it fails)."""
+    if line is None:
+        print(step, file=sys.stderr)
 
 
 # -- conversations ---------------------------------------------------------------------------
