@@ -150,6 +150,21 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
         p = plugins.add_parser(action, help=f"{action} a plugin")
         p.add_argument("name")
         p.set_defaults(handler=_cmd_plugins_toggle, enable=action == "enable")
+    p = plugins.add_parser("install", help="install and enable a plugin: a .py file, a folder, a wheel or a pip requirement",
+                           description="Shows what the plugin is and adds, then asks whether you trust it. A plugin "
+                                       "is code that runs with your full rights.")
+    p.add_argument("target", metavar="PATH|FOLDER|PIP-SPEC",
+                   help="a .py plugin file or a package folder (copied into the plugins folder), or a project "
+                        "folder, wheel or requirement such as parley-hello==0.2 (installed with pip)")
+    p.add_argument("--trust", action="store_true", help="do not ask: you trust this code (for scripts)")
+    p.add_argument("--no-index", action="store_true", help="pip: do not use the package index")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR",
+                   help="pip: also look for packages in this folder (repeatable)")
+    p.add_argument("--index-url", metavar="URL", help="pip: the package index to use")
+    p.set_defaults(handler=_cmd_plugins_install)
+    p = plugins.add_parser("remove", help="remove a plugin you installed (built-in ones can only be disabled)")
+    p.add_argument("name")
+    p.set_defaults(handler=_cmd_plugins_remove)
 
     convs = sub.add_parser("conversations", help="stored conversations").add_subparsers(title="actions", metavar="ACTION", required=True)
     p = convs.add_parser("list", help="list conversations, newest first")
@@ -394,6 +409,52 @@ def _cmd_plugins_toggle(args: argparse.Namespace, context: Any) -> int:
     context.settings.save()
     print(f"{args.name} {'enabled' if args.enable else 'disabled'}.")
     return 0
+
+
+def _cmd_plugins_install(args: argparse.Namespace, context: Any) -> int:
+    from desktop_app.plugin_install import PluginInstaller, mark_enabled
+
+    if not args.trust and not sys.stdin.isatty():
+        print("parley: a plugin is code that runs with your full rights, so installing one needs your explicit "
+              "trust, and there is no terminal to ask. Run the command in a terminal, or add --trust if you "
+              "trust this code. Nothing was installed.", file=sys.stderr)
+        return 1
+    pip_args = (["--no-index"] if args.no_index else []) + [a for d in args.find_links for a in ("--find-links", d)]
+    if args.index_url:
+        pip_args += ["--index-url", args.index_url]
+    installer = PluginInstaller(context.paths.plugins_dir, pip_args=pip_args)
+    candidate = installer.prepare(args.target, progress=_print_step)
+    try:
+        print(candidate.summary_text())
+        if not args.trust:
+            sys.stderr.write("\nDo you trust this code? Type yes to install and enable it: ")
+            sys.stderr.flush()
+            try:
+                answer = input()
+            except EOFError:
+                answer = ""
+            if answer.strip().lower() != "yes":
+                print("Not installed.", file=sys.stderr)
+                return 1
+        names = installer.install(candidate, trusted=True, progress=_print_step)
+    finally:
+        candidate.close()
+    mark_enabled(context.settings, names, context.plugins)
+    print(f"Installed and enabled {', '.join(names)}; Parley loads it the next time it starts.")
+    return 0
+
+
+def _cmd_plugins_remove(args: argparse.Namespace, context: Any) -> int:
+    from desktop_app.plugin_install import PluginInstaller
+
+    print(PluginInstaller(context.paths.plugins_dir).remove(args.name, progress=_print_step))
+    return 0
+
+
+def _print_step(step: str, line: str | None) -> None:
+    """Install progress on the terminal: each step once (pip's own lines only when it fails)."""
+    if line is None:
+        print(step, file=sys.stderr)
 
 
 # -- conversations ---------------------------------------------------------------------------
