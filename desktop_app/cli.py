@@ -165,6 +165,11 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     p = plugins.add_parser("remove", help="remove a plugin you installed (built-in ones can only be disabled)")
     p.add_argument("name")
     p.set_defaults(handler=_cmd_plugins_remove)
+    p = plugins.add_parser("new", help="write a ready plugin package to start from (a hook, a setting, a tool, "
+                                       "a panel and a test)")
+    p.add_argument("name", help="the plugin's name: lowercase letters, digits and _")
+    p.add_argument("--folder", default=".", help="where to write it (default: the current folder)")
+    p.set_defaults(handler=_cmd_plugins_new)
 
     convs = sub.add_parser("conversations", help="stored conversations").add_subparsers(title="actions", metavar="ACTION", required=True)
     p = convs.add_parser("list", help="list conversations, newest first")
@@ -448,6 +453,17 @@ def _cmd_plugins_remove(args: argparse.Namespace, context: Any) -> int:
     from desktop_app.plugin_install import PluginInstaller
 
     print(PluginInstaller(context.paths.plugins_dir).remove(args.name, progress=_print_step))
+    return 0
+
+
+def _cmd_plugins_new(args: argparse.Namespace, context: Any) -> int:
+    from desktop_app.plugin_scaffold import write_plugin_package
+
+    folder = write_plugin_package(args.name, Path(args.folder))
+    print(f"Wrote the plugin {args.name} in {folder}. Next:\n"
+          f"  cd {folder}\n"
+          f"  {sys.executable} -m pytest tests   # its tests\n"
+          f"  parley plugins install .        # install it into Parley")
     return 0
 
 

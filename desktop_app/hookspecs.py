@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
+    from desktop_app.core.plugin_context import PluginContext
     from desktop_app.core.turn import Turn, TurnResult
 
 __all__ = ["hookspec", "hookimpl", "PROJECT_NAME"]
@@ -59,7 +60,7 @@ def register_settings(register: Callable[[list], None]) -> None:
     """Declare this plugin's settings by calling ``register([Option, ...])`` once.
 
     Options are stored under ``[plugins.<plugin name>]`` in settings.toml and shown in the
-    plugin's settings form. Read them with ``context.settings.get("plugins.<name>.<key>")``.
+    plugin's settings form. Read them with ``context.settings.get("<key>")``.
     Called on the main thread at start-up; must not block.
     """
 
@@ -68,7 +69,8 @@ def register_settings(register: Callable[[list], None]) -> None:
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``parley`` subcommands: ``p = subparsers.add_parser(...)``, then ``p.set_defaults(handler=fn)``.
 
-    ``fn(args, context)`` runs the command and returns an exit code (None means 0).
+    ``fn(args, context)`` runs the command (``context`` is the plugin's own) and returns an
+    exit code (None means 0).
     A plugin may also add options to existing commands (``subparsers.choices["chat"]``);
     ``chat`` passes ``args.plugin_options`` (a dict per plugin name) on to
     ``turn.plugin_options``.
@@ -92,8 +94,9 @@ def prepare_turn(turn: "Turn") -> None:
     """Enrich a turn before it is rendered: system text, few-shot examples, context, tools, options.
 
     Use only the turn's ``add_*``/``set_*`` methods, so each addition is labelled with this
-    plugin in the trace. Every enabled plugin is called, in registration order (later
-    registered plugins run first, as in pluggy).
+    plugin in the trace. Every enabled plugin is called (later registered plugins run first,
+    as in pluggy), but the prompt does not depend on that order: plugins' system lines are
+    put in alphabetical order of plugin name after the base prompt.
     Called on the generation worker thread; may block briefly (e.g. a vector search).
     """
 
@@ -163,18 +166,19 @@ def after_turn(turn: "Turn", result: "TurnResult") -> None:
 
 
 @hookspec(historic=True)
-def app_started(context: Any) -> None:
-    """The application context is ready (settings, store, engine, plugin manager).
+def app_started(context: "PluginContext") -> None:
+    """The app is ready: ``context`` is this plugin's own :class:`desktop_app.api.PluginContext`
+    (its settings, folders, the conversations, the model, the tools; see docs/plugins.md).
 
-    Historic: a plugin registered later still receives the call. Called on the main thread;
-    must not block.
+    Keep it for the other hooks. Historic: a plugin registered later still receives the call.
+    Called on the main thread; must not block.
     """
 
 
 @hookspec
-def app_closing(context: Any) -> None:
+def app_closing(context: "PluginContext") -> None:
     """The application is about to close: stop background work and child processes.
 
-    Called on the main thread before the model is unloaded and the store closed; should
-    finish within a few seconds.
+    ``context`` is the plugin's own, as in ``app_started``. Called on the main thread before
+    the model is unloaded and the store closed; should finish within a few seconds.
     """

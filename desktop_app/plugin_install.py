@@ -28,6 +28,7 @@ import email.parser
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -356,7 +357,8 @@ class PluginInstaller:
         wheels = root / "wheels"
         step = ("Building the package with pip (this runs its build code)…" if runs_build_code
                 else "Getting the package with pip…")
-        self._run_pip(step, ["wheel", "--no-deps", "--wheel-dir", str(wheels), *self.pip_args, spec],
+        self._run_pip(step, ["wheel", "--no-deps", "--wheel-dir", str(wheels), *self.pip_args,
+                             *self._local_build_args(spec), spec],
                       f"pip could not get {spec}", progress, cancel)
         built = sorted(wheels.glob("*.whl"))
         if len(built) != 1:
@@ -477,6 +479,24 @@ class PluginInstaller:
         return f"Removed {name}: uninstalled the package {dist} with pip{extra}."
 
     # -- pip -------------------------------------------------------------------------------------
+    def _local_build_args(self, spec: str) -> list[str]:
+        """``--no-build-isolation`` for a project folder that setuptools builds, when Parley's own
+        Python has setuptools: then building it needs nothing from the network."""
+        pyproject = Path(spec) / "pyproject.toml"
+        if not pyproject.is_file():
+            return []
+        import tomllib
+
+        try:
+            system = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("build-system", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return []  # pip reports the broken file itself
+        wanted = [re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0].strip().lower() for r in system.get("requires", [])]
+        if system.get("build-backend") != "setuptools.build_meta" or set(wanted) - {"setuptools", "wheel"}:
+            return []
+        probe = subprocess.run([self.python, "-c", "import setuptools"], capture_output=True)
+        return ["--no-build-isolation"] if probe.returncode == 0 else []
+
     def _pip(self, command: str) -> list[str]:
         return [self.python, "-m", "pip", command, "--disable-pip-version-check", "--no-input"]
 

@@ -17,8 +17,10 @@ __all__ = ["register_panels", "register_actions", "register_composer_widgets"]
 def register_panels(register: Callable[..., None]) -> None:
     """Add side panels (docks) by calling ``register(title, factory, area="right")``.
 
-    ``factory(context, parent)`` returns the panel's QWidget; it is built once, when the
-    window is. ``area`` is "left", "right" or "bottom".
+    ``factory(context, parent)`` returns the panel's QWidget; ``context`` is the plugin's own
+    :class:`desktop_app.api.PluginContext` (``context.window`` is the
+    :class:`desktop_app.ui.api.WindowApi`). It is built once, when the window is. ``area`` is
+    "left", "right" or "bottom". A factory that raises switches its plugin off.
     Called on the GUI thread while the window is built; must not block.
     """
 
@@ -27,20 +29,20 @@ def register_panels(register: Callable[..., None]) -> None:
 def register_actions(register: Callable[..., None]) -> None:
     """Add menu and toolbar actions by calling ``register(text, callback, shortcut=None, toolbar=False)``.
 
-    ``callback(window)`` runs on the GUI thread when the action is triggered; long work
-    must go to a thread. Actions appear in the Plugins menu, and on the toolbar when
-    ``toolbar`` is true. Called on the GUI thread while the window is built; must not block.
+    ``callback(window)`` runs on the GUI thread when the action is triggered, with the
+    :class:`desktop_app.ui.api.WindowApi`; long work must go to a thread (``run_task``).
+    Actions appear in the Plugins menu, and on the toolbar when ``toolbar`` is true. Called on
+    the GUI thread while the window is built; must not block.
     """
-
-
 
 
 @hookspec
 def register_composer_widgets(register: Callable[..., None]) -> None:
     """Add controls above the message box by calling ``register(factory)``.
 
-    ``factory(window, parent)`` returns a QWidget; ``window.conversation_shown(object)``
-    tells it which conversation is open (its id, or None for a new one), and
-    ``window.composer`` is the message box. Called on the GUI thread while the window is
+    ``factory(window, parent)`` returns a QWidget; ``window`` is the
+    :class:`desktop_app.ui.api.WindowApi`: ``window.conversation_shown(object)`` tells it which
+    conversation is open (its id, or None for a new one), ``window.composer_text()`` reads the
+    message box. Called on the GUI thread while the window is
     built; must not block.
     """

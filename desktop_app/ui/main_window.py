@@ -222,7 +222,9 @@ class MainWindow(QMainWindow):
         menu_action(self, settings_menu, "&Add model…", self.add_model_dialog)
         self.view_menu = menu.addMenu("&View")
         self.plugins_menu = menu.addMenu("&Plugins")
-        self.plugins_menu.menuAction().setVisible(False)
+        menu_action(self, self.plugins_menu, "&Install plugin…", self.open_install_plugin)
+        menu_action(self, self.plugins_menu, "&Manage plugins…", self.open_plugins)
+        self.plugins_menu.addSeparator()  # the plugins' own actions follow
         help_menu = menu.addMenu("&Help")
         menu_action(self, help_menu, "&About Parley", self._about)
         # Esc stops the answer from anywhere in the window.
@@ -402,6 +404,14 @@ class MainWindow(QMainWindow):
     def open_plugins(self) -> PluginsDialog:
         """Open the plugins dialog."""
         dialog = PluginsDialog(self.context.plugins, self.context.settings, self)
+        self.open_dialog(dialog)
+        return dialog
+
+    def open_install_plugin(self) -> QWidget:
+        """Open the dialog that installs a plugin from a file, a folder or pip, after the user trusts it."""
+        from desktop_app.ui.dialogs.install_plugin_dialog import InstallPluginDialog
+
+        dialog = InstallPluginDialog(self.context.plugins, self.context.settings, self)
         self.open_dialog(dialog)
         return dialog
 

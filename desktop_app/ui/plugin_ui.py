@@ -60,7 +60,6 @@ class PluginUI:
         def add_action(plugin: str, text: str, callback: Callable[[Any], Any], shortcut: str | None = None,
                        toolbar: bool = False) -> None:
             action = menu_action(window, window.plugins_menu, text, lambda: callback(window.api), shortcut)
-            window.plugins_menu.menuAction().setVisible(True)
             if toolbar:
                 window.toolbar.addAction(action)
 

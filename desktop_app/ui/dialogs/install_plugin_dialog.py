@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from desktop_app.plugin_install import TRUST_WARNING, Candidate, PluginInstaller, mark_enabled
 from desktop_app.ui.workers import run_task
 
-__all__ = ["InstallPluginDialog", "open_install_dialog"]
+__all__ = ["InstallPluginDialog"]
 
 RESTART_NOTE = "A new plugin takes effect the next time Parley starts."
 
@@ -275,10 +275,3 @@ class InstallPluginDialog(QDialog):
 def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
-
-def open_install_dialog(parent: QWidget | None, context: Any) -> InstallPluginDialog:
-    """Open the install dialog (window-modal, not blocking) for the app ``context``; returns it."""
-    dialog = InstallPluginDialog(context.plugins, context.settings, parent)
-    dialog.setAttribute(Qt.WA_DeleteOnClose, False)
-    dialog.open()
-    return dialog
