@@ -93,6 +93,8 @@ class Terminal(io.StringIO):
 # -- files and folders ---------------------------------------------------------------------------
 def test_a_file_is_looked_at_in_another_process_then_copied(tmp_path, paths, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # An earlier test in this process may have loaded a plugin of that name; this one must not.
+    monkeypatch.delitem(sys.modules, "parley_user_plugins.hello", raising=False)
     source = write_plugin(tmp_path / "src", text=HELLO_FILE + "\nopen('imported-here', 'w').close()\n")
     installer = PluginInstaller(paths.plugins_dir)
     steps = []

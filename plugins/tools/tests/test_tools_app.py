@@ -32,7 +32,7 @@ def context(paths):
 def tools_state(context):
     from desktop_app_tools import state
 
-    assert state.context is context
+    assert state.context is context.plugin_context("tools")
     return state
 
 

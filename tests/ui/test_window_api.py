@@ -1,0 +1,52 @@
+"""What plugins get of the window: their model calls queue on the engine worker, never on the GUI
+thread, and the WindowApi reads and writes the message box and shows messages."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QThread
+
+from desktop_app.api import ChatMessage, GenerationOptions
+from desktop_app.ui.api import WindowApi, run_task
+
+
+def test_a_plugins_model_call_runs_on_the_engine_worker_and_never_blocks_the_window(qtbot, make_window,
+                                                                                   monkeypatch):
+    window = make_window()
+    context = window.context.plugin_context("prompt_templates")
+    assert isinstance(context.window, WindowApi)
+    with pytest.raises(RuntimeError, match="run_task"):
+        context.complete([ChatMessage("user", "hi")])  # on the GUI thread it would freeze the window
+    engine = window.context.engine
+    threads = []
+    real = engine.stream_chat
+
+    def recording(*args, **kwargs):
+        threads.append(QThread.currentThread() is window.client.thread)
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "stream_chat", recording)
+    results = []
+    run_task(lambda: context.complete([ChatMessage("user", "Say hello.")], GenerationOptions(temperature=0.0,
+                                                                                             max_tokens=4)),
+             results.append, results.append)
+    qtbot.waitUntil(lambda: bool(results), timeout=60_000)
+    assert threads == [True]
+    assert results[0].finish_reason in ("stop", "length") and results[0].text
+
+
+def test_the_window_api_reads_and_writes_the_message_box_and_shows_messages(qtbot, make_window):
+    window = make_window(wait_model=False)
+    api = window.api
+    window.composer.edit.setPlainText("draft")
+    assert api.composer_text() == "draft"
+    api.set_composer_text("better draft")
+    assert window.composer.edit.toPlainText() == "better draft"
+    api.show_error("Something a person can act on.")
+    assert window.error_banner.label.text() == "Something a person can act on."
+    assert api.current_conversation == window.current_conversation and api.widget is window
+    shown = []
+    api.conversation_shown.connect(shown.append)
+    window.new_conversation()
+    assert shown == [None]
+    qtbot.waitUntil(lambda: window.context.engine.loaded, timeout=60_000)
