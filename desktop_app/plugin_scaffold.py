@@ -141,7 +141,7 @@ def register_panels(register) -> None:
     """A side panel, opened from the View menu. Qt is imported only when the window is built."""
 
     def make(context, parent):
-        from $package.panel import SignaturePanel
+        from .panel import SignaturePanel  # relative: works installed with pip or copied into the plugins folder
 
         return SignaturePanel(context, parent)
 

@@ -48,7 +48,12 @@ class PluginUI:
         def add_panel(plugin: str, title: str, factory: Callable[..., QWidget], area: str = "right") -> None:
             dock = QDockWidget(title, window)
             dock.setObjectName(f"panel-{title}")
-            dock.setWidget(factory(window.context.plugin_context(plugin), dock))
+            try:
+                dock.setWidget(factory(window.context.plugin_context(plugin), dock))
+            except Exception:
+                dock.setParent(None)  # no empty panel is left behind
+                dock.deleteLater()
+                raise
             window.addDockWidget(_AREAS.get(area, Qt.RightDockWidgetArea), dock)
             # Panels open from the View menu or the toolbar (the window remembers which are open),
             # so a small screen is not crowded by panels nobody asked for.

@@ -50,3 +50,21 @@ def test_the_window_api_reads_and_writes_the_message_box_and_shows_messages(qtbo
     window.new_conversation()
     assert shown == [None]
     qtbot.waitUntil(lambda: window.context.engine.loaded, timeout=60_000)
+
+
+def test_a_panel_that_fails_to_build_switches_its_plugin_off_and_leaves_no_empty_panel(qtbot, make_window, paths,
+                                                                                      monkeypatch):
+    from PySide6.QtWidgets import QDockWidget
+
+    monkeypatch.delenv("PARLEY_LOAD_PLUGINS")
+    (paths.plugins_dir / "broken_panel.py").write_text(
+        "from desktop_app.api import hookimpl\n"
+        "@hookimpl\n"
+        "def register_panels(register):\n"
+        "    register('Broken', lambda context, parent: 1 / 0)\n")
+    window = make_window(wait_model=False)
+    assert "Broken" not in [d.windowTitle() for d in window.findChildren(QDockWidget)]
+    record = window.context.plugins.records["broken_panel"]
+    assert record.status == "failed" and "ZeroDivisionError" in record.error
+    assert "broken_panel" in window.error_banner.label.text()
+    qtbot.waitUntil(lambda: window.context.engine.loaded, timeout=60_000)
