@@ -67,6 +67,7 @@ bench: $(STAMP) bench-native
 	$(PY) benchmarks/startup_time.py
 	$(PY) benchmarks/tool_loop.py
 	$(PY) benchmarks/lora.py
+	$(PY) benchmarks/server.py
 
 # Renders the window with a real conversation, light and dark, into docs/.
 screenshots: $(STAMP)
