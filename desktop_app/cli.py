@@ -83,11 +83,25 @@ def _run(handler: Callable[..., Any], args: argparse.Namespace, paths: Any, host
     for warning in context.warnings:
         print(f"parley: warning: {warning}", file=sys.stderr)
     plugin = getattr(args, "handler_plugin", None)
+    record = context.plugins.records.get(plugin) if plugin else None
     try:
-        code = handler(args, context.plugin_context(plugin) if plugin else context)
+        if record is not None and record.status == "failed":
+            print(f"parley: the plugin {plugin} was switched off ({record.error}), so its command cannot run.",
+                  file=sys.stderr)
+            code = 1
+        else:
+            code = handler(args, context.plugin_context(plugin) if plugin else context)
     except (ParleyError, StoreError, KeyError, ValueError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"parley: {message}", file=sys.stderr)
+        code = 1
+    except Exception as exc:
+        if plugin is None:
+            raise  # Parley's own bug: the traceback is what a report needs
+        import logging
+
+        logging.getLogger(__name__).exception("the command of plugin %s failed", plugin)
+        print(f"parley: the plugin {plugin} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130

@@ -16,7 +16,7 @@ from desktop_app.core.chat import ChatService
 from desktop_app.core.engine import Engine, LoadConfig
 from desktop_app.core.models import ModelLibrary, default_model_path
 from desktop_app.core.paths import AppPaths
-from desktop_app.core.plugin_context import EngineRunnerSlot, PluginContext
+from desktop_app.core.plugin_context import AppServices, EngineRunnerSlot, PluginContext
 from desktop_app.core.settings import Settings
 from desktop_app.core.store import Store
 from desktop_app.plugins import PluginHost
@@ -41,6 +41,7 @@ class AppContext:
     #: Where plugins' model calls run (the window points it at its engine worker).
     engine_runner: EngineRunnerSlot = field(default_factory=EngineRunnerSlot)
     _plugin_contexts: dict[str, PluginContext] = field(default_factory=dict)
+    _shared: AppServices | None = None
     _tools: Any = None
 
     def plugin_context(self, name: str) -> PluginContext:
@@ -58,12 +59,26 @@ class AppContext:
                 return root if builtin else root / "plugin-data" / name
 
             self._plugin_contexts[name] = PluginContext(
-                name, settings=self.settings, store=self.store, engine=self.engine,
-                data_dir=own(p.data_dir), cache_dir=own(p.cache_dir), log_dir=own(p.log_dir),
-                collect=self.plugins.collect, tools=lambda: self.tools().tools,
-                default_system_prompt=self.chat.default_system_prompt, model_file=self.model_path,
-                engine_runner=self.engine_runner)
+                name, self._services(), data_dir=own(p.data_dir), cache_dir=own(p.cache_dir), log_dir=own(p.log_dir))
         return self._plugin_contexts[name]
+
+    def _services(self) -> AppServices:
+        if self._shared is None:
+            self._shared = AppServices(
+                settings=self.settings, store=self.store, engine=self.engine, collect=self.plugins.collect,
+                tools=lambda: self.tools().tools, default_system_prompt=self.chat.default_system_prompt,
+                model_file=self.model_path, library=self.library, load_model=self.load_model,
+                run_turn=self.chat.answer_messages, engine_runner=self.engine_runner)
+        return self._shared
+
+    def library(self) -> list[dict[str, Any]]:
+        """The model library, the loaded model first: ``{"name", "path", "loaded"}`` each."""
+        loaded = self.engine.model_path if self.engine.loaded else None
+        entries = [{"name": e.name, "path": e.path, "loaded": loaded is not None and Path(e.path) == Path(loaded)}
+                   for e in self.models.entries()]
+        if loaded is not None and not any(e["loaded"] for e in entries):
+            entries.append({"name": Path(loaded).stem, "path": str(loaded), "loaded": True})
+        return sorted(entries, key=lambda e: not e["loaded"])
 
     def tools(self) -> Any:
         """The tools the enabled plugins registered (a ToolRegistry), collected once."""

@@ -90,6 +90,16 @@ def register_backends(register: Callable[[str, Callable[..., Any]], None]) -> No
 
 
 @hookspec
+def register_embedders(register: Callable[[str, Callable[[list[str]], list[list[float]]]], None]) -> None:
+    """Offer text embedding models by calling ``register(name, embed)``.
+
+    ``embed(texts)`` returns one vector (a list of floats) per text; it may block (load a model)
+    and is called from worker threads. Other plugins find them with ``context.embedders()``
+    (the API server serves them at ``/v1/embeddings``). Called when a plugin asks; must not block.
+    """
+
+
+@hookspec
 def prepare_turn(turn: "Turn") -> None:
     """Enrich a turn before it is rendered: system text, few-shot examples, context, tools, options.
 
@@ -142,17 +152,20 @@ def remember_tool_policy(tool: str, policy: str) -> None:
 
 @hookspec
 def model_loaded(engine: Any) -> None:
-    """A model has just been loaded into ``engine`` (e.g. re-apply LoRA adapters).
+    """A model has just been loaded (e.g. re-apply LoRA adapters).
 
-    Called on the thread that loaded the model; may block briefly.
+    ``engine`` is the model as the plugin's context shows it (:class:`desktop_app.api.ModelAccess`:
+    ``path``, ``loaded``, ``set_adapters``...). Called on the thread that loaded the model; may
+    block briefly.
     """
 
 
 @hookspec
 def model_unloading(engine: Any) -> None:
-    """The model in ``engine`` is about to be unloaded (free anything tied to it).
+    """The model is about to be unloaded (free anything tied to it).
 
-    Called on the thread that unloads the model; may block briefly.
+    ``engine`` is a :class:`desktop_app.api.ModelAccess`, as in ``model_loaded``. Called on the
+    thread that unloads the model; may block briefly.
     """
 
 

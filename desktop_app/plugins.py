@@ -55,8 +55,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 ENTRY_POINT_GROUP = "desktop_app"
 LOAD_ENV = "PARLEY_LOAD_PLUGINS"
 _IMPL_ATTR = f"{hookspecs.PROJECT_NAME}_impl"
-#: Hooks whose ``context`` argument becomes the plugin's own :class:`PluginContext`.
-_CONTEXT_HOOKS = frozenset({"app_started", "app_closing"})
+#: Hook arguments each plugin gets its own of: its :class:`PluginContext`, and the model as
+#: its context shows it (:class:`ModelAccess`) instead of the engine.
+_OWN_ARGUMENTS = {"app_started": "context", "app_closing": "context",
+                  "model_loaded": "engine", "model_unloading": "engine"}
 
 
 @dataclass
@@ -192,18 +194,22 @@ class PluginHost:
     def _guard(self, fn: Callable[..., Any], name: str, hook_name: str) -> Callable[..., Any]:
         # pluggy passes hook arguments by position, in the order of the function's parameters.
         params = list(inspect.signature(fn).parameters)
-        context_at = params.index("context") if hook_name in _CONTEXT_HOOKS and "context" in params else None
+        substitute = _OWN_ARGUMENTS.get(hook_name)
+        own_at = params.index(substitute) if substitute in params else None
 
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             record = self.records.get(name)
             if record is not None and record.status == "failed":
                 return None
-            if context_at is not None and self.context_factory is not None:
-                if "context" in kwargs:
-                    kwargs = {**kwargs, "context": self.context_factory(name)}
-                elif len(args) > context_at:
-                    args = (*args[:context_at], self.context_factory(name), *args[context_at + 1:])
+            if own_at is not None and self.context_factory is not None:
+                own = self.context_factory(name)
+                if substitute == "engine":
+                    own = own.model  # a plugin sees the model through its context, not the engine
+                if substitute in kwargs:
+                    kwargs = {**kwargs, substitute: own}
+                elif len(args) > own_at:
+                    args = (*args[:own_at], own, *args[own_at + 1:])
             token = current_plugin.set(name)
             try:
                 return fn(*args, **kwargs)
@@ -264,15 +270,21 @@ class PluginHost:
         ``register`` that records its arguments. A plugin that raises is switched off and
         left out; what it registered before raising is dropped too.
         """
-        caller = getattr(self.hook, hook)
+        caller = getattr(self.hook, hook, None)
+        spec = getattr(caller, "spec", None)
+        if spec is None or tuple(spec.argnames) != ("register",):
+            raise ValueError(f"{hook!r} is not a register_* hook (one that takes only a register function).")
         found: list[Registered] = []
         # pluggy keeps implementations in registration order and calls them last-first.
         for impl in list(caller.get_hookimpls()):
             mine: list[Registered] = []
 
             def register(*args: Any, _plugin: str = impl.plugin_name, _mine: list = mine, **kwargs: Any) -> None:
-                _mine.append(Registered(_plugin, args[0] if args else None, args, kwargs))
+                first = args[0] if args else next(iter(kwargs.values()), None)
+                _mine.append(Registered(_plugin, first, args, kwargs))
 
+            if "register" not in impl.argnames:
+                continue  # an implementation may take fewer arguments: it has nothing to register
             impl.function(register=register)
             record = self.records.get(impl.plugin_name)
             if record is None or record.status != "failed":
@@ -297,6 +309,7 @@ class PluginHost:
         found: dict[str, tuple[str, Callable[..., Any]]] = {}
         for entry in self.collect("register_backends"):
             name, factory = (list(entry.args) + [None, None])[:2]
+            name, factory = entry.kwargs.get("name", name), entry.kwargs.get("factory", factory)
             if not isinstance(name, str) or not name or not callable(factory):
                 log.warning("plugin %s registered a backend without a name or factory; ignored", entry.plugin)
             elif name in found or name == "llama.cpp":

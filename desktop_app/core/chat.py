@@ -20,6 +20,7 @@ its generation worker thread, the CLI on the main thread.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,10 @@ from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_p
 from desktop_app.core.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from desktop_app.core.store import Message, Store
 from desktop_app.core.tool_loop import Approver, ToolCallFinished, ToolCallStarted, ToolLoop
+from desktop_app.core.plugin_context import StopWatch, TurnRun
 from desktop_app.core.turn import (
     ChatMessage,
+    ContextBlock,
     GenerationOptions,
     Tool,
     TraceEntry,
@@ -203,6 +206,51 @@ class ChatService:
         if not users:
             raise ValueError("There is no message to answer again.")
         return self._run(users[-1], on_event, options, plugin_options, approve_tool, another=True)
+
+    def answer_messages(self, messages: list[ChatMessage], setup: dict[str, Any],
+                        overrides: dict[str, Any] | None = None, on_token: Callable[[str], None] | None = None,
+                        stop: threading.Event | None = None, keep: bool = False) -> TurnRun:
+        """Answer the last of ``messages`` (the user's) through the whole pipeline, the others as
+        history, with a conversation's ``setup`` (``system_prompt``, ``plugins``: each plugin's
+        choice). The exchange is stored as a conversation, and deleted afterwards unless ``keep``.
+        Tool calls that would ask the user are refused: there is no one to ask.
+        """
+        if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
+            raise ValueError("The last message must be the user's, with some text.")
+        system = next((m.content for m in messages if m.role == "system"), None)
+        system = system if system is not None else setup.get("system_prompt")
+        plugins = setup.get("plugins") or {}
+        conversation = self.store.create_conversation(
+            str(setup.get("title") or messages[-1].content[:60]), system_prompt=system,
+            meta={k: dict(v) for k, v in plugins.items() if isinstance(v, dict)})
+        try:
+            for message in messages[:-1]:
+                if message.role in ("user", "assistant") and message.content:
+                    self.store.add_message(conversation.id, message.role, message.content)
+
+            with StopWatch(self.engine, stop) as watch:
+
+                def on_event(event: ChatEvent) -> None:
+                    watch.check()
+                    if isinstance(event, TokenEvent) and on_token is not None:
+                        on_token(event.text)
+                    elif isinstance(event, TurnFinished):
+                        watch.finished(event.result.finish_reason)
+
+                outcome = self.send(conversation.id, messages[-1].content, on_event, options=overrides)
+            message = outcome.message
+            stored = self.store.get_trace(message.id) if message is not None else None
+            trace = [TraceEntry(e["plugin"], e["kind"], e.get("content")) for e in (stored or {}).get("entries", [])]
+            sources = [ContextBlock(**e.content) for e in trace if e.kind == "context" and isinstance(e.content, dict)]
+            if isinstance(outcome, TurnFailed):
+                return TurnRun("", "error", {}, trace, sources, error=outcome.error,
+                               conversation_id=conversation.id if keep else None)
+            return TurnRun(outcome.result.text, outcome.result.finish_reason, dict(outcome.result.stats), trace,
+                           sources, outcome.result.prompt, conversation.id if keep else None,
+                           message.id if keep else None)
+        finally:
+            if not keep:
+                self.store.delete_conversation(conversation.id)
 
     def _run(
         self,

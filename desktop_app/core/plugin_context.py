@@ -9,26 +9,30 @@ the window when there is one. Nothing here imports Qt or a plugin.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from desktop_app.core.client_tools import prepare_tool_reply
 from desktop_app.core.engine import DoneEvent, ErrorEvent, TokenEvent
 from desktop_app.core.errors import EngineError
-from desktop_app.core.turn import ChatMessage, GenerationOptions, Turn, TurnResult
+from desktop_app.core.turn import ChatMessage, ContextBlock, GenerationOptions, Tool, TraceEntry, Turn, TurnResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from desktop_app.core.settings import Settings
     from desktop_app.core.store import Conversation, Message, Store
 
 __all__ = [
+    "AppServices",
     "ConversationChoice",
     "Conversations",
     "ModelAccess",
     "PluginContext",
     "PluginSettings",
     "Registered",
+    "TurnRun",
 ]
 
 
@@ -140,10 +144,11 @@ class ConversationChoice:
         own = turn.plugin_options.get(self._context.name) or {}
         if own.get(self.key) is not None:
             choice = {k: v for k, v in own.items() if not self._fields or k in self._fields}
-            self.remember(turn.conversation_id, choice)
-            return choice
-        choice, remembered = self.current(turn.conversation_id)
-        if choice.get(self.key) and not remembered:
+        else:
+            choice, remembered = self.current(turn.conversation_id)
+            if remembered or not choice.get(self.key):
+                return choice
+        if turn.conversation_id is not None:  # a turn never changes the panel's pick
             self.remember(turn.conversation_id, choice)
         return choice
 
@@ -205,6 +210,42 @@ class ModelAccess:
             release(path)
 
 
+@dataclass
+class TurnRun:
+    """What :meth:`PluginContext.run_turn` produced: the answer, who added what, its sources."""
+
+    text: str
+    finish_reason: str
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: Who added what to the prompt (as the prompt inspector shows it).
+    trace: list[TraceEntry] = field(default_factory=list)
+    #: The passages the documents plugin (or another) put in front of the model, numbered in order.
+    sources: list[ContextBlock] = field(default_factory=list)
+    prompt: str = ""
+    #: The stored conversation and answer (None when the turn was not kept).
+    conversation_id: int | None = None
+    message_id: int | None = None
+    #: Why the turn failed, or None.
+    error: str | None = None
+
+
+@dataclass
+class AppServices:
+    """What the app gives every plugin's context (built once by the app context)."""
+
+    settings: "Settings"
+    store: "Store"
+    engine: Any
+    collect: Callable[[str], list[Registered]]
+    tools: Callable[[], dict[str, Any]]
+    default_system_prompt: Callable[[Path | None], str]
+    model_file: Callable[[str | None], Path]
+    library: Callable[[], list[dict[str, Any]]]
+    load_model: Callable[[str | None], list[str]]
+    run_turn: Callable[..., TurnRun]
+    engine_runner: "EngineRunnerSlot"
+
+
 #: Runs a function where the engine's turns run (the window's engine worker) and returns its
 #: result; the default runs it on the calling thread.
 EngineRunner = Callable[[Callable[[], Any]], Any]
@@ -217,33 +258,22 @@ class PluginContext:
     a plugin never builds one.
     """
 
-    def __init__(self, name: str, *, settings: "Settings", store: "Store", engine: Any,
-                 data_dir: Path, cache_dir: Path, log_dir: Path,
-                 collect: Callable[[str], list[Registered]],
-                 tools: Callable[[], dict[str, Any]],
-                 default_system_prompt: Callable[[Path | None], str],
-                 model_file: Callable[[str | None], Path],
-                 engine_runner: "EngineRunnerSlot"):
+    def __init__(self, name: str, services: AppServices, *, data_dir: Path, cache_dir: Path, log_dir: Path):
         self.name = name
-        self.settings = PluginSettings(settings, name)
-        self.conversations = Conversations(store)
-        self.model = ModelAccess(engine)
+        self.settings = PluginSettings(services.settings, name)
+        self.conversations = Conversations(services.store)
+        self.model = ModelAccess(services.engine)
         #: The window's helpers (:class:`desktop_app.ui.api.WindowApi`) while the window runs.
         self.window: Any = None
-        self._app_settings = settings
-        self._store = store
-        self._engine = engine
+        self._app = services
+        self._engine = services.engine
+        self._runner = services.engine_runner
         self._folders = {"data": data_dir, "cache": cache_dir, "log": log_dir}
-        self._collect = collect
-        self._tools = tools
-        self._default_system_prompt = default_system_prompt
-        self._model_file = model_file
-        self._runner = engine_runner
 
     # -- settings and folders ----------------------------------------------------------------
     def app_setting(self, key: str) -> Any:
         """Read one of Parley's own settings, e.g. ``"chat.system_prompt"`` (read-only)."""
-        return self._app_settings.get(key)
+        return self._app.settings.get(key)
 
     def _folder(self, kind: str) -> Path:
         folder = self._folders[kind]
@@ -276,18 +306,36 @@ class PluginContext:
         return ConversationChoice(self, key, default, fields)
 
     def _remember(self, conversation_id: int, choice: dict[str, Any]) -> None:
-        meta = dict(self._store.get_conversation(conversation_id).meta)
+        store = self._app.store
+        meta = dict(store.get_conversation(conversation_id).meta)
         meta[self.name] = choice
-        self._store.update_conversation_meta(conversation_id, meta)
+        store.update_conversation_meta(conversation_id, meta)
 
     def default_system_prompt(self, model_path: Path | None = None) -> str:
         """The system prompt answers get when neither the conversation nor the user set one."""
-        return self._default_system_prompt(model_path)
+        return self._app.default_system_prompt(model_path)
 
     def model_file(self, name_or_path: str | None = None) -> Path:
         """A model's file from its name in the model library or its path; None: the model
         the settings choose, else the built-in one. KeyError names the known models."""
-        return self._model_file(name_or_path)
+        return self._app.model_file(name_or_path)
+
+    def library(self) -> list[dict[str, Any]]:
+        """The model library: ``{"name", "path", "loaded"}`` per model, the loaded one first."""
+        return self._app.library()
+
+    def load_model(self, name_or_path: str | None = None) -> list[str]:
+        """Load a model (None: the one the settings choose), queued like a turn; returns warnings.
+
+        Blocks until it is loaded; never call it on the GUI thread. Raises ModelFileError naming
+        the known models, or ModelLoadError when the file cannot be used (the old model stays).
+        """
+        return self._runner.run(lambda: self._app.load_model(name_or_path))
+
+    def embedders(self) -> dict[str, Callable[[list[str]], list[list[float]]]]:
+        """Text embedding functions plugins offer (``register_embedders``), by name."""
+        return {e.args[0]: e.args[1] for e in self.collect("register_embedders")
+                if len(e.args) >= 2 and isinstance(e.args[0], str) and callable(e.args[1])}
 
     # -- what plugins registered -------------------------------------------------------------------
     def collect(self, hook: str) -> list[Registered]:
@@ -296,49 +344,123 @@ class PluginContext:
         For example ``context.collect("register_prompt_templates")``. Each plugin's
         implementation is called on its own; a plugin that raises is switched off and left out.
         """
-        return self._collect(hook)
+        return self._app.collect(hook)
 
     def tools(self) -> dict[str, Any]:
         """The tools every enabled plugin registered (checked), by name."""
-        return dict(self._tools())
+        return dict(self._app.tools())
 
     # -- the model ------------------------------------------------------------------------------------
     def complete(self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None, *,
                  on_token: Callable[[str], None] | None = None,
-                 stop: threading.Event | None = None, adapters: Iterable[Any] = ()) -> TurnResult:
+                 stop: threading.Event | None = None, adapters: Iterable[Any] = (),
+                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto") -> TurnResult:
         """Ask the loaded model for one answer to ``messages``; blocks until it is written.
 
-        The call waits for the answer being written, if any, and runs where turns run (the
-        window's engine worker), so never call it on the GUI thread: use ``run_task``.
+        In the window the call waits its turn on the engine's worker, behind the answer being
+        written, so never call it on the GUI thread: use ``run_task``. Called by a turn itself
+        (a hook, or a tool the turn runs) it runs at once; on the command line, on the calling
+        thread.
         ``on_token(text)`` receives the answer as it streams; setting ``stop`` ends it early
         (finish_reason "cancelled"). The model answers without LoRA adapters unless
-        ``adapters`` are given. Raises EngineError when no model is loaded or it fails.
+        ``adapters`` are given. With ``tools`` the model may ask for calls instead of (or after)
+        text: they are returned in ``result.tool_calls`` and never run here; earlier calls and
+        their results come as an assistant message with ``tool_calls`` and ``tool`` messages.
+        ``tool_choice`` "required" makes the reply a call, "none" offers no tools.
+        Raises EngineError when no model is loaded or it fails, ValueError for bad tool input.
         """
         messages = list(messages)
         options = options or GenerationOptions()
+        reply = None
+        if tools or any(m.role == "tool" or m.tool_calls for m in messages):
+            template = getattr(self._engine, "chat_template", None)
+            reply = prepare_tool_reply(messages, options, tools or [], tool_choice,
+                                       template.source if template is not None else None, on_token)
+            messages, options, on_token = reply.messages, reply.options, reply.on_token
 
         def run() -> TurnResult:
             if not self._engine.loaded:
                 raise EngineError("No model is loaded.")
             self._engine.set_adapters(list(adapters))
-            for event in self._engine.stream_chat(messages, options):
-                if stop is not None and stop.is_set():
-                    self._engine.cancel()  # the engine ends this answer at its next token
-                if isinstance(event, TokenEvent) and on_token is not None:
-                    on_token(event.text)
-                elif isinstance(event, ErrorEvent):
-                    raise EngineError(event.message)
-                elif isinstance(event, DoneEvent):
-                    return TurnResult(event.text, event.finish_reason, event.stats.as_dict(), event.prompt)
+            template_tools = reply.template_tools if reply is not None else None
+            with StopWatch(self._engine, stop) as watch:
+                for event in self._engine.stream_chat(messages, options, template_tools):
+                    watch.check()
+                    if isinstance(event, TokenEvent) and on_token is not None:
+                        on_token(event.text)
+                    elif isinstance(event, ErrorEvent):
+                        raise EngineError(event.message)
+                    elif isinstance(event, DoneEvent):
+                        watch.finished(event.finish_reason)
+                        result = TurnResult(event.text, event.finish_reason, event.stats.as_dict(), event.prompt)
+                        if reply is not None:
+                            result.text, result.tool_calls = reply.read(event.text, event.finish_reason)
+                        return result
             raise EngineError("The model stopped without finishing the answer.")
 
         return self._runner.run(run)
 
 
+    def run_turn(self, messages: Sequence[ChatMessage], *, setup: dict[str, Any] | None = None,
+                 options: dict[str, Any] | None = None, on_token: Callable[[str], None] | None = None,
+                 stop: threading.Event | None = None, store: bool = False) -> TurnRun:
+        """Answer the last user message with Parley's whole turn pipeline, earlier ones as history.
+
+        ``setup`` is what a conversation keeps: ``{"system_prompt": ..., "plugins": {plugin:
+        choice}}`` (a template, document collections, adapters, tools...), so every plugin
+        applies its part. Tools that would ask the user are not run (there is no one to ask).
+        ``options`` override generation options. With ``store`` the exchange is kept as a
+        conversation; otherwise nothing of it stays. Queued like a turn; never call it on the
+        GUI thread. Raises ValueError when the last message is not the user's.
+        """
+        return self._runner.run(lambda: self._app.run_turn(list(messages), setup or {}, options, on_token,
+                                                           stop, store))
+
+
+class StopWatch:
+    """Ends one generation when ``stop`` is set: asks the engine to stop once, and takes the
+    request back if the answer ended on its own first (a Stop left over would end the next
+    answer, someone else's)."""
+
+    def __init__(self, engine: Any, stop: threading.Event | None):
+        self.engine = engine
+        self.stop = stop
+        self.asked = False
+
+    def __enter__(self) -> "StopWatch":
+        return self
+
+    def check(self) -> None:
+        """Call on every event of the stream."""
+        if self.stop is not None and self.stop.is_set() and not self.asked:
+            self.asked = True
+            self.engine.cancel()  # the engine ends this answer at its next token
+
+    def finished(self, finish_reason: str) -> None:
+        """The answer ended, with this reason."""
+        if finish_reason == "cancelled":
+            self.asked = False  # the engine used up the request
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.asked:
+            self.engine.reset_cancel()
+
+
+#: True on the thread that runs the engine's turns and on the threads it starts (tools): a model
+#: call made there runs at once, as it would wait for itself if it were queued.
+_ON_ENGINE: contextvars.ContextVar[bool] = contextvars.ContextVar("parley_on_engine", default=False)
+
+
+def mark_engine_thread() -> None:
+    """Mark the calling thread as the one that runs turns (see :class:`EngineRunnerSlot`)."""
+    _ON_ENGINE.set(True)
+
+
 class EngineRunnerSlot:
     """Where plugins' model calls run; the window points it at its engine worker.
 
-    Shared by every plugin's context, so one change reaches them all.
+    Shared by every plugin's context, so one change reaches them all. A call made by a turn
+    itself (a hook, or a tool the turn runs) runs at once instead.
     """
 
     def __init__(self) -> None:
@@ -346,4 +468,6 @@ class EngineRunnerSlot:
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` where the engine's turns run and return what it returns (or raise)."""
-        return fn() if self.runner is None else self.runner(fn)
+        if self.runner is None or _ON_ENGINE.get():
+            return fn()
+        return self.runner(fn)

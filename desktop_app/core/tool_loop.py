@@ -24,7 +24,7 @@ from desktop_app.core.tool_protocol import ToolProtocol, protocol_for
 from desktop_app.core.tools import ToolCall, ToolError, ToolOutcome, run_tool, validate_arguments
 from desktop_app.core.turn import GenerationOptions, Tool, TraceEntry, Turn, TurnResult, trigger_opening
 
-__all__ = ["Approver", "ToolCallFinished", "ToolCallStarted", "ToolLoop"]
+__all__ = ["Approver", "CallHider", "ToolCallFinished", "ToolCallStarted", "ToolLoop", "call_options"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ToolCallFinished:
     outcome: ToolOutcome
 
 
-class _CallHider:
+class CallHider:
     """Passes answer text on to the user, but holds back a reply that is a tool call.
 
     With ``calls_after_text`` a call may also follow text: the text stays shown, and from
@@ -165,7 +165,7 @@ class ToolLoop:
             may_call = round_no < rounds and bool(tools) and not answer_now
             required = may_call and round_no == 0 and options.tool_choice == "required"
             round_options = self._options(protocol, options, may_call, required, after_calls=round_no > 0)
-            hider = _CallHider(on_token, protocol.trigger, required, protocol.calls_after_text)
+            hider = CallHider(on_token, protocol.trigger, required, protocol.calls_after_text)
             result = self.generate_once(working, round_options, hider if may_call else on_token,
                                         protocol.template_tools())
             for key in totals:
@@ -241,7 +241,7 @@ class ToolLoop:
         return TurnResult(text, result.finish_reason, stats, result.prompt, result.samples)
 
     @staticmethod
-    def _keep_shown(hider: _CallHider, on_token: Callable[[str], None] | None) -> str:
+    def _keep_shown(hider: CallHider, on_token: Callable[[str], None] | None) -> str:
         """The text the user saw before this reply's call, kept for the final answer, which
         goes on after a blank line (shown now, so the stream and the answer agree)."""
         if not hider.shown.strip():
@@ -263,10 +263,7 @@ class ToolLoop:
             # characters and is dropped as soon as the text has begun (full speed).
             return replace(options, grammar=protocol.text_grammar(), json_schema=None,
                            grammar_trigger=protocol.trigger, stop=stop)
-        # A call must be able to finish even when answers are kept very short.
-        return replace(options, grammar=protocol.grammar(required), json_schema=None,
-                       grammar_trigger="" if required else protocol.trigger,
-                       max_tokens=max(options.max_tokens, MIN_CALL_TOKENS))
+        return call_options(protocol, options, required)
 
     def run_call(self, call: ToolCall, tools: dict[str, Tool], round_no: int = 1) -> ToolOutcome:
         """Check, approve and run one call; every failure becomes the outcome's error."""
@@ -287,8 +284,9 @@ class ToolLoop:
             return ToolOutcome(call, "invalid", error=str(exc), source=tool.source, round=round_no)
         allowed, decided_by = self._approve(call, tool)
         if not allowed:
-            return ToolOutcome(call, "denied", decided_by, error="The user did not allow this call.",
-                               source=tool.source, round=round_no)
+            error = ("This tool runs only after the user allows each call, and no one can be asked here, "
+                     "so it was not run." if decided_by == "no one to ask" else "The user did not allow this call.")
+            return ToolOutcome(call, "denied", decided_by, error=error, source=tool.source, round=round_no)
         result, error, ms = run_tool(tool, call.arguments, self.cancelled)
         decision = "approved" if decided_by == "you" else "allowed"
         return ToolOutcome(call, decision, decided_by, result=result, error=error, duration_ms=ms,
@@ -320,6 +318,15 @@ class ToolLoop:
     @staticmethod
     def _record(turn: Turn, outcome: ToolOutcome) -> None:
         turn.trace.append(TraceEntry(outcome.source or "tools", "tool_call", outcome.as_dict()))
+
+
+def call_options(protocol: ToolProtocol, options: GenerationOptions, required: bool) -> GenerationOptions:
+    """Options for a reply that may be a call: the protocol's call grammar (binding only a reply
+    that opens like a call, unless the call is ``required``)."""
+    # A call must be able to finish even when answers are kept very short.
+    return replace(options, grammar=protocol.grammar(required), json_schema=None,
+                   grammar_trigger="" if required else protocol.trigger,
+                   max_tokens=max(options.max_tokens, MIN_CALL_TOKENS))
 
 
 def _call_key(call: ToolCall) -> str:

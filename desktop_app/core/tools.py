@@ -8,6 +8,7 @@ problem becomes a message the model can read and act on, never an exception in t
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import inspect
 import json
@@ -417,8 +418,10 @@ def run_tool(tool: Tool, arguments: dict[str, Any], cancelled: threading.Event |
             done.set()
 
     started = time.perf_counter()
-    # Pure fast tools are common; a thread costs ~0.1 ms, which keeps one code path.
-    worker = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
+    # Pure fast tools are common; a thread costs ~0.1 ms, which keeps one code path. The tool
+    # sees the caller's context variables (e.g. that it runs for a turn on the engine's thread).
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(target,), name=f"tool-{tool.name}",
+                              daemon=True)
     worker.start()
     deadline = started + tool.timeout
     while not done.wait(min(0.05, max(0.0, deadline - time.perf_counter()))):

@@ -292,3 +292,5 @@ class TurnResult:
     stats: dict[str, Any] = field(default_factory=dict)
     prompt: str = ""
     samples: list[str] = field(default_factory=list)
+    #: Calls the model asked for that the caller runs (``PluginContext.complete`` with tools).
+    tool_calls: list[Any] = field(default_factory=list)

@@ -31,6 +31,8 @@ class PluginUI:
     def __init__(self, window: MainWindow):
         self._window = window
         self._reported_failures: set[str] = set()
+        #: The plugins' panels (their widgets), for :meth:`WindowApi.find_panel`.
+        self.panels: list[QWidget] = []
 
     def build(self) -> None:
         """Call the plugins' window hooks once, while the window is built.
@@ -55,6 +57,7 @@ class PluginUI:
                 dock.deleteLater()
                 raise
             window.addDockWidget(_AREAS.get(area, Qt.RightDockWidgetArea), dock)
+            self.panels.append(dock.widget())
             # Panels open from the View menu or the toolbar (the window remembers which are open),
             # so a small screen is not crowded by panels nobody asked for.
             dock.hide()
@@ -64,7 +67,14 @@ class PluginUI:
 
         def add_action(plugin: str, text: str, callback: Callable[[Any], Any], shortcut: str | None = None,
                        toolbar: bool = False) -> None:
-            action = menu_action(window, window.plugins_menu, text, lambda: callback(window.api), shortcut)
+            def run() -> None:
+                try:
+                    callback(window.api)
+                except Exception as exc:  # a broken action must not take the window down
+                    log.exception("plugin %s failed in its action %r", plugin, text)
+                    window.show_error(f"The plugin “{plugin}” failed in “{text}”: {type(exc).__name__}: {exc}")
+
+            action = menu_action(window, window.plugins_menu, text, run, shortcut)
             if toolbar:
                 window.toolbar.addAction(action)
 
@@ -74,6 +84,8 @@ class PluginUI:
         for hook, add in (("register_panels", add_panel), ("register_actions", add_action),
                           ("register_composer_widgets", add_composer_widget)):
             for entry in plugins.collect(hook):
+                if plugins.records[entry.plugin].status == "failed":
+                    continue  # switched off by an earlier panel or widget of its own
                 try:
                     add(entry.plugin, *entry.args, **entry.kwargs)
                 except Exception as exc:  # one plugin's broken panel must not stop the window

@@ -34,7 +34,8 @@ class WindowApi:
 
     @property
     def widget(self) -> QWidget:
-        """The main window as a parent for a plugin's dialogs and messages."""
+        """The parent for a plugin's dialogs and message boxes (the main window). Only its Qt
+        widget side is for plugins; what else the object holds is not part of the API."""
         return self._window
 
     @property
@@ -64,5 +65,5 @@ class WindowApi:
         return dialog
 
     def find_panel(self, kind: type) -> Any:
-        """The plugin's side panel of this class, or None before the window made it."""
-        return self._window.findChild(kind)
+        """The plugins' side panel of this class, or None before the window made it."""
+        return next((p for p in self._window.plugin_ui.panels if isinstance(p, kind)), None)

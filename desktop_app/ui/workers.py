@@ -18,11 +18,12 @@ import traceback
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QRunnable, Qt, QThread, QThreadPool, Signal, Slot
 
 from desktop_app.core.chat import ToolCallFinished, ToolCallStarted, TurnFailed, TurnFinished, TurnStarted
 from desktop_app.core.engine import TokenEvent
 from desktop_app.core.errors import EngineError, ParleyError
+from desktop_app.core.plugin_context import mark_engine_thread
 from desktop_app.ui.tool_approval import ApprovalRequest
 
 __all__ = ["EngineClient", "EngineWorker", "run_task"]
@@ -192,6 +193,9 @@ class EngineClient(QObject):
         self.call_requested.connect(self.worker.run_call)
         self._pending: set[Future] = set()
         self._closing = False
+        self._lock = threading.Lock()
+        # Model calls made by a turn itself (a hook, a tool it runs) then run at once.
+        self.thread.started.connect(mark_engine_thread, Qt.DirectConnection)
         self.thread.start()
         # Plugins' model calls queue up behind turns on this worker.
         context.engine_runner.runner = self.run_on_worker
@@ -206,12 +210,13 @@ class EngineClient(QObject):
             return fn()
         if threading.current_thread() is threading.main_thread():
             raise RuntimeError("A model call would freeze the window: run it with run_task.")
-        if self._closing:
-            raise EngineError("Parley is closing.")
         future: Future = Future()
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
-        self.call_requested.emit(fn, future)
+        with self._lock:  # shutdown either sees this call or refuses it
+            if self._closing:
+                raise EngineError("Parley is closing.")
+            self._pending.add(future)
+            self.call_requested.emit(fn, future)
+        future.add_done_callback(lambda f: self._pending.discard(f))
         return future.result()
 
     def cancel(self) -> None:
@@ -220,11 +225,11 @@ class EngineClient(QObject):
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Cancel any generation and stop the thread; True if it stopped in time."""
-        self._closing = True
-        if self.context.engine_runner.runner == self.run_on_worker:
-            self.context.engine_runner.runner = None
+        with self._lock:
+            self._closing = True
+            pending = list(self._pending)
         self.cancel()
-        for future in list(self._pending):  # nobody will run them now: free their callers
+        for future in pending:  # nobody will run them now: free their callers
             if not future.done():
                 future.set_exception(EngineError("Parley is closing."))
         self.thread.quit()

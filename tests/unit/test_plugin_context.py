@@ -219,3 +219,144 @@ def test_plugin_commands_get_the_plugins_context(paths, capsys, monkeypatch):
     settings = Settings.load(paths.ensure().settings_file)
     assert cli._run(args.handler, args, paths, host, settings) == 0
     assert capsys.readouterr().out.split() == ["PluginContext", "ident"]
+
+
+def test_complete_with_tools_hands_the_calls_back_and_reads_their_results():
+    tool = tool_from_function(shout)
+    with PluginHarness(plugins=[make_plugin("api")], replies=[
+            '{"tool": "shout", "arguments": {"text": "hi"}}', "It says HI."]) as harness:
+        context = harness.context()
+        streamed = []
+        first = context.complete([ChatMessage("user", "Shout hi")], tools=[tool], on_token=streamed.append)
+        assert [(c.name, c.arguments, c.id) for c in first.tool_calls] == [("shout", {"text": "hi"}, "call_1")]
+        assert first.text == "" and streamed == []  # the call is not shown as text
+        asked = harness.engine.history[-1]
+        assert "shout(text: string (What to say.))" in asked.messages[0].content
+        assert asked.options.grammar  # calls are held to the tools' schemas
+        second = context.complete([
+            ChatMessage("user", "Shout hi"),
+            ChatMessage("assistant", "", tool_calls=[{"id": "call_1", "type": "function",
+                                                      "function": {"name": "shout", "arguments": '{"text": "hi"}'}}]),
+            ChatMessage("tool", "HI", name="shout", tool_call_id="call_1"),
+        ], tools=[tool])
+        assert second.text == "It says HI." and second.tool_calls == []
+        sent = harness.engine.history[-1].messages
+        assert sent[-2].content == '{"tool": "shout", "arguments": {"text": "hi"}}'
+        assert sent[-1].role == "user" and sent[-1].content.startswith("Tool result from shout: HI")
+        with pytest.raises(ValueError, match="must follow"):
+            context.complete([ChatMessage("tool", "HI", tool_call_id="x")], tools=[tool])
+        with pytest.raises(ValueError, match="tool_choice"):
+            context.complete([ChatMessage("user", "hi")], tools=[tool], tool_choice="sometimes")
+
+
+def test_run_turn_answers_with_the_whole_pipeline_and_keeps_nothing_unless_asked():
+    with PluginHarness(plugins=[make_plugin("api")], builtins=["prompt_templates"],
+                       replies=["Hallo!", "Bonjour!"]) as harness:
+        context = harness.context()
+        setup = {"plugins": {"prompt_templates": {"template": "Translator", "variables": {"language": "German"}}}}
+        run = context.run_turn([ChatMessage("user", "Good morning"), ChatMessage("assistant", "Morning!"),
+                                ChatMessage("user", "Hello")], setup=setup)
+        assert run.text == "Hallo!" and run.finish_reason == "stop" and run.conversation_id is None
+        asked = harness.engine.history[-1].messages
+        assert asked[0].content.startswith("You are a professional translator.")  # the template's system prompt
+        assert [m.content for m in asked[1:3]] == ["Good morning", "Morning!"]
+        assert "German" in asked[3].content and "Hello" in asked[3].content  # the template wraps the message
+        assert ("prompt_templates", "system_replaced") in [(e.plugin, e.kind) for e in run.trace]
+        assert context.conversations.list() == []  # nothing of it stays
+        kept = context.run_turn([ChatMessage("system", "Be French."), ChatMessage("user", "Hi")], store=True)
+        assert kept.text == "Bonjour!" and kept.conversation_id is not None
+        assert context.conversations.get(kept.conversation_id).system_prompt == "Be French."
+        assert [m.content for m in context.conversations.messages(kept.conversation_id)] == ["Hi", "Bonjour!"]
+        with pytest.raises(ValueError, match="last message must be the user's"):
+            context.run_turn([ChatMessage("assistant", "Hi")])
+
+
+def test_run_turn_refuses_a_tool_that_would_ask_the_user():
+    asking = tool_from_function(shout, requires_approval=True, always_offered=True)
+    plugin = make_plugin("asker", register_tools=lambda register: register(asking))
+    with PluginHarness(plugins=[plugin], replies=['{"tool": "shout", "arguments": {"text": "hi"}}',
+                                                   "I could not."]) as harness:
+        run = harness.context().run_turn([ChatMessage("user", "Shout hi")])
+    calls = [e.content for e in run.trace if e.kind == "tool_call"]
+    assert calls and calls[0]["decision"] == "denied" and "no one can be asked" in calls[0]["error"]
+    assert run.text == "I could not."
+
+
+def test_the_library_lists_the_models_and_the_loaded_one_first():
+    with PluginHarness(plugins=[make_plugin("api")]) as harness:
+        library = harness.context().library()
+    assert library[0]["loaded"] and library[0]["path"].endswith("scripted-model.gguf")
+    from desktop_app.core.models import DEFAULT_MODEL_NAME
+
+    assert [e["loaded"] for e in library].count(True) == 1
+    assert any(e["name"] == DEFAULT_MODEL_NAME and not e["loaded"] for e in library)
+
+
+def test_a_stop_that_comes_too_late_is_taken_back_so_the_next_answer_is_whole():
+    with PluginHarness(plugins=[make_plugin("asker")], replies=["one two three", "four five six"]) as harness:
+        context = harness.context()
+        stop = threading.Event()
+        words = []
+
+        def on_token(text):
+            words.append(text)
+            if len(words) == 3:
+                stop.set()  # after the last word: the answer is already whole
+
+        assert context.complete([ChatMessage("user", "a")], on_token=on_token, stop=stop).text == "one two three"
+        assert not harness.engine.cancel_event.is_set()
+        assert context.complete([ChatMessage("user", "b")]).finish_reason == "stop"
+
+
+def test_a_model_call_from_a_turn_or_its_tools_runs_at_once_instead_of_waiting_for_itself():
+    from desktop_app.core.plugin_context import EngineRunnerSlot, mark_engine_thread
+    from desktop_app.core.tools import run_tool
+
+    slot = EngineRunnerSlot()
+    slot.runner = lambda fn: (_ for _ in ()).throw(AssertionError("queued behind itself"))
+    seen = []
+
+    def engine_thread():
+        mark_engine_thread()
+        tool = tool_from_function(lambda text: slot.run(lambda: text.upper()), name="inner",
+                                  description="calls the model")
+        seen.append(run_tool(tool, {"text": "hi"}))
+
+    worker = threading.Thread(target=engine_thread)
+    worker.start()
+    worker.join()
+    assert seen[0][:2] == ("HI", "")
+
+
+def test_collect_refuses_a_hook_that_is_not_a_register_hook():
+    with PluginHarness(plugins=[make_plugin("api", prepare_turn=lambda turn: None)]) as harness:
+        with pytest.raises(ValueError, match="not a register_"):
+            harness.context().collect("prepare_turn")
+        assert harness.app.plugins.records["api"].status == "enabled"
+
+
+def test_the_default_template_setting_applies_as_soon_as_it_changes():
+    with PluginHarness(builtins=["prompt_templates"], replies=["ok"]) as harness:
+        harness.app.settings.set("plugins.prompt_templates.default_template", "Translator")
+        reply = harness.send("Hello")
+    assert reply.system.startswith("You are a professional translator.")
+
+
+def test_a_command_of_a_plugin_switched_off_does_not_run(paths, capsys, monkeypatch):
+    import sys
+
+    from desktop_app import cli
+    from desktop_app.core.settings import Settings
+    from desktop_app.plugins import PluginHost
+
+    ran = []
+
+    def register(subparsers):
+        subparsers.add_parser("boom").set_defaults(handler=lambda args, context: ran.append(1))
+
+    monkeypatch.setitem(sys.modules, "flaky", make_plugin("flaky", register_commands=register,
+                                                          app_started=lambda context: 1 / 0))
+    host = PluginHost(default_plugins=("flaky",), entry_points=lambda: []).load_all()
+    args = cli.build_parser(host).parse_args(["boom"])
+    assert cli._run(args.handler, args, paths.ensure(), host, Settings.load(paths.settings_file)) == 1
+    assert not ran and "switched off" in capsys.readouterr().err

@@ -169,6 +169,15 @@ def register_panels(register) -> None:
 
 
 @hookimpl
+def register_embedders(register) -> None:
+    """The embedding model the documents are indexed with, for other plugins (e.g. the API server)."""
+    if state.context is None:
+        return
+    register(state.context.settings.get("embedder") or "all-MiniLM-L6-v2",
+             lambda texts: state.index.embedder.encode(list(texts)))
+
+
+@hookimpl
 def register_tools(register) -> None:
     """`search_documents`: lets the model search the user's collections itself (with the tools plugin)."""
     from desktop_app.api import Tool

@@ -205,7 +205,7 @@ def model_loaded(engine: Any) -> None:
 
     if not state.applied or state.context is None:
         return
-    adapters, problems = state.resolve([Choice(a.name, a.scale) for a in state.applied], engine.model_path)
+    adapters, problems = state.resolve([Choice(a.name, a.scale) for a in state.applied], engine.path)
     try:
         engine.set_adapters(adapters)
     except EngineError as exc:

@@ -40,10 +40,12 @@ class State:
         """Take a fresh context (nothing from an earlier one carries over) and load the library."""
         self.__init__()
         self.context = context
-        default = context.settings.get("default_template")
-        self.choice = context.choice(
-            "template", default=lambda: {"template": default, "variables": {}} if default else {},
-            fields=("template", "variables"))
+
+        def default() -> dict[str, Any]:  # read each time: the user may change it in Settings
+            name = context.settings.get("default_template")
+            return {"template": name, "variables": {}} if name else {}
+
+        self.choice = context.choice("template", default=default, fields=("template", "variables"))
         self.reload()
 
     def reload(self) -> TemplateLibrary:
