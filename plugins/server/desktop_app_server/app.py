@@ -242,11 +242,11 @@ def _n_answers(gateway: Gateway, messages: list, options: GenerationOptions, n: 
 def _tool_calls(result: TurnResult) -> list[dict[str, Any]]:
     return [{"id": call.id if call.id.startswith("call") else f"call_{call.id}", "type": "function",
              "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
-            for call in getattr(result, "tool_calls", None) or []]  # TEMPORARY getattr until the merge
+            for call in result.tool_calls]
 
 
 def _finish(result: TurnResult) -> str:
-    return "tool_calls" if getattr(result, "tool_calls", None) else FINISH_REASONS.get(result.finish_reason, "stop")
+    return "tool_calls" if result.tool_calls else FINISH_REASONS.get(result.finish_reason, "stop")
 
 
 def _usage_of(results: list[TurnResult]) -> dict[str, int]:

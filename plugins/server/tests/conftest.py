@@ -22,20 +22,7 @@ def app_context(paths):
 @pytest.fixture
 def server_context(app_context):
     """The server plugin's own context."""
-    context = app_context.plugin_context("server")
-    if not hasattr(context, "library"):  # TEMPORARY until main has the new context API
-        from pathlib import Path
-
-        def library():
-            path = app_context.engine.model_path
-            return [{"name": Path(path).stem, "path": str(path), "loaded": True}]
-
-        plain = context.complete
-        context.library = library
-        context.load_model = app_context.load_model
-        context.embedders = lambda: {}
-        context.complete = lambda m, o=None, tools=None, tool_choice="auto", **kw: plain(m, o, **kw)
-    return context
+    return app_context.plugin_context("server")
 
 
 @pytest.fixture
