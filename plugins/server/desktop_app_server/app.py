@@ -166,6 +166,7 @@ async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry:
         raise
 
     def job_ended(future: Any) -> None:  # on the queue's thread, or here if it never ran
+        gateway.active.discard(bridge)
         entry.ended = time.monotonic() - started
         entry.tokens_at_cancel = bridge.pieces_at_cancel
         if future.cancelled() or future.exception() is not None:
@@ -178,6 +179,7 @@ async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry:
     def finished(status: int, error: str = "") -> None:
         entry.status, entry.error, entry.duration = status, error, time.monotonic() - started
 
+    gateway.active.add(bridge)
     future.add_done_callback(job_ended)
     bridge.attach(future)
     if stream is not None:

@@ -143,6 +143,7 @@ class ServerController:
                 return
             server.should_exit = True
             if gateway is not None:
+                gateway.stop_all()
                 gateway.queue.close(timeout=0)
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout)

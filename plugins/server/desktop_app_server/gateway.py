@@ -88,7 +88,14 @@ class Gateway:
         self.config = config
         self.queue = RequestQueue(lambda: self.config.queue_limit)
         self.log = RequestLog()
+        #: The stop switches of the requests being answered or waiting (see ``stop_all``).
+        self.active: set[Any] = set()
         self._embed_lock = threading.Lock()
+
+    def stop_all(self) -> None:
+        """Stop every answer being written and drop the waiting ones (the server is stopping)."""
+        for bridge in list(self.active):
+            bridge.cancel()
 
     # -- models -------------------------------------------------------------------------------
     def chat_models(self) -> list[dict[str, Any]]:

@@ -139,3 +139,32 @@ def test_curl_sees_openais_sse_framing(controller, model_name):
     assert all(p["object"] == "chat.completion.chunk" for p in payloads)
     assert "".join(p["choices"][0]["delta"].get("content", "") for p in payloads).startswith("la")
     assert payloads[-1]["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.model
+def test_stopping_the_server_stops_the_answer_being_written(server_context, model_name):
+    from desktop_app_server.controller import ServerController
+
+    controller = ServerController(server_context)
+    url = controller.start("127.0.0.1", 0)
+    received = threading.Event()
+
+    def stream():
+        try:
+            with httpx.stream("POST", url + "/v1/chat/completions", timeout=300, json={
+                    "model": model_name, "stream": True, "max_tokens": 1900, "grammar": ENDLESS,
+                    "messages": [{"role": "user", "content": "Sing."}]}) as response:
+                for _ in response.iter_lines():
+                    received.set()
+        except httpx.HTTPError:
+            pass  # the server went away mid-stream
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert received.wait(300)
+    controller.stop()
+    assert not controller.is_running and controller.url == ""
+    entry = controller.request_log[-1]
+    wait_until(lambda: entry.ended)
+    assert entry.finish_reason == "cancelled" and entry.completion_tokens < 1900
+    reader.join(60)
