@@ -1,7 +1,10 @@
 """Start and stop the API server: uvicorn on its own thread, with its own event loop.
 
-The same controller serves ``parley serve`` and (later) the window's Settings → Server: it
-never blocks its caller longer than binding the port, and it touches no Qt.
+The same controller serves ``parley serve`` and (later) the window's Settings → Server. It
+touches no Qt. :meth:`ServerController.start` returns once the port is bound and uvicorn
+serves (milliseconds), but the first start also imports FastAPI and uvicorn (about 0.3 s), so
+the window should call it through ``run_task``; :meth:`~ServerController.stop` waits up to a
+couple of seconds for open connections.
 """
 
 from __future__ import annotations

@@ -163,3 +163,17 @@ def test_anthropic_messages(http, model_name):
     assert body["type"] == "message" and body["role"] == "assistant" and body["id"].startswith("msg_")
     assert body["content"][0]["type"] == "text" and body["stop_reason"] in ("end_turn", "max_tokens")
     assert body["usage"]["output_tokens"] > 0
+
+
+def test_a_streamed_n_gives_each_choice_its_own_deltas(client, model_name):
+    chunks = list(client.chat.completions.create(
+        model=model_name, messages=[{"role": "user", "content": "Hi"}], n=2, max_tokens=3, stream=True,
+        extra_body={"grammar": 'root ::= "la " root'}))
+    texts, finishes = {0: "", 1: ""}, {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert finishes == {0: "length", 1: "length"}
+    assert texts[0] == texts[1] and texts[0].startswith("la")
