@@ -188,6 +188,13 @@ class ModelAccess:
         """The exact prompt text the model's chat template makes of ``messages``."""
         return self._engine.render(list(messages), tools)
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the loaded model makes of ``text`` (e.g. a prompt from :meth:`render`).
+
+        Raises EngineError when no model is loaded, AttributeError for a backend that cannot tell.
+        """
+        return len(self._engine.tokenize(text))
+
     def load_adapter(self, path: str | Path) -> None:
         """Read a LoRA adapter file into memory for the loaded model (EngineError if it cannot)."""
         self._engine.load_adapter(path)

@@ -1,0 +1,121 @@
+"""OpenAI request fields into Parley's: messages, generation options and the caller's tools."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any, Sequence
+
+from desktop_app.api import ChatMessage, GenerationOptions, PluginContext, Tool
+
+from desktop_app_server.schemas import ChatCompletionRequest, ChatMessageIn, ContentPart, _Sampling
+from desktop_app_server.wire import ApiError
+
+__all__ = ["chat_messages", "chat_tools", "generation_options", "refuse_unsupported"]
+
+
+def _text(content: str | list[ContentPart] | None, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for i, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise ApiError(400, f"Content parts of type {part.type!r} are not supported: this server "
+                           "reads text only.", param=f"{where}.content[{i}]", code="unsupported_content")
+        parts.append(part.text)
+    return "\n".join(parts)
+
+
+def chat_messages(messages: Sequence[ChatMessageIn]) -> list[ChatMessage]:
+    """The request's messages as Parley's (``developer`` is OpenAI's new name for ``system``)."""
+    out = []
+    for i, m in enumerate(messages):
+        text = _text(m.content, f"messages[{i}]")
+        role = "system" if m.role == "developer" else m.role
+        calls = None
+        if m.tool_calls:
+            if role != "assistant":
+                raise ApiError(400, "Only assistant messages can have tool_calls.", param=f"messages[{i}].tool_calls")
+            calls = [{"id": c.id, "type": "function",
+                      "function": {"name": c.function.name, "arguments": c.function.arguments
+                                   if isinstance(c.function.arguments, str) else json.dumps(c.function.arguments)}}
+                     for c in m.tool_calls]
+        if role == "tool" and not m.tool_call_id:
+            raise ApiError(400, "A tool message needs the tool_call_id of the call it answers.",
+                           param=f"messages[{i}].tool_call_id")
+        out.append(ChatMessage(role, text, tool_calls=calls, name=m.name, tool_call_id=m.tool_call_id))
+    return out
+
+
+def _unused(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("A client's tool runs in the client: the server returns its calls.")
+
+
+def chat_tools(req: ChatCompletionRequest) -> tuple[list[Tool], str]:
+    """The caller's tools as Parley's (never run here: calls go back to the caller) and the
+    tool choice ("auto", "required" or "none"); a named function becomes "required" with only
+    that function offered."""
+    if not req.tools:
+        if req.tool_choice not in (None, "none", "auto"):
+            raise ApiError(400, "tool_choice needs tools.", param="tool_choice")
+        return [], "none"
+    tools = [Tool(t.function.name, t.function.description, t.function.parameters or
+                  {"type": "object", "properties": {}}, _unused, requires_approval=False, source="client")
+             for t in req.tools]
+    choice = req.tool_choice or "auto"
+    if not isinstance(choice, str):
+        named = [t for t in tools if t.name == choice.function.name]
+        if not named:
+            raise ApiError(400, f"tool_choice names the function {choice.function.name!r}, which is not in tools.",
+                           param="tool_choice")
+        return named, "required"
+    return tools, choice
+
+
+def refuse_unsupported(req: _Sampling, logprobs: Any = None) -> None:
+    """Refuse what this server cannot do, rather than answer as if it had."""
+    if logprobs:
+        raise ApiError(400, "logprobs are not supported by this server.", param="logprobs", code="unsupported_parameter")
+    stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if len(stop) > 4:
+        raise ApiError(400, "At most 4 stop sequences are allowed.", param="stop")
+
+
+def generation_options(req: Any, context: PluginContext, max_tokens: int | None = None) -> GenerationOptions:
+    """The request's sampling fields, Parley's generation settings for the ones it leaves out."""
+    def given(name: str, setting: str | None = None) -> Any:
+        value = getattr(req, name, None)
+        return context.app_setting(setting) if value is None and setting else value
+
+    stop = given("stop")
+    stop = [stop] if isinstance(stop, str) else list(stop or [])
+    seed = given("seed")
+    return GenerationOptions(
+        temperature=given("temperature", "generation.temperature"),
+        top_p=given("top_p", "generation.top_p"),
+        top_k=given("top_k", "generation.top_k"),
+        min_p=given("min_p", "generation.min_p"),
+        repeat_penalty=given("repeat_penalty", "generation.repeat_penalty"),
+        max_tokens=max_tokens or given("max_tokens", "generation.max_tokens"),
+        stop=[s for s in stop if s],
+        seed=-1 if seed is None else seed,
+        grammar=given("grammar") or None,
+    )
+
+
+def response_schema(req: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The JSON schema ``response_format`` asks the answer to follow (grammar-enforced), or None."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    if fmt.json_schema is None or not isinstance(fmt.json_schema.schema_, dict):
+        raise ApiError(400, "response_format of type json_schema needs json_schema.schema.",
+                       param="response_format.json_schema")
+    return fmt.json_schema.schema_
+
+
+def choice_options(options: GenerationOptions, index: int) -> GenerationOptions:
+    """Options of the ``index``-th of ``n`` choices: a fixed seed moves on, so choices differ."""
+    return options if index == 0 or options.seed < 0 else replace(options, seed=options.seed + index)

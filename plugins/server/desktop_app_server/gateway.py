@@ -1,0 +1,202 @@
+"""Between HTTP and the model: which models exist, the queue, and one model call.
+
+Everything that reaches the model goes through :meth:`Gateway.submit` (the server's FIFO
+queue) and then ``context.complete`` (which in the window waits on the engine worker behind
+the user's own chats). The request log keeps the recent requests for the window's status.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from desktop_app.api import ChatMessage, GenerationOptions, PluginContext, Tool, TurnResult
+
+from desktop_app_server.dispatch import QueueFull, RequestQueue
+from desktop_app_server.wire import ApiError
+
+__all__ = ["Gateway", "LogEntry", "RequestLog", "ServerConfig"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server's settings for one run (read when it starts)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    key_required: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 4_000_000
+    queue_limit: int = 8
+    load_models: bool = True
+
+
+@dataclass
+class LogEntry:
+    """One request, as the status shows it."""
+
+    id: str
+    method: str
+    path: str
+    model: str = ""
+    started: float = field(default_factory=time.time)
+    status: int = 0
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration: float = 0.0
+    #: Pieces of text streamed when the client went away (cancel checks compare this with
+    #: ``completion_tokens``).
+    tokens_at_cancel: int | None = None
+    error: str = ""
+    #: Seconds from arrival until the model call ended (0 while it runs or waits).
+    ended: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class RequestLog:
+    """The last requests, newest last; thread-safe."""
+
+    def __init__(self, size: int = 200):
+        self._entries: collections.deque[LogEntry] = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.served = 0
+
+    def add(self, entry: LogEntry) -> LogEntry:
+        with self._lock:
+            self._entries.append(entry)
+            self.served += 1
+        return entry
+
+    def entries(self) -> list[LogEntry]:
+        with self._lock:
+            return list(self._entries)
+
+
+class Gateway:
+    """The models the server offers and the queue every model call goes through."""
+
+    def __init__(self, context: PluginContext, config: ServerConfig):
+        self.context = context
+        self.config = config
+        self.queue = RequestQueue(lambda: self.config.queue_limit)
+        self.log = RequestLog()
+        #: The stop switches of the requests being answered or waiting (see ``stop_all``).
+        self.active: set[Any] = set()
+        self._embed_lock = threading.Lock()
+
+    def stop_all(self) -> None:
+        """Stop every answer being written and drop the waiting ones (the server is stopping)."""
+        for bridge in list(self.active):
+            bridge.cancel()
+
+    # -- models -------------------------------------------------------------------------------
+    def chat_models(self) -> list[dict[str, Any]]:
+        """The model library (``{"name", "path", "loaded"}``), the loaded model first."""
+        return list(self.context.library())
+
+    def embedders(self) -> dict[str, Callable[[list[str]], list[list[float]]]]:
+        """The embedding functions plugins offer, by name."""
+        return self.context.embedders()
+
+    def model_list(self) -> list[dict[str, Any]]:
+        """``GET /v1/models``'s ``data``."""
+        created = int(time.time())
+        names = [m["name"] for m in self.chat_models()] + sorted(self.embedders())
+        seen: list[str] = []
+        for name in names:
+            if name not in seen:
+                seen.append(name)
+        return [{"id": name, "object": "model", "created": created, "owned_by": "parley"} for name in seen]
+
+    def chat_model(self, name: str) -> dict[str, Any]:
+        """The library entry a request names; 404 ``model_not_found`` when there is none."""
+        for entry in self.chat_models():
+            if entry["name"] == name:
+                if not entry["loaded"] and not self.config.load_models:
+                    raise ApiError(404, f"The model `{name}` is not loaded, and this server only serves the "
+                                   "loaded model.", param="model", code="model_not_found")
+                return entry
+        known = ", ".join(m["name"] for m in self.chat_models()) or "none"
+        raise ApiError(404, f"The model `{name}` does not exist. Models: {known} (GET /v1/models).",
+                       param="model", code="model_not_found")
+
+    def embedder(self, name: str) -> Callable[[list[str]], list[list[float]]]:
+        """The embedding function a request names; 404 when there is none."""
+        embedders = self.embedders()
+        if name not in embedders:
+            known = ", ".join(sorted(embedders)) or "none (the documents plugin offers one)"
+            raise ApiError(404, f"The embedding model `{name}` does not exist. Embedding models: {known}.",
+                           param="model", code="model_not_found")
+        return embedders[name]
+
+    def embed(self, name: str, texts: list[str]) -> list[list[float]]:
+        """Embed ``texts`` (one embedding at a time: it is CPU-heavy, but needs no engine)."""
+        embed = self.embedder(name)
+        with self._embed_lock:
+            return [list(map(float, vector)) for vector in embed(texts)]
+
+    # -- model calls ---------------------------------------------------------------------------
+    def submit(self, model: dict[str, Any], work: Callable[[], Any]) -> Future:
+        """Queue ``work`` (which calls :meth:`complete`) behind the requests before it; the model
+        the request named is loaded first if it is not. Raises ApiError 429 when the queue is full."""
+
+        def job() -> Any:
+            if not model["loaded"] and not self._is_loaded(model["name"]):
+                self.context.load_model(model["name"])
+            return work()
+
+        try:
+            return self.queue.submit(job)
+        except QueueFull as exc:
+            raise ApiError(429, f"The model is busy: {exc.waiting} requests are already waiting (the server's "
+                           "queue limit). Try again shortly.", type="requests", code="rate_limit_exceeded",
+                           headers={"Retry-After": str(exc.retry_after)}) from None
+        except RuntimeError as exc:
+            raise ApiError(503, str(exc), type="server_error", code="server_stopping") from None
+
+    def _is_loaded(self, name: str) -> bool:
+        return any(m["name"] == name and m["loaded"] for m in self.chat_models())
+
+    def check_fits(self, messages: Sequence[ChatMessage], max_tokens: int, param: str = "messages") -> None:
+        """400 ``context_length_exceeded`` when the prompt leaves the answer no room (Parley would
+        otherwise shorten the conversation to fit; an API client asked for exactly this prompt)."""
+        model = self.context.model
+        if not model.loaded:
+            return
+        try:
+            prompt = model.count_tokens(model.render(list(messages)))
+        except AttributeError:  # a backend that cannot count: checked after the answer (see complete)
+            return
+        n_ctx = model.context_length
+        if prompt > n_ctx - min(max_tokens, n_ctx // 2):
+            raise _too_long(prompt, n_ctx, max_tokens, param)
+
+    def complete(self, messages: Sequence[ChatMessage], options: GenerationOptions, *,
+                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto",
+                 on_token: Callable[[str], None] | None = None, stop: threading.Event | None = None,
+                 param: str = "messages") -> TurnResult:
+        """One answer from the loaded model (runs inside a queued job)."""
+        try:
+            result = self.context.complete(messages, options, on_token=on_token, stop=stop,
+                                           tools=list(tools) if tools else None, tool_choice=tool_choice)
+        except ValueError as exc:  # tool messages that answer no call, a bad tool_choice
+            raise ApiError(400, str(exc), param=param) from None
+        if result.stats.get("dropped_messages"):
+            raise _too_long(result.stats.get("prompt_tokens", 0), result.stats.get("context_length", 0),
+                            options.max_tokens, param)
+        return result
+
+
+def _too_long(prompt: int, n_ctx: int, max_tokens: int, param: str) -> ApiError:
+    return ApiError(400, f"This model's maximum context length is {n_ctx} tokens. However, your request "
+                    f"needs more than that ({prompt} tokens for the prompt, with room for up to "
+                    f"{min(max_tokens, n_ctx // 2)} in the answer). Shorten the messages or lower max_tokens.",
+                    param=param, code="context_length_exceeded")
