@@ -198,6 +198,7 @@ def parley_env(tmp: Path, threads: int) -> dict[str, str]:
     settings.set("model.context_length", CTX)
     settings.set("model.threads", threads)
     settings.set("generation.temperature", 0.0)
+    settings.set("model.flash_attention", True)  # as the in-process engine below
     settings.save()
     # Unbuffered: its "ready" line goes to a file, and must arrive when it is printed.
     return {**os.environ, "PARLEY_HOME": str(home), "PARLEY_LOAD_PLUGINS": "", "PYTHONUNBUFFERED": "1"}
@@ -265,7 +266,9 @@ def main() -> None:
                 "in-process": lambda q: engine_run(engine, q, args.tokens),
             }
             if parley is not None:
-                runners["parley-http"] = lambda q: http_run(parley_client, parley_model, q, args.tokens, None)
+                # The built-in model's recommended sampling adds a repeat penalty too: the same plain greedy.
+                runners["parley-http"] = lambda q: http_run(parley_client, parley_model, q, args.tokens,
+                                                            {"repeat_penalty": 1.0})
 
             for name, run in runners.items():  # warm-up: loads pages, caches the system prompt
                 run(question(10))

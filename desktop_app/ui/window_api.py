@@ -60,7 +60,9 @@ class WindowApi:
         self._window.statusBar().addPermanentWidget(widget)
 
     def open_dialog(self, dialog: QDialog) -> QDialog:
-        """Open a non-modal dialog and keep it alive until it closes."""
+        """Open a dialog and keep it alive until it closes. It is window-modal (the user answers it
+        before typing in the window) but never blocks: answers keep streaming. For a dialog that
+        stays open beside the chat, call its ``show()`` instead and keep a reference."""
         self._window.open_dialog(dialog)
         return dialog
 
