@@ -1,8 +1,8 @@
 """The API server: Parley's models for other programs, through OpenAI's API. A built-in plugin.
 
-``parley serve`` starts it; :class:`~desktop_app_server.controller.ServerController` is what
-starts and stops it (the window's Settings → Server uses the same one). It binds 127.0.0.1
-unless told otherwise, and beyond loopback it requires an API key. See the README's
+``parley serve`` and the window's Settings → Server… (:mod:`desktop_app_server.ui`) start the
+same :class:`~desktop_app_server.controller.ServerController`. It binds 127.0.0.1 unless told
+otherwise, and beyond loopback it requires an API key. See the README's
 "API server" section for the endpoints and the security model.
 """
 
@@ -78,6 +78,18 @@ def register_settings(register) -> None:
         Option("load_models", bool, True, "Load a library model a request names when another is loaded "
                "(else only the loaded model is served)."),
     ])
+
+
+@hookimpl
+def register_actions(register) -> None:
+    """Settings → Server…: start and stop the server from the window, see its requests."""
+
+    def open_dialog(window) -> None:
+        from desktop_app_server.ui import open_server_dialog
+
+        open_server_dialog(window, state.context, state.controller)
+
+    register("&Server…", open_dialog, menu="settings")
 
 
 @hookimpl
