@@ -92,7 +92,7 @@ class ServerDialog(QDialog):
         self.setObjectName("serverDialog")
         self.setWindowTitle("API server")
         self.setModal(False)
-        self.resize(760, 520)
+        self.resize(820, 540)
         layout = QVBoxLayout(self)
 
         intro = QLabel("Other programs on this computer (an editor, a script, a notebook) can use your models "
@@ -176,8 +176,11 @@ class ServerDialog(QDialog):
         self.log_table.verticalHeader().hide()
         self.log_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.log_table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.log_table.setWordWrap(False)
+        self.log_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         header = self.log_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        # An error can be long: it takes what is left (elided, the whole text in its tooltip).
         header.setSectionResizeMode(COLUMNS.index("Error"), QHeaderView.Stretch)
         layout.addWidget(self.log_table, 1)
 
