@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.parley-installed
 TORCH_SPEC ?= torch==2.13.0
 JOBS   := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-slow install lint bench bench-native screenshots clean
+.PHONY: run test test-slow install lint bench bench-native native native-dir screenshots clean
 
 run: $(STAMP)
 	$(VENV)/bin/parley
@@ -67,27 +67,45 @@ bench: $(STAMP) bench-native
 	$(PY) benchmarks/startup_time.py
 	$(PY) benchmarks/tool_loop.py
 	$(PY) benchmarks/lora.py
+	$(PY) benchmarks/server.py
 
 # Renders the window with a real conversation, light and dark, into docs/.
 screenshots: $(STAMP)
 	$(PY) scripts/screenshots.py
 
-# llama.cpp's own llama-bench, built from the sources vendored in the installed
-# llama-cpp-python release, for a native baseline. Built once into native/ (ignored by git).
-NATIVE := native
-bench-native: $(NATIVE)/llama-bench
+# llama.cpp's own llama-server and llama-bench, built from the sources vendored in the pinned
+# llama-cpp-python release, for a native baseline (benchmarks; tests that start a real server).
+# Like the wheel, they are built once per machine into the cache outside the clone, with the
+# same flags and under the same key (about 10 minutes on one core). Static, so nothing else of
+# the build is kept; an interrupted build resumes from its build tree on the next run. The
+# server gets no web UI: llama.cpp would download one at build time, and only its API is used.
+LLAMA_NATIVE := $(BUILD_CACHE)/llama-cpp-$(LLAMA_VERSION)-$(CPU_KEY)
+native: $(LLAMA_NATIVE)/bin/llama-server
+bench-native: native
 
-$(NATIVE)/llama-bench: | $(STAMP)
-	mkdir -p $(NATIVE)
-	version=$$($(PY) -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))") && \
-	$(PIP) download --no-deps --no-binary :all: --dest $(NATIVE) "llama-cpp-python==$$version" && \
-	rm -rf $(NATIVE)/src && mkdir -p $(NATIVE)/src && \
-	tar -xzf $(NATIVE)/llama_cpp_python-$$version.tar.gz -C $(NATIVE)/src --strip-components=1 && \
-	cmake -S $(NATIVE)/src/vendor/llama.cpp -B $(NATIVE)/build -DCMAKE_BUILD_TYPE=Release \
-		-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF \
-		-DCMAKE_C_FLAGS="$(LLAMA_FLAGS)" -DCMAKE_CXX_FLAGS="$(LLAMA_FLAGS)" && \
-	cmake --build $(NATIVE)/build --target llama-bench -j $(JOBS) && \
-	cp $(NATIVE)/build/bin/llama-bench $(NATIVE)/llama-bench
+# llama-server is copied last: once it is there, so is llama-bench.
+$(LLAMA_NATIVE)/bin/llama-server: | $(PY)
+	mkdir -p "$(LLAMA_NATIVE)"
+	test -f "$(LLAMA_NATIVE)/src/vendor/llama.cpp/CMakeLists.txt" || { \
+		rm -rf "$(LLAMA_NATIVE)/src" "$(LLAMA_NATIVE)/build" && \
+		$(PIP) download --quiet --no-deps --no-binary :all: --dest "$(LLAMA_NATIVE)" "llama-cpp-python==$(LLAMA_VERSION)" && \
+		mkdir -p "$(LLAMA_NATIVE)/src" && \
+		tar -xzf "$(LLAMA_NATIVE)/llama_cpp_python-$(LLAMA_VERSION).tar.gz" -C "$(LLAMA_NATIVE)/src" --strip-components=1; }
+	cmake -S "$(LLAMA_NATIVE)/src/vendor/llama.cpp" -B "$(LLAMA_NATIVE)/build" -DCMAKE_BUILD_TYPE=Release \
+		-DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF \
+		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
+		-DLLAMA_OPENSSL=OFF -DCMAKE_C_FLAGS="$(LLAMA_FLAGS)" -DCMAKE_CXX_FLAGS="$(LLAMA_FLAGS)" $(CMAKE_ARGS)
+	cmake --build "$(LLAMA_NATIVE)/build" --target llama-server llama-bench -j $(JOBS)
+	mkdir -p "$(LLAMA_NATIVE)/bin"
+	for tool in llama-bench llama-server; do \
+		cp "$(LLAMA_NATIVE)/build/bin/$$tool" "$(LLAMA_NATIVE)/bin/$$tool.tmp" && \
+		mv "$(LLAMA_NATIVE)/bin/$$tool.tmp" "$(LLAMA_NATIVE)/bin/$$tool" || exit 1; \
+	done
+	rm -rf "$(LLAMA_NATIVE)/src" "$(LLAMA_NATIVE)/build" "$(LLAMA_NATIVE)"/llama_cpp_python-*.tar.gz
+
+# Where `make native` puts llama-server and llama-bench (tests/native_tools.py asks this).
+native-dir:
+	@echo "$(LLAMA_NATIVE)/bin"
 
 clean:
-	rm -rf $(VENV) $(NATIVE) build *.egg-info
+	rm -rf $(VENV) native build *.egg-info

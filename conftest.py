@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+# Before any test moves HOME and XDG_CACHE_HOME: it remembers them, so that llama.cpp's programs
+# are found in (and built once into) the machine's build cache, not a test's temporary one.
+import tests.native_tools  # noqa: F401,E402
+
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ sampling:
 
 - Parley's turn pipeline (store, plugins, engine), tokens/s after the first token;
 - llama-cpp-python's ``create_chat_completion(stream=True)``;
-- llama.cpp's own ``llama-bench`` (text generation), built by ``make bench-native``. It
+- llama.cpp's own ``llama-bench`` (text generation), built by ``make native``. It
   cannot take the prompt's text, so it generates after as many tokens (``-d``); from an
   empty context it is also run, for reference.
 
@@ -35,6 +35,7 @@ from desktop_app.core.engine import Engine, LoadConfig, physical_cores  # noqa: 
 from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_path  # noqa: E402
 from desktop_app.core.settings import Settings  # noqa: E402
 from desktop_app.core.store import Store  # noqa: E402
+from tests.native_tools import find_native_tool  # noqa: E402
 
 PROMPT = "Write a long, detailed essay about the history of the Roman Empire."
 CTX = 2048
@@ -73,8 +74,8 @@ def high_level_speed(llm, tokens: int) -> tuple[float, int]:
 
 def native_speed(model: Path, threads: int, tokens: int, repetitions: int, depth: int = 0) -> float | None:
     """llama-bench's generation speed, ``depth`` tokens into the context (its ``-d``)."""
-    bench = ROOT / "native" / "llama-bench"
-    if not bench.exists():
+    bench = find_native_tool("llama-bench")
+    if bench is None:
         return None
     out = subprocess.run(
         [str(bench), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(tokens), "-fa", "1",
@@ -209,7 +210,7 @@ def main() -> None:
         print(f"parley pipeline        {parley:7.1f} tok/s  (tokens per run: {sorted(counts['parley'])})")
         print(f"high-level stream API  {high:7.1f} tok/s  (tokens per run: {sorted(counts['high'])})")
         if native is None:
-            print("llama-bench (native)       n/a   (run `make bench-native` first)")
+            print("llama-bench (native)       n/a   (run `make native` first)")
         else:
             print(f"llama-bench (native)   {native:7.1f} tok/s  (after the same {depth}-token prompt: -d {depth})")
             print(f"llama-bench, empty context {speed('native_empty'):5.1f} tok/s  (-d 0, for reference)")

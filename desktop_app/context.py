@@ -68,7 +68,8 @@ class AppContext:
                 settings=self.settings, store=self.store, engine=self.engine, collect=self.plugins.collect,
                 tools=lambda: self.tools().tools, default_system_prompt=self.chat.default_system_prompt,
                 model_file=self.model_path, library=self.library, load_model=self.load_model,
-                run_turn=self.chat.answer_messages, engine_runner=self.engine_runner)
+                run_turn=self.chat.answer_messages, generation_options=self.chat.default_options,
+                engine_runner=self.engine_runner)
         return self._shared
 
     def library(self) -> list[dict[str, Any]]:

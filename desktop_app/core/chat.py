@@ -207,6 +207,12 @@ class ChatService:
             raise ValueError("There is no message to answer again.")
         return self._run(users[-1], on_event, options, plugin_options, approve_tool, another=True)
 
+    def default_options(self) -> GenerationOptions:
+        """The settings' generation options, with the loaded model's recommended sampling for the
+        sampling settings the user left alone."""
+        recommend = getattr(self.engine, "recommended_sampling", None)  # a backend may not know
+        return options_from_settings(self.settings, recommend() if recommend else None)
+
     def answer_messages(self, messages: list[ChatMessage], setup: dict[str, Any],
                         overrides: dict[str, Any] | None = None, on_token: Callable[[str], None] | None = None,
                         stop: threading.Event | None = None, keep: bool = False) -> TurnRun:
@@ -263,8 +269,7 @@ class ChatService:
     ) -> TurnFinished | TurnFailed:
         conversation = self.store.get_conversation(user.conversation_id)
         earlier = self.store.history(user.conversation_id, user.parent_id) if user.parent_id else []
-        recommend = getattr(self.engine, "recommended_sampling", None)  # a backend may not know
-        options = options_from_settings(self.settings, recommend() if recommend else None)
+        options = self.default_options()
         if another and options.temperature <= 0 and not self.settings.is_changed("generation.temperature") \
                 and "temperature" not in (overrides or {}):
             options = options_from_settings(self.settings)

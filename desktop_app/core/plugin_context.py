@@ -243,6 +243,7 @@ class AppServices:
     library: Callable[[], list[dict[str, Any]]]
     load_model: Callable[[str | None], list[str]]
     run_turn: Callable[..., TurnRun]
+    generation_options: Callable[[], GenerationOptions]
     engine_runner: "EngineRunnerSlot"
 
 
@@ -319,6 +320,11 @@ class PluginContext:
         """A model's file from its name in the model library or its path; None: the model
         the settings choose, else the built-in one. KeyError names the known models."""
         return self._app.model_file(name_or_path)
+
+    def generation_options(self) -> GenerationOptions:
+        """The options an answer gets when nobody chose any: the user's sampling settings, and
+        the loaded model's recommended sampling for the ones the user left alone (as in a chat)."""
+        return self._app.generation_options()
 
     def library(self) -> list[dict[str, Any]]:
         """The model library: ``{"name", "path", "loaded"}`` per model, the loaded one first."""

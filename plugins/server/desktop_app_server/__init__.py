@@ -94,7 +94,19 @@ def register_actions(register) -> None:
 
 @hookimpl
 def register_commands(subparsers) -> None:
-    """`parley serve`."""
+    """`parley serve` and `parley profiles save|list|show|delete`."""
     from desktop_app_server.cli import register
 
     register(subparsers)
+
+
+@hookimpl
+def register_actions(register) -> None:
+    """Plugins → “Save as API profile…”."""
+
+    def save(window) -> None:
+        from desktop_app_server.profile_ui import save_profile_dialog
+
+        save_profile_dialog(window, state.context)
+
+    register("Save as API profile…", save)

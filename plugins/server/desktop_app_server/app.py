@@ -32,7 +32,7 @@ from desktop_app_server.convert import (
     refuse_unsupported,
     response_schema,
 )
-from desktop_app_server.gateway import Gateway, LogEntry
+from desktop_app_server.gateway import Gateway, LogEntry, ProfileResult
 from desktop_app_server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, MessagesRequest
 from desktop_app_server.security import LOOPBACK_NAMES, HostGuard, KeyGuard, KeyStore
 from desktop_app_server.streaming import Bridge, EventStream, wait_or_disconnect
@@ -241,6 +241,42 @@ def _n_answers(gateway: Gateway, messages: list, options: GenerationOptions, n: 
     return job
 
 
+def _profile_answers(gateway: Gateway, profile: Any, messages: list, overrides: dict[str, Any],
+                     n: int) -> Callable[[Bridge], list[TurnResult]]:
+    """The job for ``profile:NAME``: ``n`` answers through Parley's whole pipeline, each posted when done."""
+
+    def job(bridge: Bridge) -> list[TurnResult]:
+        results: list[TurnResult] = []
+        for i in range(n):
+            if bridge.stop.is_set():
+                break
+            seeded = dict(overrides)
+            if i and seeded.get("seed", -1) >= 0:
+                seeded["seed"] += i  # choices differ, as for a model
+            result = gateway.run_profile(profile, messages, seeded, on_token=bridge.token(i), stop=bridge.stop)
+            results.append(result)
+            bridge.post("choice", i, result)
+        return results
+
+    return job
+
+
+#: Request fields a profile's answer takes from the client; the rest come from the profile (a
+#: template's preset, say) and Parley's settings.
+_CLIENT_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+                   "repeat_penalty": "repeat_penalty", "max_tokens": "max_tokens",
+                   "max_completion_tokens": "max_tokens", "stop": "stop", "seed": "seed"}
+
+
+def _overrides(req: Any, options: GenerationOptions) -> dict[str, Any]:
+    """The generation options the client set itself (as ``options`` reads them)."""
+    chosen = {_CLIENT_OPTIONS[f] for f in req.model_fields_set if f in _CLIENT_OPTIONS}
+    overrides = {name: getattr(options, name) for name in chosen}
+    if options.json_schema is not None:
+        overrides["json_schema"] = options.json_schema
+    return overrides
+
+
 def _tool_calls(result: TurnResult) -> list[dict[str, Any]]:
     return [{"id": call.id if call.id.startswith("call") else f"call_{call.id}", "type": "function",
              "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
@@ -269,11 +305,18 @@ async def _chat(gateway: Gateway, req: ChatCompletionRequest, request: Request) 
         raise ApiError(400, "response_format (or a grammar) cannot be combined with tools.", param="response_format")
     if schema is not None:
         options.json_schema = schema
-    if model["loaded"]:
-        await asyncio.to_thread(gateway.check_fits, messages, options.max_tokens)
+    profile = model.get("profile")
+    if profile is not None:
+        if tools and tool_choice != "none":
+            raise ApiError(400, "A profile brings its own tools, which Parley runs under their policies; send "
+                           "the request without tools, or ask for a model instead of a profile.", param="tools")
+        job = _profile_answers(gateway, profile, messages, _overrides(req, options), req.n)
+    else:
+        if model["loaded"]:
+            await asyncio.to_thread(gateway.check_fits, messages, options.max_tokens)
+        job = _n_answers(gateway, messages, options, req.n, tools, tool_choice)
     entry = LogEntry(new_id("req"), "POST", "/v1/chat/completions", req.model)
     cid, created = new_id("chatcmpl"), now()
-    job = _n_answers(gateway, messages, options, req.n, tools, tool_choice)
 
     def answer(results: list[TurnResult]) -> dict[str, Any]:
         choices = []
@@ -283,9 +326,15 @@ async def _chat(gateway: Gateway, req: ChatCompletionRequest, request: Request) 
                                        else None, "refusal": None}
             if calls:
                 message["tool_calls"] = calls
-            choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": _finish(result)})
-        return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
+            choice = {"index": i, "message": message, "logprobs": None, "finish_reason": _finish(result)}
+            if isinstance(result, ProfileResult):
+                choice["parley"] = result.parley
+            choices.append(choice)
+        body = {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
                 "system_fingerprint": None, "choices": choices, "usage": _usage_of(results)}
+        if results and isinstance(results[0], ProfileResult):
+            body["parley"] = results[0].parley  # Parley's additions: the sources, the profile, the trace
+        return body
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
@@ -325,8 +374,9 @@ async def _chat(gateway: Gateway, req: ChatCompletionRequest, request: Request) 
                         yield chunk([{"index": index, "delta": {"tool_calls": [
                             {"index": n, "function": {"arguments": call["function"]["arguments"]}}]},
                             "logprobs": None, "finish_reason": None}], **extra)
+                more = {"parley": result.parley} if isinstance(result, ProfileResult) else {}
                 yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": _finish(result)}],
-                            **extra)
+                            **extra, **more)
             elif kind == "end":
                 results = await _job_outcome(bridge, item)
                 if include_usage:

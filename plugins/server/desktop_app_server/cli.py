@@ -9,7 +9,24 @@ __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    """Add the command."""
+    """Add `parley serve` and `parley profiles ...`."""
+    profiles = subparsers.add_parser("profiles", help="setups of conversations the API serves as profile:NAME") \
+        .add_subparsers(title="actions", metavar="ACTION", required=True)
+    p = profiles.add_parser("save", help="save a conversation's setup (template, documents, adapters, tools, "
+                            "system prompt, model) as a profile")
+    p.add_argument("name")
+    p.add_argument("-c", "--conversation", type=int, required=True, help="the conversation's id")
+    p.add_argument("--store", action="store_true", help="keep each request to this profile as a conversation")
+    p.add_argument("--replace", action="store_true", help="replace a profile of that name")
+    p.set_defaults(handler=save_profile)
+    profiles.add_parser("list", help="list the profiles").set_defaults(handler=list_profiles)
+    p = profiles.add_parser("show", help="show what a profile brings")
+    p.add_argument("name")
+    p.set_defaults(handler=show_profile)
+    p = profiles.add_parser("delete", help="delete a profile")
+    p.add_argument("name")
+    p.set_defaults(handler=delete_profile)
+
     p = subparsers.add_parser("serve", help="serve the model through an OpenAI-compatible API")
     p.add_argument("--host", help="address to listen on (default: the setting, 127.0.0.1); "
                    "beyond loopback the API key is required")
@@ -19,6 +36,47 @@ def register(subparsers) -> None:
     p.add_argument("--remove-key", action="store_true", help="forget the API key (only for 127.0.0.1 without "
                    "the api_key_required setting)")
     p.set_defaults(handler=serve)
+
+
+def _profiles(context):
+    from desktop_app_server.profiles import ProfileStore
+
+    store = ProfileStore(context.data_dir / "api-profiles.json")
+    for warning in store.warnings:
+        print(f"parley: warning: {warning}", file=sys.stderr)
+    return store
+
+
+def save_profile(args, context) -> int:
+    """Handle `parley profiles save`."""
+    from desktop_app_server.profiles import profile_from_conversation
+
+    profile = profile_from_conversation(context, args.name, args.conversation, store_conversations=args.store)
+    _profiles(context).save(profile, replace=args.replace)
+    print(f"Saved {profile.describe()}")
+    return 0
+
+
+def list_profiles(args, context) -> int:
+    """Handle `parley profiles list`."""
+    profiles = _profiles(context).all()
+    if not profiles:
+        print("No profiles yet: parley profiles save NAME -c CONVERSATION_ID")
+    for profile in profiles:
+        print(f"{profile.model_id}\t{profile.model or 'loaded model'}\t{', '.join(sorted(profile.plugins)) or '-'}")
+    return 0
+
+
+def show_profile(args, context) -> int:
+    """Handle `parley profiles show`."""
+    print(_profiles(context).get(args.name).describe())
+    return 0
+
+
+def delete_profile(args, context) -> int:
+    """Handle `parley profiles delete`."""
+    print(f"Deleted {_profiles(context).delete(args.name).model_id}.")
+    return 0
 
 
 def serve(args, context) -> int:

@@ -82,21 +82,24 @@ def refuse_unsupported(req: _Sampling, logprobs: Any = None) -> None:
 
 
 def generation_options(req: Any, context: PluginContext, max_tokens: int | None = None) -> GenerationOptions:
-    """The request's sampling fields, Parley's generation settings for the ones it leaves out."""
-    def given(name: str, setting: str | None = None) -> Any:
+    """The request's sampling fields; for the ones it leaves out, what a chat in Parley would
+    use (the user's settings, and the loaded model's recommended sampling where they left it)."""
+    defaults = context.generation_options()
+
+    def given(name: str, default: str | None = None) -> Any:
         value = getattr(req, name, None)
-        return context.app_setting(setting) if value is None and setting else value
+        return getattr(defaults, default) if value is None and default else value
 
     stop = given("stop")
     stop = [stop] if isinstance(stop, str) else list(stop or [])
     seed = given("seed")
     return GenerationOptions(
-        temperature=given("temperature", "generation.temperature"),
-        top_p=given("top_p", "generation.top_p"),
-        top_k=given("top_k", "generation.top_k"),
-        min_p=given("min_p", "generation.min_p"),
-        repeat_penalty=given("repeat_penalty", "generation.repeat_penalty"),
-        max_tokens=max_tokens or given("max_tokens", "generation.max_tokens"),
+        temperature=given("temperature", "temperature"),
+        top_p=given("top_p", "top_p"),
+        top_k=given("top_k", "top_k"),
+        min_p=given("min_p", "min_p"),
+        repeat_penalty=given("repeat_penalty", "repeat_penalty"),
+        max_tokens=max_tokens or given("max_tokens", "max_tokens"),
         stop=[s for s in stop if s],
         seed=-1 if seed is None else seed,
         grammar=given("grammar") or None,

@@ -17,9 +17,10 @@ from typing import Any, Callable, Sequence
 from desktop_app.api import ChatMessage, GenerationOptions, PluginContext, Tool, TurnResult
 
 from desktop_app_server.dispatch import QueueFull, RequestQueue
+from desktop_app_server.profiles import PROFILE_PREFIX, Profile, ProfileError, ProfileStore
 from desktop_app_server.wire import ApiError
 
-__all__ = ["Gateway", "LogEntry", "RequestLog", "ServerConfig"]
+__all__ = ["Gateway", "LogEntry", "ProfileResult", "RequestLog", "ServerConfig"]
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,20 @@ class RequestLog:
             return list(self._entries)
 
 
+@dataclass
+class ProfileResult(TurnResult):
+    """A profile's answer: Parley's additions to OpenAI's fields (the ``parley`` object)."""
+
+    parley: dict[str, Any] = field(default_factory=dict)
+
+
 class Gateway:
     """The models the server offers and the queue every model call goes through."""
 
     def __init__(self, context: PluginContext, config: ServerConfig):
         self.context = context
         self.config = config
+        self.profiles = ProfileStore(context.data_dir / "api-profiles.json")
         self.queue = RequestQueue(lambda: self.config.queue_limit)
         self.log = RequestLog()
         #: The stop switches of the requests being answered or waiting (see ``stop_all``).
@@ -109,7 +118,8 @@ class Gateway:
     def model_list(self) -> list[dict[str, Any]]:
         """``GET /v1/models``'s ``data``."""
         created = int(time.time())
-        names = [m["name"] for m in self.chat_models()] + sorted(self.embedders())
+        names = [m["name"] for m in self.chat_models()] + [p.model_id for p in self.profiles.all()]
+        names += sorted(self.embedders())
         seen: list[str] = []
         for name in names:
             if name not in seen:
@@ -117,9 +127,28 @@ class Gateway:
         return [{"id": name, "object": "model", "created": created, "owned_by": "parley"} for name in seen]
 
     def chat_model(self, name: str) -> dict[str, Any]:
-        """The library entry a request names; 404 ``model_not_found`` when there is none."""
+        """The library entry a request names (with ``"profile"`` for ``profile:NAME``); 404
+        ``model_not_found`` when there is none."""
+        if name.startswith(PROFILE_PREFIX):
+            try:
+                profile = self.profiles.get(name)
+            except ProfileError as exc:
+                raise ApiError(404, str(exc), param="model", code="model_not_found") from None
+            loaded = next((m for m in self.chat_models() if m["loaded"]), None)
+            wanted = profile.model or (loaded["name"] if loaded else None)
+            if wanted is None:
+                raise ApiError(503, "No model is loaded.", type="server_error", code="model_not_loaded")
+            return {**self._servable(wanted), "profile": profile}
+        return self._servable(name)
+
+    def _servable(self, name: str) -> dict[str, Any]:
         for entry in self.chat_models():
             if entry["name"] == name:
+                if not entry["loaded"] and self.context.window is not None:
+                    # The user chats in the window with the model they chose: a request never swaps it.
+                    raise ApiError(409, f"The model `{name}` is not loaded: Parley's window uses another one. "
+                                   "Ask for the loaded model (GET /v1/models lists it first), or load this "
+                                   "one in the window.", param="model", code="model_not_loaded")
                 if not entry["loaded"] and not self.config.load_models:
                     raise ApiError(404, f"The model `{name}` is not loaded, and this server only serves the "
                                    "loaded model.", param="model", code="model_not_found")
@@ -193,6 +222,25 @@ class Gateway:
             raise _too_long(result.stats.get("prompt_tokens", 0), result.stats.get("context_length", 0),
                             options.max_tokens, param)
         return result
+
+
+    def run_profile(self, profile: Profile, messages: Sequence[ChatMessage], overrides: dict[str, Any], *,
+                    on_token: Callable[[str], None] | None = None,
+                    stop: threading.Event | None = None) -> ProfileResult:
+        """One answer through Parley's whole pipeline with a profile's setup (runs inside a queued job)."""
+        try:
+            run = self.context.run_turn(messages, setup=profile.setup(), options=overrides, on_token=on_token,
+                                        stop=stop, store=profile.store_conversations)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="messages") from None
+        if run.error:
+            raise ApiError(500, run.error, type="server_error")
+        sources = [{"index": i, "source": b.source, "text": b.text, "score": b.score, **b.metadata}
+                   for i, b in enumerate(run.sources, 1)]
+        parts = sorted({e.plugin for e in run.trace})
+        return ProfileResult(run.text, run.finish_reason, run.stats, run.prompt, parley={
+            "profile": profile.name, "sources": sources, "plugins": parts, "conversation_id": run.conversation_id,
+            "message_id": run.message_id})
 
 
 def _too_long(prompt: int, n_ctx: int, max_tokens: int, param: str) -> ApiError:
