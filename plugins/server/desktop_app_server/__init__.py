@@ -81,18 +81,6 @@ def register_settings(register) -> None:
 
 
 @hookimpl
-def register_actions(register) -> None:
-    """Settings → Server…: start and stop the server from the window, see its requests."""
-
-    def open_dialog(window) -> None:
-        from desktop_app_server.ui import open_server_dialog
-
-        open_server_dialog(window, state.context, state.controller)
-
-    register("&Server…", open_dialog, menu="settings")
-
-
-@hookimpl
 def register_commands(subparsers) -> None:
     """`parley serve` and `parley profiles save|list|show|delete`."""
     from desktop_app_server.cli import register
@@ -102,11 +90,17 @@ def register_commands(subparsers) -> None:
 
 @hookimpl
 def register_actions(register) -> None:
-    """Plugins → “Save as API profile…”."""
+    """Settings → Server… (start and stop the server, see its requests) and Plugins → “Save as API profile…”."""
+
+    def open_dialog(window) -> None:
+        from desktop_app_server.ui import open_server_dialog
+
+        open_server_dialog(window, state.context, state.controller)
 
     def save(window) -> None:
         from desktop_app_server.profile_ui import save_profile_dialog
 
         save_profile_dialog(window, state.context)
 
+    register("&Server…", open_dialog, menu="settings")
     register("Save as API profile…", save)
