@@ -27,12 +27,16 @@ def register_panels(register: Callable[..., None]) -> None:
 
 @hookspec
 def register_actions(register: Callable[..., None]) -> None:
-    """Add menu and toolbar actions by calling ``register(text, callback, shortcut=None, toolbar=False)``.
+    """Add menu and toolbar actions by calling
+    ``register(text, callback, shortcut=None, toolbar=False, menu="plugins")``.
 
     ``callback(window)`` runs on the GUI thread when the action is triggered, with the
     :class:`desktop_app.ui.api.WindowApi`; long work must go to a thread (``run_task``).
-    Actions appear in the Plugins menu, and on the toolbar when ``toolbar`` is true. Called on
-    the GUI thread while the window is built; must not block.
+    ``menu`` is "plugins" (the Plugins menu) or "settings" (the Settings menu, for a plugin's
+    own settings dialog); any other value is logged and the action goes to the Plugins menu.
+    The action is also on the toolbar when ``toolbar`` is true. An exception in ``callback`` is
+    shown to the user as a message; the window goes on. Called on the GUI thread while the
+    window is built; must not block.
     """
 
 

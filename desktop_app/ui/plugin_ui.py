@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDockWidget, QWidget
+from PySide6.QtWidgets import QDockWidget, QMenu, QWidget
 
 from desktop_app.ui.actions import menu_action
 
@@ -18,6 +18,9 @@ __all__ = ["PluginUI"]
 
 log = logging.getLogger(__name__)
 
+#: The menus a plugin's action can go to (``register(..., menu=...)``).
+MENUS = ("plugins", "settings")
+
 _AREAS = {"left": Qt.LeftDockWidgetArea, "right": Qt.RightDockWidgetArea, "bottom": Qt.BottomDockWidgetArea}
 
 
@@ -25,12 +28,13 @@ class PluginUI:
     """Adds what plugins register through the window hooks (see :mod:`desktop_app.ui.hookspecs`).
 
     Panels become docks toggled from the View menu and the toolbar, actions go to the
-    Plugins menu, composer widgets sit above the message box.
+    Plugins menu (or the Settings menu), composer widgets sit above the message box.
     """
 
     def __init__(self, window: MainWindow):
         self._window = window
         self._reported_failures: set[str] = set()
+        self._settings_separated = False
         #: The plugins' panels (their widgets), for :meth:`WindowApi.find_panel`.
         self.panels: list[QWidget] = []
 
@@ -66,7 +70,9 @@ class PluginUI:
             window.toolbar.addAction(toggle)
 
         def add_action(plugin: str, text: str, callback: Callable[[Any], Any], shortcut: str | None = None,
-                       toolbar: bool = False) -> None:
+                       toolbar: bool = False, menu: str = "plugins") -> None:
+            target = self._menu(plugin, text, menu)
+
             def run() -> None:
                 try:
                     callback(window.api)
@@ -74,7 +80,7 @@ class PluginUI:
                     log.exception("plugin %s failed in its action %r", plugin, text)
                     window.show_error(f"The plugin “{plugin}” failed in “{text}”: {type(exc).__name__}: {exc}")
 
-            action = menu_action(window, window.plugins_menu, text, run, shortcut)
+            action = menu_action(window, target, text, run, shortcut)
             if toolbar:
                 window.toolbar.addAction(action)
 
@@ -91,6 +97,19 @@ class PluginUI:
                 except Exception as exc:  # one plugin's broken panel must not stop the window
                     log.exception("plugin %s failed in %s", entry.plugin, hook)
                     plugins.fail(entry.plugin, f"raised in {hook}: {type(exc).__name__}: {exc}")
+
+    def _menu(self, plugin: str, text: str, menu: str) -> QMenu:
+        """The menu a plugin's action goes to; the Plugins menu for a name it does not know."""
+        window = self._window
+        if menu == "settings":
+            if not self._settings_separated:  # the window's own entries first, then the plugins'
+                window.settings_menu.addSeparator()
+                self._settings_separated = True
+            return window.settings_menu
+        if menu != "plugins":
+            log.warning("plugin %s asked for the menu %r for its action %r; it is in the Plugins menu "
+                        "(menus: %s)", plugin, menu, text, ", ".join(MENUS))
+        return window.plugins_menu
 
     def report_failures(self) -> None:
         """Tell the user, once per plugin, about each plugin switched off after it failed."""

@@ -1,8 +1,8 @@
 """The API server: Parley's models for other programs, through OpenAI's API. A built-in plugin.
 
-``parley serve`` starts it; :class:`~desktop_app_server.controller.ServerController` is what
-starts and stops it (the window's Settings → Server uses the same one). It binds 127.0.0.1
-unless told otherwise, and beyond loopback it requires an API key. See the README's
+``parley serve`` and the window's Settings → Server… (:mod:`desktop_app_server.ui`) start the
+same :class:`~desktop_app_server.controller.ServerController`. It binds 127.0.0.1 unless told
+otherwise, and beyond loopback it requires an API key. See the README's
 "API server" section for the endpoints and the security model.
 """
 
@@ -90,11 +90,17 @@ def register_commands(subparsers) -> None:
 
 @hookimpl
 def register_actions(register) -> None:
-    """Plugins → “Save as API profile…”."""
+    """Settings → Server… (start and stop the server, see its requests) and Plugins → “Save as API profile…”."""
+
+    def open_dialog(window) -> None:
+        from desktop_app_server.ui import open_server_dialog
+
+        open_server_dialog(window, state.context, state.controller)
 
     def save(window) -> None:
         from desktop_app_server.profile_ui import save_profile_dialog
 
         save_profile_dialog(window, state.context)
 
+    register("&Server…", open_dialog, menu="settings")
     register("Save as API profile…", save)

@@ -1,6 +1,6 @@
 """Start and stop the API server: uvicorn on its own thread, with its own event loop.
 
-The same controller serves ``parley serve`` and (later) the window's Settings → Server. It
+The same controller serves ``parley serve`` and the window's Settings → Server… (``ui.py``). It
 touches no Qt. :meth:`ServerController.start` returns once the port is bound and uvicorn
 serves (milliseconds), but the first start also imports FastAPI and uvicorn (about 0.3 s), so
 the window should call it through ``run_task``; :meth:`~ServerController.stop` waits up to a
@@ -108,7 +108,8 @@ class ServerController:
                 config = replace(config, key_required=True)
             if config.key_required and not self.keys.exists:
                 raise ServerError("An API key is required to serve beyond this computer (or the settings ask "
-                                  "for one), and none has been made: run `parley serve --rotate-key`.")
+                                  "for one), and none has been made: run `parley serve --rotate-key`, or use "
+                                  "“New key…” in the window's Settings → Server….")
             sock = _bind(config.host, config.port)
             bound_port = sock.getsockname()[1]
             config = replace(config, port=bound_port)
@@ -167,7 +168,8 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
-            raise ServerError(f"Port {port} on {host} is in use; pick another with --port.") from None
+            raise ServerError(f"Port {port} on {host} is in use (by another program, or another Parley); "
+                              "pick another port.") from None
         raise ServerError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
     sock.setblocking(False)
     return sock
