@@ -32,7 +32,7 @@ from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_p
 from desktop_app.core.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from desktop_app.core.store import Message, Store
 from desktop_app.core.tool_loop import Approver, ToolCallFinished, ToolCallStarted, ToolLoop
-from desktop_app.core.plugin_context import StopWatch, TurnRun
+from desktop_app.core.plugin_context import FIXED_SETUP, StopWatch, TurnRun
 from desktop_app.core.turn import (
     ChatMessage,
     ContextBlock,
@@ -223,12 +223,16 @@ class ChatService:
         """
         if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
             raise ValueError("The last message must be the user's, with some text.")
-        system = next((m.content for m in messages if m.role == "system"), None)
-        system = system if system is not None else setup.get("system_prompt")
+        if stop is not None and stop.is_set():  # given up while it waited
+            return TurnRun("", "cancelled")
+        # The setup's system prompt first, then the caller's own (both apply).
+        systems = [setup.get("system_prompt")] + [m.content for m in messages if m.role == "system"]
+        system = "\n\n".join(s for s in systems if s) or None
         plugins = setup.get("plugins") or {}
+        meta: dict[str, Any] = {k: dict(v) for k, v in plugins.items() if isinstance(v, dict)}
+        meta[FIXED_SETUP] = True  # only the setup applies, not what the window's panels have picked
         conversation = self.store.create_conversation(
-            str(setup.get("title") or messages[-1].content[:60]), system_prompt=system,
-            meta={k: dict(v) for k, v in plugins.items() if isinstance(v, dict)})
+            str(setup.get("title") or messages[-1].content[:60]), system_prompt=system, meta=meta)
         try:
             for message in messages[:-1]:
                 if message.role in ("user", "assistant") and message.content:

@@ -10,6 +10,7 @@ reads Parley's own (see ``tool_protocol.py``).
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
@@ -58,8 +59,9 @@ class ToolReply:
             if self.hider.state == "hidden" and self.hider.on_token and text:
                 self.hider.on_token(text)  # it looked like a call but was none
             return text, []
-        for i, call in enumerate(calls, 1):
-            call.id = call.id or f"call_{i}"
+        for call in calls:
+            # Unique across a conversation: clients index calls by id.
+            call.id = call.id or f"call_{uuid.uuid4().hex[:24]}"
         return self.hider.shown.strip(), calls
 
 

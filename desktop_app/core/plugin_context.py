@@ -35,6 +35,9 @@ __all__ = [
     "TurnRun",
 ]
 
+#: A conversation's meta entry that marks its setup as fixed (see :meth:`ConversationChoice.current`).
+FIXED_SETUP = "_fixed_setup"
+
 
 @dataclass(frozen=True)
 class Registered:
@@ -131,13 +134,25 @@ class ConversationChoice:
         return dict(choice) if isinstance(choice, dict) and self.key in choice else None
 
     def current(self, conversation_id: int | None) -> tuple[dict[str, Any], bool]:
-        """(the choice that applies to a conversation, whether the conversation remembered it)."""
+        """(the choice that applies to a conversation, whether the conversation remembered it).
+
+        A conversation with a fixed setup (one a program asked for, e.g. an API profile) has
+        only what it keeps: neither the panel's pick nor the default applies.
+        """
         choice = self.remembered(conversation_id)
         if choice is not None:
             return choice, True
+        if conversation_id is not None and self._fixed(conversation_id):
+            return {}, False
         if self.selection.get(self.key):
             return dict(self.selection), False
         return dict(self._default() or {}), False
+
+    def _fixed(self, conversation_id: int) -> bool:
+        try:
+            return bool(self._context.conversations.get(conversation_id).meta.get(FIXED_SETUP))
+        except Exception:
+            return False
 
     def for_turn(self, turn: Turn) -> dict[str, Any]:
         """The choice for this turn, remembered with its conversation from now on."""
@@ -385,6 +400,8 @@ class PluginContext:
             messages, options, on_token = reply.messages, reply.options, reply.on_token
 
         def run() -> TurnResult:
+            if stop is not None and stop.is_set():  # given up while it waited: nothing to do
+                return TurnResult("", "cancelled")
             if not self._engine.loaded:
                 raise EngineError("No model is loaded.")
             self._engine.set_adapters(list(adapters))

@@ -37,7 +37,7 @@ def test_a_required_call_comes_back_well_formed_and_its_result_is_read(context):
     first = context.complete([ChatMessage("user", "What is the weather in Paris?")], options, tools=[tool],
                              tool_choice="required")
     [call] = first.tool_calls
-    assert call.name == "get_weather" and call.id == "call_1"
+    assert call.name == "get_weather" and call.id.startswith("call_") and len(call.id) > 10
     assert isinstance(call.arguments["city"], str) and call.arguments["city"]  # the grammar holds it to the schema
     assert call.arguments.get("unit", "celsius") in ("celsius", "fahrenheit")
     answer = context.complete([

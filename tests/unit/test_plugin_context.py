@@ -138,6 +138,8 @@ def test_complete_asks_the_model_and_can_be_stopped():
         stop = threading.Event()
         stop.set()
         assert context.complete([ChatMessage("user", "again")], stop=stop).finish_reason == "cancelled"
+        # Given up before it ran: the model was never asked, and the next call gets the next reply.
+        assert context.complete([ChatMessage("user", "again")]).text == "five six seven"
         with pytest.raises(EngineError, match="no reply queued"):
             context.complete([ChatMessage("user", "more")])
 
@@ -223,12 +225,14 @@ def test_plugin_commands_get_the_plugins_context(paths, capsys, monkeypatch):
 
 def test_complete_with_tools_hands_the_calls_back_and_reads_their_results():
     tool = tool_from_function(shout)
-    with PluginHarness(plugins=[make_plugin("api")], replies=[
-            '{"tool": "shout", "arguments": {"text": "hi"}}', "It says HI."]) as harness:
+    call = '{"tool": "shout", "arguments": {"text": "hi"}}'
+    with PluginHarness(plugins=[make_plugin("api")], replies=[call, call, "It says HI."]) as harness:
         context = harness.context()
         streamed = []
         first = context.complete([ChatMessage("user", "Shout hi")], tools=[tool], on_token=streamed.append)
-        assert [(c.name, c.arguments, c.id) for c in first.tool_calls] == [("shout", {"text": "hi"}, "call_1")]
+        assert [(c.name, c.arguments) for c in first.tool_calls] == [("shout", {"text": "hi"})]
+        again = context.complete([ChatMessage("user", "Shout hi")], tools=[tool])
+        assert again.tool_calls[0].id != first.tool_calls[0].id  # unique: clients index calls by id
         assert first.text == "" and streamed == []  # the call is not shown as text
         asked = harness.engine.history[-1]
         assert "shout(text: string (What to say.))" in asked.messages[0].content
@@ -360,3 +364,22 @@ def test_a_command_of_a_plugin_switched_off_does_not_run(paths, capsys, monkeypa
     args = cli.build_parser(host).parse_args(["boom"])
     assert cli._run(args.handler, args, paths.ensure(), host, Settings.load(paths.settings_file)) == 1
     assert not ran and "switched off" in capsys.readouterr().err
+
+
+def test_a_fixed_setup_uses_only_what_it_keeps_not_the_panels_pick():
+    tool = tool_from_function(shout)
+    with PluginHarness(builtins=["tools"], plugins=[make_plugin("loud", register_tools=lambda register: register(tool))],
+                       replies=["plain answer", "with tools"]) as harness:
+        from desktop_app_tools import state as tools
+
+        tools.choice.selection = {"tools": ["shout"]}  # what the Tools panel has ticked right now
+        run = harness.context("loud").run_turn([ChatMessage("system", "Be short."), ChatMessage("user", "Hi")],
+                                               setup={"system_prompt": "You are the handbook assistant."})
+        assert "tool" not in [e.kind for e in run.trace]
+        assert harness.engine.history[-1].messages[0].content == "You are the handbook assistant.\n\nBe short."
+        kept = harness.context("loud").run_turn([ChatMessage("user", "Hi")],
+                                                setup={"plugins": {"tools": {"tools": ["shout"]}}})
+        assert "tool" in [e.kind for e in kept.trace]  # what the setup keeps does apply
+        stop = threading.Event()
+        stop.set()
+        assert harness.context("loud").run_turn([ChatMessage("user", "Hi")], stop=stop).finish_reason == "cancelled"

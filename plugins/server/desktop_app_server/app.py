@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import logging
 import struct
@@ -82,7 +83,8 @@ def _add_error_handlers(api: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}."
         else:
             message = str(exc.detail)
-        return _error_response(ApiError(exc.status_code, message))
+        code = "request_too_large" if exc.status_code == 413 else None
+        return _error_response(ApiError(exc.status_code, message, code=code))
 
     @api.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -191,6 +193,15 @@ async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry:
             except ApiError as exc:
                 status, error = exc.status, exc.message
                 yield sse(exc.body())
+                yield SSE_DONE
+            except Exception as exc:  # the stream ends with an error event, never cut off
+                stopping = isinstance(exc, concurrent.futures.CancelledError)
+                failure = ApiError(503, "The server is stopping.", type="server_error", code="server_stopping") \
+                    if stopping else ApiError(500, "The answer failed; see Parley's log.", type="server_error")
+                if not stopping:
+                    log.exception("a streamed answer failed")
+                status, error = failure.status, failure.message
+                yield sse(failure.body())
                 yield SSE_DONE
             finally:
                 finished(499 if bridge.stop.is_set() else status, error or ("the client went away"

@@ -148,7 +148,8 @@ class Gateway:
                     # The user chats in the window with the model they chose: a request never swaps it.
                     raise ApiError(409, f"The model `{name}` is not loaded: Parley's window uses another one. "
                                    "Ask for the loaded model (GET /v1/models lists it first), or load this "
-                                   "one in the window.", param="model", code="model_not_loaded")
+                                   "one in the window.", param="model", code="model_not_loaded",
+                                   headers={"x-should-retry": "false"})  # clients must not ask again
                 if not entry["loaded"] and not self.config.load_models:
                     raise ApiError(404, f"The model `{name}` is not loaded, and this server only serves the "
                                    "loaded model.", param="model", code="model_not_found")

@@ -21,6 +21,8 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from urllib.parse import urlsplit
 
 from desktop_app.api import atomic_write_text
@@ -187,7 +189,7 @@ class KeyGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _BodyTooLarge()
+                    raise _BodyTooLarge(self._too_large())
             return message
 
         async def tracked_send(message: dict[str, Any]) -> None:
@@ -209,8 +211,12 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body is read (e.g. a chunked one): FastAPI passes HTTP exceptions on, so
+    the client gets a 413, not "error parsing the body"."""
+
+    def __init__(self, message: str):
+        super().__init__(413, message)
 
 
 async def _refuse(send: Send, status: int, message: str, code: str,

@@ -87,6 +87,10 @@ def test_a_body_over_the_limit_is_413(server_context):
         response = httpx.post(url + "/v1/chat/completions", content=b"x" * 5000,
                               headers={"content-type": "application/json"})
         assert response.status_code == 413 and error_of(response)["code"] == "request_too_large"
+        # A chunked body says no length up front: it is counted as it arrives.
+        chunked = httpx.post(url + "/v1/chat/completions", content=iter([b"x" * 600] * 10),
+                             headers={"content-type": "application/json"})
+        assert chunked.status_code == 413 and error_of(chunked)["code"] == "request_too_large"
     finally:
         controller.stop()
 
