@@ -232,10 +232,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per answer")
     parser.add_argument("--runs", type=int, default=10, help="rounds")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="model threads (default: the physical cores; fewer leave a core to the HTTP client)")
     args = parser.parse_args()
 
     model = default_model_path()
-    threads = physical_cores()
+    threads = args.threads or physical_cores()
     print(f"model {model.name}, context {CTX}, {threads} threads, greedy (no repeat penalty), "
           f"{args.tokens} tokens, median of {args.runs} rounds", flush=True)
 
