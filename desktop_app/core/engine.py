@@ -301,6 +301,12 @@ class Engine:
         """
         return self._require().template.render([m.as_dict() for m in messages], tools=tools)
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is, safe from any thread: it waits for a load or an answer
+        in progress (a model being swapped must not be freed under the tokenizer)."""
+        with self._lock:
+            return len(self.tokenize(text))
+
     def tokenize(self, text: str) -> list[int]:
         """Tokenize a rendered prompt the way generation will (special tokens parsed, BOS once)."""
         loaded = self._require()

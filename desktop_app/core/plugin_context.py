@@ -206,9 +206,11 @@ class ModelAccess:
     def count_tokens(self, text: str) -> int:
         """How many tokens the loaded model makes of ``text`` (e.g. a prompt from :meth:`render`).
 
-        Raises EngineError when no model is loaded, AttributeError for a backend that cannot tell.
+        Waits while the model is being loaded or answers. Raises EngineError when no model is
+        loaded, AttributeError for a backend that cannot tell.
         """
-        return len(self._engine.tokenize(text))
+        count = getattr(self._engine, "count_tokens", None)
+        return count(text) if count is not None else len(self._engine.tokenize(text))
 
     def load_adapter(self, path: str | Path) -> None:
         """Read a LoRA adapter file into memory for the loaded model (EngineError if it cannot)."""
