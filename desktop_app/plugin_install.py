@@ -47,7 +47,7 @@ from desktop_app.plugin_inspect import (
     inspect_plugins,
     run_process,
 )
-from desktop_app.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP
+from desktop_app.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, plugin_name
 
 __all__ = [
     "Candidate", "CannotRemove", "InspectionFailed", "InstallCancelled", "InstalledPlugin", "NotAPlugin",
@@ -204,7 +204,7 @@ class PluginInstaller:
         """
         found: dict[str, InstalledPlugin] = {}
         for spec in DEFAULT_PLUGINS:
-            name = spec.rsplit(".", 1)[-1].removeprefix("desktop_app_")
+            name = plugin_name(spec)
             found.setdefault(name, InstalledPlugin(name, "built-in", spec))
         if self._can_pip():
             for ep in (env or environment(self.python))["entry_points"]:

@@ -39,7 +39,7 @@ from desktop_app.core.plugin_context import Registered
 from desktop_app.core.tools import ToolRegistry
 from desktop_app.core.turn import current_plugin
 
-__all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "LOAD_ENV", "PluginHost", "PluginRecord"]
+__all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "LOAD_ENV", "PluginHost", "PluginRecord", "plugin_name"]
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class PluginHost:
         allow_raw = os.environ.get(LOAD_ENV)
         allow = None if allow_raw is None else {n.strip() for n in allow_raw.split(",") if n.strip()}
         for spec in self._default_plugins:
-            name = spec.rsplit(".", 1)[-1].removeprefix("desktop_app_")
+            name = plugin_name(spec)
             self._load(name, "built-in", None, spec, lambda spec=spec: importlib.import_module(spec))
         for ep in self._entry_points():
             if allow is not None and ep.name not in allow:
@@ -321,6 +321,12 @@ class PluginHost:
     def failed(self) -> list[PluginRecord]:
         """Plugins that failed this session."""
         return [r for r in self.records.values() if r.status == "failed"]
+
+
+def plugin_name(module: str) -> str:
+    """A plugin's name from its module's dotted name: ``desktop_app_tools`` is "tools",
+    ``my_package.hello`` is "hello"."""
+    return module.rsplit(".", 1)[-1].removeprefix("desktop_app_")
 
 
 def _hook_functions(plugin: Any) -> list[tuple[str, Callable[..., Any]]]:

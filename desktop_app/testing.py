@@ -272,7 +272,7 @@ class PluginHarness:
         requests = self.engine.history[before:]
         message = outcome.message
         stored = self.app.store.get_trace(message.id) if message is not None else None
-        trace = [TraceEntry(e["plugin"], e["kind"], e.get("content")) for e in (stored or {}).get("entries", [])]
+        trace = [TraceEntry.from_dict(e) for e in (stored or {}).get("entries", [])]
         last = requests[-1] if requests else None
         return HarnessReply(
             answer=message.content if message is not None else "",
@@ -300,6 +300,7 @@ class PluginHarness:
 
 
 def _plugin_name(plugin: Any) -> str:
-    """A plugin's name from its module: ``my_package.hello`` is "hello"."""
-    name = getattr(plugin, "__name__", None) or type(plugin).__name__
-    return name.rsplit(".", 1)[-1].removeprefix("desktop_app_")
+    """A plugin's name from its module, as the host names it: ``my_package.hello`` is "hello"."""
+    from desktop_app.plugins import plugin_name
+
+    return plugin_name(getattr(plugin, "__name__", None) or type(plugin).__name__)

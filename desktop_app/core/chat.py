@@ -250,7 +250,7 @@ class ChatService:
                 outcome = self.send(conversation.id, messages[-1].content, on_event, options=overrides)
             message = outcome.message
             stored = self.store.get_trace(message.id) if message is not None else None
-            trace = [TraceEntry(e["plugin"], e["kind"], e.get("content")) for e in (stored or {}).get("entries", [])]
+            trace = [TraceEntry.from_dict(e) for e in (stored or {}).get("entries", [])]
             sources = [ContextBlock(**e.content) for e in trace if e.kind == "context" and isinstance(e.content, dict)]
             if isinstance(outcome, TurnFailed):
                 return TurnRun("", "error", {}, trace, sources, error=outcome.error,

@@ -156,6 +156,11 @@ class TraceEntry:
             content = [asdict(c) if isinstance(c, ChatMessage) else c for c in content]
         return {"plugin": self.plugin, "kind": self.kind, "content": content}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TraceEntry":
+        """An entry as the store keeps it (see :meth:`as_dict`); its content stays plain data."""
+        return cls(data["plugin"], data["kind"], data.get("content"))
+
 
 @dataclass
 class Turn:

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 def _profiles(context):
     from desktop_app_server.profiles import ProfileStore
 
-    store = ProfileStore(context.data_dir / "api-profiles.json")
+    store = ProfileStore.of(context)
     for warning in store.warnings:
         print(f"parley: warning: {warning}", file=sys.stderr)
     return store

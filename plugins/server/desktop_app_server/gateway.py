@@ -94,7 +94,7 @@ class Gateway:
     def __init__(self, context: PluginContext, config: ServerConfig):
         self.context = context
         self.config = config
-        self.profiles = ProfileStore(context.data_dir / "api-profiles.json")
+        self.profiles = ProfileStore.of(context)
         self.queue = RequestQueue(lambda: self.config.queue_limit)
         self.log = RequestLog()
         #: The stop switches of the requests being answered or waiting (see ``stop_all``).

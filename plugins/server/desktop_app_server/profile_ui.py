@@ -20,7 +20,7 @@ def save_profile_dialog(window: Any, context: Any) -> str | None:
                                     text="my-assistant")
     if not ok:
         return None
-    store = ProfileStore(context.data_dir / "api-profiles.json")
+    store = ProfileStore.of(context)
     try:
         profile = profile_from_conversation(context, check_name(name), conversation)
         try:

@@ -78,6 +78,11 @@ class ProfileStore:
         self._lock = threading.Lock()
         self.warnings: list[str] = []
 
+    @classmethod
+    def of(cls, context: PluginContext) -> "ProfileStore":
+        """The profiles of the plugin whose context this is (``api-profiles.json`` in its data folder)."""
+        return cls(context.data_dir / "api-profiles.json")
+
     def _read(self) -> dict[str, Profile]:
         if not self.path.exists():
             return {}
