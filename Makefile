@@ -15,12 +15,13 @@ JOBS   := $(shell nproc 2>/dev/null || echo 2)
 run: $(STAMP)
 	$(VENV)/bin/parley
 
-test: $(STAMP)
+# The tests start llama.cpp's llama-server (the remote engine's), built once per machine.
+test: $(STAMP) native
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 # The whole suite pinned to one core, as on a slow machine: no test may count on speed.
-test-slow: $(STAMP)
+test-slow: $(STAMP) native
 	$(VENV)/bin/lint-imports
 	taskset -c 0 env QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 

@@ -13,9 +13,11 @@ the app comes through the plugin's :class:`PluginContext`, handed to ``app_start
 Everything here is kept stable: names are only added, never renamed.
 """
 
-from desktop_app.core.backend import Backend
-from desktop_app.core.chat_template import bounded_sandbox
+from desktop_app.core.backend import Backend, BackendModel
+from desktop_app.core.chat_template import ChatTemplate, bounded_sandbox
+from desktop_app.core.context_fit import fit_to_context
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
+from desktop_app.core.events import DoneEvent, ErrorEvent, GenerationStats, TokenEvent
 from desktop_app.core.models import GGUFHeader, check_gguf_file, check_lora_file
 from desktop_app.core.paths import atomic_write_text, move_aside
 from desktop_app.core.plugin_context import (
@@ -55,14 +57,19 @@ __all__ = [
     "MAX_RESULT_CHARS",
     "Adapter",
     "Backend",
+    "BackendModel",
     "ChatMessage",
+    "ChatTemplate",
     "ContextBlock",
     "Conversation",
     "ConversationChoice",
     "Conversations",
+    "DoneEvent",
     "EngineError",
+    "ErrorEvent",
     "GGUFHeader",
     "GenerationOptions",
+    "GenerationStats",
     "Message",
     "ModelAccess",
     "ModelFileError",
@@ -72,6 +79,7 @@ __all__ = [
     "PluginContext",
     "PluginSettings",
     "Registered",
+    "TokenEvent",
     "Tool",
     "ToolCall",
     "ToolError",
@@ -84,6 +92,7 @@ __all__ = [
     "check_tool",
     "check_gguf_file",
     "check_lora_file",
+    "fit_to_context",
     "hookimpl",
     "move_aside",
     "public_schema",

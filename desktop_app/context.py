@@ -14,6 +14,7 @@ from typing import Any
 from desktop_app.core.backend import missing_backend_members
 from desktop_app.core.chat import ChatService
 from desktop_app.core.engine import Engine, LoadConfig
+from desktop_app.core.engine_switch import EngineSwitch
 from desktop_app.core.models import ModelLibrary, default_model_path
 from desktop_app.core.paths import AppPaths
 from desktop_app.core.plugin_context import AppServices, EngineRunnerSlot, PluginContext
@@ -34,7 +35,8 @@ class AppContext:
     settings: Settings
     store: Store
     models: ModelLibrary
-    engine: Engine
+    #: The engine: an EngineSwitch that runs each model on its backend (tests may pass another).
+    engine: Any
     plugins: PluginHost
     chat: ChatService
     warnings: list[str] = field(default_factory=list)
@@ -77,9 +79,21 @@ class AppContext:
         loaded = self.engine.model_path if self.engine.loaded else None
         entries = [{"name": e.name, "path": e.path, "loaded": loaded is not None and Path(e.path) == Path(loaded)}
                    for e in self.models.entries()]
+        entries += [{"name": m.ref, "path": m.ref, "loaded": loaded is not None and str(loaded) == m.ref,
+                     "engine": m.engine} for m in self.backend_models()]
         if loaded is not None and not any(e["loaded"] for e in entries):
             entries.append({"name": Path(loaded).stem, "path": str(loaded), "loaded": True})
         return sorted(entries, key=lambda e: not e["loaded"])
+
+    def backend_models(self) -> list[Any]:
+        """The models plugin backends offer (BackendModel each), e.g. those of remote engines."""
+        catalog = getattr(self.engine, "catalog", None)
+        return catalog() if callable(catalog) else []
+
+    def is_backend_model(self, name_or_path: str | None) -> bool:
+        """Whether ``name_or_path`` is a plugin backend's model reference rather than a file."""
+        owns = getattr(self.engine, "owns", None)
+        return bool(name_or_path) and callable(owns) and owns(name_or_path)
 
     def tools(self) -> Any:
         """The tools the enabled plugins registered (a ToolRegistry), collected once."""
@@ -116,8 +130,12 @@ class AppContext:
         """
         from desktop_app.core.models import check_gguf_file
 
-        path = self.model_path(name_or_path)
-        check_gguf_file(path)  # refuse a bad file before anyone lets go of the current model
+        wanted = name_or_path or self.settings.get("model.path")
+        if self.is_backend_model(wanted):
+            path: Any = wanted  # the backend checks it (a remote engine asks its server)
+        else:
+            path = self.model_path(name_or_path)
+            check_gguf_file(path)  # refuse a bad file before anyone lets go of the current model
         if self.engine.loaded:
             self.plugins.hook.model_unloading(engine=self.engine)
         try:
@@ -161,12 +179,17 @@ def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = No
     return context
 
 
-def _make_engine(host: PluginHost, settings: Settings, warnings: list[str]) -> Any:
-    """The backend the settings ask for; llama.cpp when it is that, missing, or fails to start."""
+def _make_engine(host: PluginHost, settings: Settings, warnings: list[str]) -> EngineSwitch:
+    """The engine: the backend the settings ask for by default (llama.cpp when it is that,
+    missing, or fails to start), and the plugins' backends for the models they own."""
+    backends = host.backends()
+    return EngineSwitch(_default_backend(backends, settings, warnings), backends, settings)
+
+
+def _default_backend(backends: dict[str, tuple[str, Any]], settings: Settings, warnings: list[str]) -> Any:
     wanted = settings.get("model.backend") or "llama.cpp"
     if wanted == "llama.cpp":
         return Engine()
-    backends = host.backends()
     if wanted not in backends:
         known = ", ".join(["llama.cpp", *sorted(backends)])
         warnings.append(f"The backend {wanted!r} is not available (backends: {known}); using llama.cpp.")

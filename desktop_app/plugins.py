@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "desktop_app_tools",
     "desktop_app_lora",
     "desktop_app_server",
+    "desktop_app_remote",
 )
 ENTRY_POINT_GROUP = "desktop_app"
 LOAD_ENV = "PARLEY_LOAD_PLUGINS"

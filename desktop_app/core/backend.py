@@ -9,12 +9,29 @@ refused at start-up with the missing names, and the app uses llama.cpp.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 from desktop_app.core.turn import ChatMessage, GenerationOptions
 
-__all__ = ["Backend", "missing_backend_members"]
+__all__ = ["Backend", "BackendModel", "missing_backend_members"]
+
+
+@dataclass(frozen=True)
+class BackendModel:
+    """A model a plugin backend offers, listed in the model picker beside the library's files.
+
+    ``ref`` is what the app loads: the backend's registered name, a colon, then anything the
+    backend understands (e.g. ``remote:gpu-box/llama-3-8b``). ``engine`` names where it runs.
+    """
+
+    ref: str
+    name: str
+    engine: str
+    detail: str = ""
+    #: What the backend found out about it, e.g. {"context_length": 8192, "tools": True}.
+    capabilities: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 @runtime_checkable
@@ -69,6 +86,10 @@ class Backend(Protocol):
 
     def gpu_offload_supported(self) -> bool:
         """Whether this backend can put layers on a GPU."""
+
+    # Optional, not checked: ``models() -> list[BackendModel]``, the models this backend offers
+    # (answered at once from what it knows: it is asked on the GUI thread), and
+    # ``describe() -> str``, a line about where the loaded model runs.
 
 
 def missing_backend_members(backend: Any) -> list[str]:

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from desktop_app.core.chat_template import ChatTemplate
+from desktop_app.core.context_fit import fit_to_context
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError
+from desktop_app.core.events import DoneEvent, ErrorEvent, Event, GenerationStats, TokenEvent
 from desktop_app.core.turn import Adapter, ChatMessage, GenerationOptions, trigger_opening
 
 __all__ = [
@@ -94,50 +96,6 @@ class LoadConfig:
     seed: int = -1
 
 
-@dataclass
-class GenerationStats:
-    """Numbers about one answer. Times are seconds; ``prompt_tokens_evaluated`` excludes cache hits."""
-
-    prompt_tokens: int = 0
-    prompt_tokens_evaluated: int = 0
-    generated_tokens: int = 0
-    time_to_first_token: float = 0.0
-    tokens_per_second: float = 0.0
-    total_time: float = 0.0
-    dropped_messages: int = 0
-    context_length: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the stats as JSON-ready data."""
-        return dict(self.__dict__)
-
-
-@dataclass
-class TokenEvent:
-    """A piece of the answer's text, in order."""
-
-    text: str
-
-
-@dataclass
-class DoneEvent:
-    """The answer is finished. ``finish_reason``: stop, length, cancelled."""
-
-    text: str
-    finish_reason: str
-    stats: GenerationStats
-    prompt: str = ""
-
-
-@dataclass
-class ErrorEvent:
-    """Generation failed; ``text`` is what was generated before the failure."""
-
-    message: str
-    text: str = ""
-
-
-Event = TokenEvent | DoneEvent | ErrorEvent
 
 
 @dataclass
@@ -327,34 +285,8 @@ class Engine:
         Returns (messages kept, rendered prompt, its tokens, how many messages were dropped).
         """
         loaded = self._require()
-        budget = max(16, loaded.n_ctx - reserve)
-        kept = list(messages)
-        dropped = 0
-        while True:
-            prompt = self.render(kept, tools)
-            tokens = self.tokenize(prompt)
-            if len(tokens) <= budget:
-                return kept, prompt, tokens, dropped
-            first = 1 if kept and kept[0].role == "system" else 0
-            # Drop whole older messages while more than the newest one remains.
-            if len(kept) - first > max(1, keep_last):
-                del kept[first]
-                dropped += 1
-                continue
-            # One system prompt and one huge message: shorten the longer of the two.
-            longest = max(range(len(kept)), key=lambda i: len(kept[i].content))
-            text = kept[longest].content
-            excess = len(tokens) - budget
-            # Tokens are at least one character, so cutting 'excess' tokens' worth of
-            # characters (plus a margin) always converges.
-            cut = max(excess * 4, len(text) // 4, 16)
-            if cut >= len(text):
-                kept[longest] = replace(kept[longest], content="")
-                if all(not m.content for m in kept):
-                    raise EngineError("The context window is too small for even an empty prompt.")
-                continue
-            half = (len(text) - cut) // 2
-            kept[longest] = replace(kept[longest], content=text[:half] + " … " + text[len(text) - half:])
+        return fit_to_context(messages, lambda kept: self.render(kept, tools), self.tokenize, loaded.n_ctx,
+                              reserve, keep_last)
 
     def clear_cache(self) -> None:
         """Forget the KV cache: the next prompt is evaluated from its first token."""

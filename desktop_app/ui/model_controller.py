@@ -52,7 +52,8 @@ class ModelController(QObject):
         w.model_load_failed.connect(self._on_worker_model_load_failed)
 
     def fill_picker(self) -> None:
-        """List the library's models in the picker and select the configured one."""
+        """List the library's models and the plugin backends' models in the picker, and select
+        the configured one."""
         combo = self._window.model_combo
         combo.blockSignals(True)
         combo.clear()
@@ -61,6 +62,9 @@ class ModelController(QObject):
             label = entry.name + (" (built-in)" if entry.builtin else "")
             combo.addItem(label, "" if entry.builtin else entry.name)
             combo.setItemData(combo.count() - 1, entry.path, Qt.ToolTipRole)
+        for model in self._context.backend_models():  # e.g. a remote engine's, marked by engine
+            combo.addItem(f"{model.name} · {model.engine}", model.ref)
+            combo.setItemData(combo.count() - 1, model.detail or model.ref, Qt.ToolTipRole)
         if configured and combo.findData(configured) < 0:
             combo.addItem(Path(configured).name, configured)
         combo.insertSeparator(combo.count())
@@ -76,6 +80,11 @@ class ModelController(QObject):
             self.fill_picker()  # put the selection back; the dialog decides
             self.add_model_dialog()
             return
+        self.choose(data)
+
+    def choose(self, data: str) -> None:
+        """Make ``data`` (a library name, "" for the built-in model, or a backend's model
+        reference) the configured model and load it, unless it is loaded already."""
         settings = self._context.settings
         if data != settings.get("model.path") or not self._context.engine.loaded:
             settings.set("model.path", data)
@@ -139,7 +148,8 @@ class ModelController(QObject):
             )
             window.model_combo.setToolTip(f"{info.name}\n{path}\n{info.file_size / 1e6:,.1f} MB")
         else:
-            window.model_info.setText(f"  context {n_ctx:,}")
+            where = self._context.engine.describe() if hasattr(self._context.engine, "describe") else ""
+            window.model_info.setText(f"  {where + ' · ' if where else ''}context {n_ctx:,}")
         window.context_label.setText(f"context 0 / {n_ctx:,}")
         # A configured model that failed may have given way to another (see EngineWorker._load).
         self._show_loaded_model_in_picker(save=False)

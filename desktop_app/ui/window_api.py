@@ -66,6 +66,15 @@ class WindowApi:
         self._window.open_dialog(dialog)
         return dialog
 
+    def refresh_models(self) -> None:
+        """List the models again in the model picker (e.g. after a backend learnt of new ones)."""
+        self._window.model_controller.fill_picker()
+
+    def load_model(self, name_or_path: str) -> None:
+        """Load a model in the background, as picking it in the model picker does (and remember
+        it as the model to use)."""
+        self._window.model_controller.choose(name_or_path)
+
     def find_panel(self, kind: type) -> Any:
         """The plugins' side panel of this class, or None before the window made it."""
         return next((p for p in self._window.plugin_ui.panels if isinstance(p, kind)), None)

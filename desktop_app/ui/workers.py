@@ -89,10 +89,12 @@ class EngineWorker(QObject):
             warnings = self._load(name_or_path)
             self.gpu_supported = self.context.engine.gpu_offload_supported()
             path = str(self.context.engine.model_path)
-            try:
-                info = self.context.models.info(path)
-            except ParleyError:
-                info = None
+            info = None
+            if not self.context.is_backend_model(path):  # a backend's model has no local file to read
+                try:
+                    info = self.context.models.info(path)
+                except ParleyError:
+                    pass
             self.model_loaded.emit(path, info, warnings)
         except ParleyError as exc:
             self.model_load_failed.emit(str(exc))

@@ -173,7 +173,7 @@ def test_a_backend_that_lacks_part_of_the_interface_is_refused_by_name(paths):
     settings.set("model.backend", "half")
     context = build_context(paths, host=host, settings=settings)
     try:
-        assert type(context.engine).__name__ == "Engine"
+        assert type(context.engine.active).__name__ == "Engine"
         warning = next(w for w in context.warnings if "half" in w)
         assert "lacks" in warning and "stream_chat" in warning and "desktop_app.api.Backend" in warning
     finally:

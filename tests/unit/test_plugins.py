@@ -185,11 +185,11 @@ def test_a_plugin_backend_is_used_when_the_settings_pick_it(paths):
 
     backend = make_plugin("scripted", register_backends=lambda register: register("scripted", factory))
     settings = Settings.load(paths.settings_file)
-    assert build_context(paths, host=_host_with(backend), settings=settings).engine.__class__ is Engine
+    assert build_context(paths, host=_host_with(backend), settings=settings).engine.active.__class__ is Engine
     settings.set("model.backend", "scripted")
     context = build_context(paths, host=_host_with(backend), settings=settings)
     try:
-        assert isinstance(context.engine, FakeEngine) and made == [settings]
+        assert isinstance(context.engine.active, FakeEngine) and made == [settings]
         context.load_model()
         conversation = context.store.create_conversation("t")
         outcome = context.chat.send(conversation.id, "Hi")
@@ -209,12 +209,12 @@ def test_a_missing_or_failing_backend_falls_back_to_llama_cpp_with_a_warning(pat
     settings = Settings.load(paths.settings_file)
     settings.set("model.backend", "nowhere")
     context = build_context(paths, host=_host_with(), settings=settings)
-    assert isinstance(context.engine, Engine)
+    assert isinstance(context.engine.active, Engine)
     assert "The backend 'nowhere' is not available (backends: llama.cpp)" in context.warnings[-1]
     context.close()
     plugin = make_plugin("remote", register_backends=lambda register: register("remote", broken))
     settings.set("model.backend", "remote")
     context = build_context(paths, host=_host_with(plugin), settings=settings)
-    assert isinstance(context.engine, Engine)
+    assert isinstance(context.engine.active, Engine)
     assert "failed to start (server unreachable); using llama.cpp" in context.warnings[-1]
     context.close()

@@ -1,0 +1,441 @@
+"""The remote backend: a model on another machine's server, used like the local engine.
+
+A model reference ``remote:ENGINE/MODEL`` names a model an engine serves. Loading it asks the
+engine what it is (see :mod:`desktop_app_remote.probe`); answering streams from it:
+
+- **llama-server** gets the prompt exactly as the local engine would build it (Parley renders
+  it with the server's own chat template, fits it to the context the same way), raw, on its
+  ``/completion`` endpoint, with the grammar, stop strings, sampling and LoRA scales of the
+  turn. Templates, strategies, documents and the tool protocol behave as on this machine.
+- **Any other OpenAI-compatible server** (vLLM, Ollama, LM Studio, another Parley) gets the
+  chat messages on ``/v1/chat/completions`` and applies its own template; JSON schemas go as
+  ``response_format``. A grammar a template asks for cannot be followed there: the answer
+  stops with an error that says so, rather than an answer in the wrong form.
+
+Stop closes the connection, which makes the server stop generating. A connection that breaks
+mid-answer ends the answer with an error, the text so far kept; the next turn connects anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from desktop_app.api import (
+    BackendModel,
+    ChatMessage,
+    ChatTemplate,
+    DoneEvent,
+    EngineError,
+    ErrorEvent,
+    GenerationOptions,
+    GenerationStats,
+    ModelLoadError,
+    TokenEvent,
+    fit_to_context,
+)
+
+from desktop_app_remote.client import Client, RemoteError
+from desktop_app_remote.engines import EngineConfig, EngineStore, read_key
+from desktop_app_remote.probe import ASSUMED_CONTEXT, LLAMA_SERVER, check_engine
+
+__all__ = ["BACKEND", "RemoteBackend", "model_ref", "parse_ref"]
+
+log = logging.getLogger(__name__)
+
+#: The backend's registered name, and so the prefix of its model references.
+BACKEND = "remote"
+#: llama-server's stop types in Parley's finish reasons.
+_STOP_TYPES = {"eos": "stop", "word": "stop", "limit": "length"}
+#: llama.cpp's trigger kind for a regular expression the whole output so far must match.
+_PATTERN_FULL = 3
+
+
+def model_ref(engine: str, model: str) -> str:
+    """The reference of ``model`` on ``engine``: ``remote:ENGINE/MODEL``."""
+    return f"{BACKEND}:{engine}/{model}"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """(engine, model) of a reference; ModelLoadError when it is not one."""
+    head, _, rest = str(ref).partition(":")
+    engine, _, model = rest.partition("/")
+    if head != BACKEND or not engine or not model:
+        raise ModelLoadError(f"{ref!r} is not a remote model: expected remote:ENGINE/MODEL.")
+    return engine, model
+
+
+@dataclass
+class _Loaded:
+    ref: str
+    config: EngineConfig
+    model: str
+    client: Client
+    template: ChatTemplate
+    n_ctx: int
+    #: LoRA adapters on the server, by their file's name: id.
+    server_adapters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def raw(self) -> bool:
+        return self.config.kind == LLAMA_SERVER
+
+
+class RemoteBackend:
+    """A :class:`desktop_app.api.Backend` for models on remote engines (see the module's text)."""
+
+    def __init__(self, store: Callable[[], EngineStore]):
+        self._store = store
+        self._loaded: _Loaded | None = None
+        self._clients: dict[str, tuple[str, Client]] = {}
+        self._lora: list[dict[str, Any]] = []
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        #: The server's own timings of the last answer (llama-server's ``timings``), for benchmarks.
+        self.last_timings: dict[str, Any] = {}
+
+    # -- engines and models ---------------------------------------------------------------------
+    def models(self) -> list[BackendModel]:
+        """The models the engines served when last checked (no network: the picker asks this)."""
+        found = []
+        for engine in self._store().all():
+            kind = engine.kind or "not checked yet"
+            for m in engine.models:
+                found.append(BackendModel(
+                    model_ref(engine.name, m.id), m.id, engine.name,
+                    f"{m.id} on {engine.name} ({kind}) at {engine.url}",
+                    {"context_length": m.context_length, **engine.capabilities}))
+        return found
+
+    def client(self, config: EngineConfig) -> Client:
+        """The HTTP client for an engine (made again when its address or key changed)."""
+        key = read_key(config.name) if config.has_key else None
+        signature = f"{config.url}\n{key or ''}"
+        with self._lock:
+            known = self._clients.get(config.name)
+            if known is not None and known[0] == signature:
+                return known[1]
+            if known is not None:
+                known[1].close()
+            client = Client(config.name, config.url, key)
+            self._clients[config.name] = (signature, client)
+            return client
+
+    def check(self, name: str) -> EngineConfig:
+        """Ask engine ``name`` what it serves now, and remember it (network; not on the GUI thread)."""
+        store = self._store()
+        config = store.get(name)
+        try:
+            updated, _ = check_engine(config, self.client(config))
+        except RemoteError as exc:
+            config.problem, config.checked = str(exc), time.time()
+            store.update(config)
+            raise
+        store.update(updated)
+        return updated
+
+    def describe(self) -> str:
+        """Where the loaded model runs."""
+        loaded = self._loaded
+        if loaded is None:
+            return ""
+        return f"on {loaded.config.name} ({loaded.config.kind}, {loaded.config.url})"
+
+    # -- loading ----------------------------------------------------------------------------
+    def load(self, path: Path | str, config: Any = None) -> list[str]:
+        """Use model ``remote:ENGINE/MODEL``: checks that the engine is up and serves it."""
+        engine, model = parse_ref(str(path))
+        store = self._store()
+        try:
+            known = store.get(engine)
+        except Exception as exc:
+            raise ModelLoadError(str(exc)) from None
+        client = self.client(known)
+        try:
+            checked, props = check_engine(known, client)
+        except RemoteError as exc:
+            known.problem, known.checked = str(exc), time.time()
+            store.update(known)
+            raise ModelLoadError(str(exc)) from None
+        store.update(checked)
+        served = {m.id: m for m in checked.models}
+        if model not in served:
+            raise ModelLoadError(f"{engine} does not serve {model!r} now; it serves: "
+                                 f"{', '.join(served) or 'nothing'}. Pick one of those in the model picker.")
+        warnings = []
+        if checked.kind == LLAMA_SERVER:
+            template = ChatTemplate(props.get("chat_template") or None, bos_token=props.get("bos_token") or "",
+                                    eos_token=props.get("eos_token") or "")
+        else:
+            template = ChatTemplate(None)  # only to show the prompt: the server applies its own
+            warnings.append(f"{engine} is not a llama.cpp server, so Parley sends it chat messages and its own "
+                            "template applies. Output grammars and LoRA adapters need llama-server.")
+        n_ctx = served[model].context_length or ASSUMED_CONTEXT
+        if not served[model].context_length:
+            warnings.append(f"{engine} does not say how long {model}'s context is; Parley assumes {n_ctx:,} tokens.")
+        adapters = {Path(a["path"]).name: int(a["id"]) for a in checked.capabilities.get("lora", []) if a.get("path")}
+        self._loaded = _Loaded(str(path), checked, model, client, template, n_ctx, adapters)
+        self._lora = [{"id": i, "scale": 0.0} for i in sorted(adapters.values())]
+        return warnings
+
+    def unload(self) -> None:
+        self._loaded = None
+        self._lora = []
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def model_path(self) -> Path | None:
+        return Path(self._loaded.ref) if self._loaded else None
+
+    @property
+    def context_length(self) -> int:
+        return self._loaded.n_ctx if self._loaded else 0
+
+    @property
+    def chat_template(self) -> Any:
+        return self._loaded.template if self._loaded else None
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        return self._cancel
+
+    def gpu_offload_supported(self) -> bool:
+        return False  # the server decides where its layers go
+
+    def _require(self) -> _Loaded:
+        if self._loaded is None:
+            raise EngineError("No model is loaded. Pick a model first.")
+        return self._loaded
+
+    # -- prompts and tokens -------------------------------------------------------------------
+    def render(self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt as llama-server gets it (for other servers: a ChatML view of the messages)."""
+        return self._require().template.render([m.as_dict() for m in messages], tools=tools)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text``: llama-server counts them; for other servers, an estimate (4 bytes a token)."""
+        loaded = self._require()
+        if not loaded.raw:
+            return len(text.encode("utf-8")) // 4 + 1
+        return len(self._tokenize(loaded, text))
+
+    def _tokenize(self, loaded: _Loaded, text: str) -> list[int]:
+        reply = loaded.client.post_json("/tokenize", {"content": text, "add_special": True, "parse_special": True})
+        tokens = reply.get("tokens") if isinstance(reply, dict) else None
+        if not isinstance(tokens, list):
+            raise RemoteError(f"{loaded.config.name} answered /tokenize without a list of tokens.")
+        return tokens
+
+    def _bounded_tokens(self, loaded: _Loaded, budget: int) -> Callable[[str], Sequence[Any]]:
+        """A tokenizer for fitting: a prompt of fewer bytes than the budget fits whatever its tokens
+        (a token is at least one byte), so only longer prompts cost a round trip to count."""
+
+        def tokens(text: str) -> Sequence[Any]:
+            size = len(text.encode("utf-8")) + 1  # + BOS
+            if size <= budget or not loaded.raw:
+                return range(size if loaded.raw else size // 4 + 1)
+            return self._tokenize(loaded, text)
+
+        return tokens
+
+    # -- adapters -----------------------------------------------------------------------------
+    def load_adapter(self, path: Path | str) -> None:
+        """Check that the server has this adapter (llama-server loads adapters when it starts)."""
+        loaded = self._require()
+        if not loaded.raw:
+            raise EngineError(f"{loaded.config.name} ({loaded.config.kind}) cannot apply LoRA adapters: only "
+                              "llama.cpp's llama-server can, with adapters given at its start (--lora FILE).")
+        if Path(path).name not in loaded.server_adapters:
+            offered = ", ".join(loaded.server_adapters) or "none"
+            raise EngineError(f"{loaded.config.name} has no adapter {Path(path).name} (it has: {offered}). "
+                              f"llama-server loads adapters when it starts: add --lora {Path(path).name} there.")
+
+    def set_adapters(self, adapters: Sequence[Any]) -> bool:
+        """Scale the server's adapters for the next answers (every other one at 0)."""
+        loaded = self._require()
+        wanted = {loaded.server_adapters[Path(a.path).name]: float(a.scale) for a in adapters
+                  if Path(a.path).name in loaded.server_adapters and a.scale}
+        # Every adapter named, each at 0 unless wanted: unnamed ones would get the server's own scales.
+        lora = [{"id": i, "scale": wanted.get(i, 0.0)} for i in sorted(loaded.server_adapters.values())]
+        changed = lora != self._lora
+        self._lora = lora
+        return changed
+
+    # -- answers ------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the answer being written (from any thread): the connection closes at once."""
+        self._cancel.set()
+        loaded = self._loaded
+        if loaded is not None:
+            loaded.client.abort()
+
+    def reset_cancel(self) -> None:
+        self._cancel.clear()
+
+    def stream_chat(self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None,
+                    tools: list[dict[str, Any]] | None = None, keep_last: int = 1) -> Iterator[Any]:
+        """Stream one answer from the engine; the last event is a DoneEvent or an ErrorEvent."""
+        options = options or GenerationOptions()
+        started = time.perf_counter()
+        text = ""
+        stats: GenerationStats | None = None
+        try:
+            loaded = self._require()
+            reserve = min(options.max_tokens, loaded.n_ctx // 2)
+            kept, prompt, tokens, dropped = fit_to_context(
+                messages, lambda kept: self.render(kept, tools), self._bounded_tokens(loaded, loaded.n_ctx - reserve),
+                loaded.n_ctx, reserve, keep_last)
+            stats = GenerationStats(prompt_tokens=len(tokens), dropped_messages=dropped, context_length=loaded.n_ctx)
+            if loaded.raw:
+                path, body = "/completion", self._raw_body(prompt, options)
+            else:
+                path, body = "/v1/chat/completions", self._chat_body(loaded, kept, options)
+            if self._cancel.is_set():
+                self._cancel.clear()
+                yield DoneEvent("", "cancelled", stats, prompt)
+                return
+            finish = "length"
+            first_at = last_at = 0.0
+            pieces = 0
+            stream = loaded.client.stream(path, body)
+            try:
+                for event in stream:
+                    piece, end, usage = _read_raw(event) if loaded.raw else _read_chat(event)
+                    if piece:
+                        last_at = time.perf_counter()
+                        first_at = first_at or last_at
+                        pieces += 1
+                        text += piece
+                        yield TokenEvent(piece)
+                    if usage:
+                        _apply_usage(stats, usage)
+                        if "timings" in usage:
+                            self.last_timings = usage["timings"]
+                    if end:
+                        finish = end
+                    if self._cancel.is_set():
+                        finish = "cancelled"
+                        break
+            finally:
+                stream.close()  # closing the connection stops the server's generation
+        except RemoteError as exc:
+            if self._cancel.is_set():  # Stop closed the connection under the reader
+                self._cancel.clear()
+                yield DoneEvent(text, "cancelled", _finish_stats(stats, started, 0, 0, 0), "")
+                return
+            yield ErrorEvent(str(exc), text)
+            return
+        except EngineError as exc:
+            yield ErrorEvent(str(exc), text)
+            return
+        if finish == "cancelled":
+            self._cancel.clear()
+        if not stats.generated_tokens:
+            stats.generated_tokens = pieces
+        yield DoneEvent(text, finish, _finish_stats(stats, started, first_at, last_at, pieces), prompt)
+
+    def _raw_body(self, prompt: str, options: GenerationOptions) -> dict[str, Any]:
+        """llama-server's ``/completion`` request: the exact prompt, and everything the turn asks."""
+        body: dict[str, Any] = {
+            "prompt": prompt, "stream": True, "n_predict": options.max_tokens, "cache_prompt": True,
+            "temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k,
+            "min_p": options.min_p, "repeat_penalty": options.repeat_penalty,
+            "stop": [s for s in options.stop if s],
+        }
+        if options.seed is not None and options.seed >= 0:
+            body["seed"] = options.seed
+        if options.grammar:
+            body["grammar"] = options.grammar
+        elif options.json_schema:
+            body["json_schema"] = options.json_schema
+        if options.grammar_trigger and (options.grammar or options.json_schema):
+            # As on the local engine: the grammar binds only an answer that begins with the trigger.
+            body["grammar_lazy"] = True
+            body["grammar_triggers"] = [{"type": _PATTERN_FULL,
+                                         "value": f"[ \\t\\n]*({_regex_escape(options.grammar_trigger)}[\\s\\S]*)"}]
+        if self._lora:
+            body["lora"] = self._lora
+        return body
+
+    def _chat_body(self, loaded: _Loaded, messages: list[ChatMessage], options: GenerationOptions) -> dict[str, Any]:
+        """An OpenAI chat request for servers that apply their own template."""
+        if options.grammar and not options.grammar_trigger:
+            raise EngineError(f"{loaded.config.name} ({loaded.config.kind}) cannot follow an output grammar: only "
+                              "llama.cpp's llama-server can. Pick a template without one, or a model on llama-server.")
+        body: dict[str, Any] = {
+            "model": loaded.model, "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": options.max_tokens, "temperature": options.temperature, "top_p": options.top_p,
+        }
+        if options.stop:
+            body["stop"] = [s for s in options.stop if s][:4]  # OpenAI's limit
+        if options.seed is not None and options.seed >= 0:
+            body["seed"] = options.seed
+        if options.json_schema and not options.grammar_trigger:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": options.json_schema, "strict": True}}
+        return body
+
+
+def _read_raw(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(text, finish reason if it ended, usage) of one ``/completion`` event."""
+    piece = event.get("content")
+    if piece is not None and not isinstance(piece, str):
+        raise RemoteError(f"llama-server sent a piece of text that is not a string: {piece!r:.80}")
+    if not event.get("stop"):
+        return piece or "", "", {}
+    usage = {"prompt_tokens": event.get("tokens_evaluated"), "completion_tokens": event.get("tokens_predicted"),
+             "timings": event.get("timings") or {}}
+    return piece or "", _STOP_TYPES.get(str(event.get("stop_type")), "stop"), usage
+
+
+def _read_chat(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(text, finish reason if it ended, usage) of one chat completion chunk."""
+    choices = event.get("choices")
+    if not isinstance(choices, list):
+        raise RemoteError(f"The server sent a chunk without \"choices\": {str(event)[:120]}")
+    usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
+    if not choices:
+        return "", "", usage
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+    piece = delta.get("content") or ""
+    if not isinstance(piece, str):
+        raise RemoteError(f"The server sent a piece of text that is not a string: {piece!r:.80}")
+    reason = choice.get("finish_reason") or ""
+    return piece, {"length": "length"}.get(reason, "stop" if reason else ""), usage
+
+
+def _apply_usage(stats: GenerationStats, usage: dict[str, Any]) -> None:
+    if isinstance(usage.get("prompt_tokens"), int):
+        stats.prompt_tokens = usage["prompt_tokens"]
+    if isinstance(usage.get("completion_tokens"), int):
+        stats.generated_tokens = usage["completion_tokens"]
+    timings = usage.get("timings") or {}
+    if isinstance(timings.get("prompt_n"), int):
+        stats.prompt_tokens_evaluated = timings["prompt_n"]
+
+
+def _finish_stats(stats: GenerationStats | None, started: float, first_at: float, last_at: float,
+                  pieces: int) -> GenerationStats:
+    """Times from this side of the network: what the user waits for."""
+    stats = stats or GenerationStats()
+    now = time.perf_counter()
+    stats.total_time = now - started
+    if first_at:
+        stats.time_to_first_token = first_at - started
+    if pieces > 1 and last_at > first_at:
+        stats.tokens_per_second = (max(stats.generated_tokens, pieces) - 1) / (last_at - first_at)
+    return stats
+
+
+def _regex_escape(text: str) -> str:
+    """``text`` as a literal in an ECMAScript regular expression (llama.cpp's std::regex)."""
+    return "".join("\\" + c if c in "\\^$.|?*+()[]{}/" else c for c in text)
