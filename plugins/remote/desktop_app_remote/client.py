@@ -53,9 +53,11 @@ class Client:
 
     # -- requests -----------------------------------------------------------------------------
     def get_json(self, path: str, *, missing_ok: bool = False) -> Any:
-        """GET ``path`` and decode its JSON; None for a 404 when ``missing_ok``."""
+        """GET ``path`` and decode its JSON. With ``missing_ok`` (an endpoint only some servers
+        have), None when the server has no such endpoint or answers it with something else."""
         reply = self._send("GET", path)
-        if missing_ok and reply.status_code in (404, 405, 501):
+        if missing_ok and (reply.status_code in (404, 405, 501) or
+                           (reply.status_code < 400 and _json_or_none(reply) is None)):
             return None
         self._check(reply)
         return self._decode(reply, path)
