@@ -143,7 +143,7 @@ class RemoteBackend:
         loaded = self._loaded
         if loaded is None:
             return ""
-        return f"on {loaded.config.name} ({loaded.config.kind}, {loaded.config.url})"
+        return f"on {loaded.config.name} ({loaded.config.kind})"
 
     # -- loading ----------------------------------------------------------------------------
     def load(self, path: Path | str, config: Any = None) -> list[str]:
