@@ -161,3 +161,19 @@ def test_a_server_killed_mid_answer_keeps_the_partial_answer_and_the_next_turn_w
     remote.settings.set("generation.max_tokens", 8)
     outcome = remote.chat.send(conversation.id, QUESTION)
     assert isinstance(outcome, TurnFinished), outcome
+
+
+def test_templates_and_strategies_work_unchanged_over_the_remote_engine(remote):
+    from desktop_app.core.chat import TurnFinished
+
+    conversation = remote.store.create_conversation("extract")
+    outcome = remote.chat.send(conversation.id, "Maria is 34 and lives in Porto.",
+                               plugin_options={"prompt_templates": {"template": "JSON extractor"}})
+    assert isinstance(outcome, TurnFinished)
+    value = json.loads(outcome.message.content)  # the template's schema, enforced on the server
+    assert set(value) == {"name", "age", "city"} and isinstance(value["age"], int)
+    conversation = remote.store.create_conversation("vote")
+    outcome = remote.chat.send(conversation.id, "Say yes or no.", options={"max_tokens": 8, "seed": 3},
+                               plugin_options={"prompt_templates": {"strategy": "self-consistency", "samples": 3}})
+    assert isinstance(outcome, TurnFinished) and len(outcome.message.stats["samples"]) == 3
+    assert outcome.message.stats["strategy"] == "self-consistency"
