@@ -216,6 +216,19 @@ class ModelAccess:
         """Read a LoRA adapter file into memory for the loaded model (EngineError if it cannot)."""
         self._engine.load_adapter(path)
 
+    def adapter_problem(self, path: str | Path) -> str | None:
+        """Why the engine cannot use this LoRA adapter file at all, or None when it may (a remote
+        engine may apply no adapters, or only those its server loaded; the local engine checks
+        the file itself when it reads it)."""
+        ask = getattr(self._engine, "adapter_problem", None)
+        return ask(path) if callable(ask) else None
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether the loaded model runs in this process from a local file (not on a remote engine)."""
+        path = self.path
+        return path is not None and Path(path).is_file()
+
     def set_adapters(self, adapters: Sequence[Any]) -> bool:
         """Put these LoRA adapters (with their scales) on the model; True when that changed anything."""
         return self._engine.set_adapters(adapters)

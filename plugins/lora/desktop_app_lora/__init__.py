@@ -110,7 +110,13 @@ class State:
         from desktop_app_lora.adapters import AdapterError, check_compatible, read_adapter_info
 
         try:
-            info = read_adapter_info(self.library.path(self.library.get(name)))
+            path = self.library.path(self.library.get(name))
+            info = read_adapter_info(path)
+            if model_path is not None and self.context is not None and self.context.model.loaded:
+                # A remote engine says what it can apply; its model's weights are not here to compare.
+                problem = self.context.model.adapter_problem(path)
+                if problem is not None or not self.context.model.runs_here:
+                    return problem
             if model_path is not None:
                 check_compatible(info, model_path)
         except AdapterError as exc:

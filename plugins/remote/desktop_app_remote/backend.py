@@ -246,22 +246,32 @@ class RemoteBackend:
         return tokens
 
     # -- adapters -----------------------------------------------------------------------------
-    def load_adapter(self, path: Path | str) -> None:
-        """Check that the server has this adapter (llama-server loads adapters when it starts)."""
+    def adapter_problem(self, path: Path | str) -> str | None:
+        """Why this engine cannot apply the adapter file ``path``, or None when it can."""
         loaded = self._require()
         if not loaded.raw:
-            raise EngineError(f"{loaded.config.name} ({loaded.config.kind}) cannot apply LoRA adapters: only "
-                              "llama.cpp's llama-server can, with adapters given at its start (--lora FILE).")
+            return (f"{loaded.config.name} ({loaded.config.kind}) cannot apply LoRA adapters: only llama.cpp's "
+                    "llama-server can, with adapters given when it starts (--lora FILE).")
         if Path(path).name not in loaded.server_adapters:
             offered = ", ".join(loaded.server_adapters) or "none"
-            raise EngineError(f"{loaded.config.name} has no adapter {Path(path).name} (it has: {offered}). "
-                              f"llama-server loads adapters when it starts: add --lora {Path(path).name} there.")
+            return (f"{loaded.config.name} has no adapter {Path(path).name} (it has: {offered}). llama-server "
+                    f"loads adapters when it starts: add --lora {Path(path).name} there.")
+        return None
+
+    def load_adapter(self, path: Path | str) -> None:
+        """Check that the server has this adapter (llama-server loads adapters when it starts)."""
+        problem = self.adapter_problem(path)
+        if problem:
+            raise EngineError(problem)
 
     def set_adapters(self, adapters: Sequence[Any]) -> bool:
-        """Scale the server's adapters for the next answers (every other one at 0)."""
+        """Scale the server's adapters for the next answers (every other one at 0); EngineError
+        when one cannot be applied here (the chat then answers without it, with a note)."""
         loaded = self._require()
-        wanted = {loaded.server_adapters[Path(a.path).name]: float(a.scale) for a in adapters
-                  if Path(a.path).name in loaded.server_adapters and a.scale}
+        for adapter in adapters:
+            if adapter.scale:
+                self.load_adapter(adapter.path)
+        wanted = {loaded.server_adapters[Path(a.path).name]: float(a.scale) for a in adapters if a.scale}
         # Every adapter named, each at 0 unless wanted: unnamed ones would get the server's own scales.
         lora = [{"id": i, "scale": wanted.get(i, 0.0)} for i in sorted(loaded.server_adapters.values())]
         changed = lora != self._lora

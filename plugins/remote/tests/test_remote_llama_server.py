@@ -136,8 +136,13 @@ def test_a_lora_adapter_acts_on_the_server_at_each_scale_as_it_does_here(remote,
 def test_an_adapter_the_server_lacks_is_refused_by_name(remote, tmp_path):
     from desktop_app.api import EngineError
 
+    from desktop_app.api import Adapter
+
     with pytest.raises(EngineError, match="has no adapter other.gguf .*--lora other.gguf"):
         remote.engine.load_adapter(tmp_path / "other.gguf")
+    with pytest.raises(EngineError, match="has no adapter other.gguf"):
+        remote.engine.set_adapters([Adapter("other", str(tmp_path / "other.gguf"), 1.0)])
+    assert remote.plugin_context("lora").model.adapter_problem(tmp_path / "other.gguf").startswith("box has no")
 
 
 def test_a_server_killed_mid_answer_keeps_the_partial_answer_and_the_next_turn_works_after_a_restart(remote, llama_server):

@@ -64,6 +64,11 @@ def test_another_parley_serves_as_a_chat_engine(context, other_parley):
                                              GenerationOptions(grammar='root ::= "yes" | "no"')))[-1]
     assert type(failed).__name__ == "ErrorEvent" and "cannot follow an output grammar" in failed.message
 
+    # The LoRA panel asks this to say why an adapter cannot be ticked.
+    access = context.plugin_context("lora").model
+    assert not access.runs_here
+    assert "cannot apply LoRA adapters: only llama.cpp's llama-server can" in access.adapter_problem("/x/style.gguf")
+
     events = []
     for event in context.engine.stream_chat([ChatMessage("user", "Write a long story about a lighthouse.")],
                                             GenerationOptions(temperature=0.0, max_tokens=300)):
