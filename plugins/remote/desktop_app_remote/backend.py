@@ -314,7 +314,9 @@ class RemoteBackend:
             finish = "length"
             first_at = last_at = 0.0
             pieces = 0
-            stream = loaded.client.stream(path, body)
+            # llama-server closes the connection after a stream, a moment later: asking for that
+            # up front spares the next turn a stale connection and its retry.
+            stream = loaded.client.stream(path, body, close=loaded.raw)
             try:
                 for event in stream:
                     piece, end, usage = _read_raw(event) if loaded.raw else _read_chat(event)

@@ -68,17 +68,19 @@ class Client:
         self._check(reply)
         return self._decode(reply, path)
 
-    def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def stream(self, path: str, body: dict[str, Any], *, close: bool = False) -> Iterator[dict[str, Any]]:
         """POST ``body`` and yield each Server-Sent Event's JSON ``data`` until ``[DONE]`` or the end.
 
         Closing the generator (or :meth:`abort` from another thread) closes the connection,
-        which makes llama-server and the other engines stop generating.
+        which makes llama-server and the other engines stop generating. ``close`` asks for a
+        connection of its own, closed after the answer (for servers that close it anyway).
         """
         import httpx
 
         reply = None
         for attempt in range(2):
-            request = self._http.build_request("POST", path, json=body)
+            request = self._http.build_request("POST", path, json=body,
+                                               headers={"Connection": "close"} if close else None)
             try:
                 reply = self._http.send(request, stream=True)
                 break
