@@ -84,8 +84,11 @@ def register_backends(register: Callable[[str, Callable[..., Any]], None]) -> No
 
     ``factory(settings)`` returns a :class:`desktop_app.api.Backend` (e.g. a client for an
     OpenAI-compatible server); one that lacks part of it is refused with the missing names.
-    The setting ``model.backend`` picks one by name; the built-in one is ``"llama.cpp"``.
-    Called on the main thread at start-up; must not block.
+    It is made when first needed. The models its optional ``models()`` lists
+    (:class:`desktop_app.api.BackendModel`, references ``NAME:…``) join the model picker, and
+    loading one of them runs it on this backend (the remote engines plugin works so). The
+    setting ``model.backend`` picks the backend for model files; the built-in one is
+    ``"llama.cpp"``. Called on the main thread at start-up; must not block.
     """
 
 
