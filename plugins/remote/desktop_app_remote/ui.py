@@ -133,17 +133,15 @@ class EnginesDialog(QDialog):
 
     # -- actions ------------------------------------------------------------------------------
     def add_engine(self) -> None:
-        """Add the engine in the form (its key to the keyring), then check it in the background."""
+        """Add the engine in the form, then (in the background: a keyring may wait for the user
+        to unlock it) keep its key and check it."""
         from desktop_app_remote.engines import check_name, store_key
 
-        name, url, key = self.name.text().strip(), self.url.text().strip(), self.key.text()
+        name, url, key = self.name.text().strip(), self.url.text().strip(), self.key.text().strip()
         try:
             check_name(name)
             replace = any(e.name == name for e in self.state.store.all())
             self.state.store.add(name, url, replace=replace)
-            if key.strip():
-                store_key(name, key)
-                self.state.store.set_has_key(name, True)
         except ParleyError as exc:
             self.show_status(str(exc), error=True)
             return
@@ -151,7 +149,16 @@ class EnginesDialog(QDialog):
         self.name.clear()
         self.url.clear()
         self.fill()
-        self.check(name)
+        if not key:
+            self.check(name)
+            return
+
+        def keep() -> None:
+            store_key(name, key)
+            self.state.store.set_has_key(name, True)
+
+        self.show_status(f"Keeping {name}'s key in the system keyring…")
+        run_task(keep, lambda _=None: self.check(name), lambda message: self.show_status(message, error=True))
 
     def check(self, name: str | None) -> None:
         """Ask engine ``name`` what it serves, off the GUI thread."""

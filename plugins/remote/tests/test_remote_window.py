@@ -80,3 +80,15 @@ def test_a_wrong_address_shows_why_in_the_dialog(qtbot, window):
     dialog.url.setText("gpu-box:8080")
     dialog.add_button.click()
     assert "is not a server address" in dialog.status.text() and dialog.table.rowCount() == 0
+
+
+def test_a_key_typed_in_the_dialog_goes_to_the_keyring_and_is_used(qtbot, window, keyed_server, file_keyring):
+    dialog = open_dialog(window)
+    dialog.name.setText("keyed")
+    dialog.url.setText(keyed_server.url)
+    dialog.key.setText("sesame-123")
+    dialog.add_button.click()
+    assert dialog.key.text() == ""  # not left in the form
+    qtbot.waitUntil(lambda: "serves smollm2" in dialog.status.text(), timeout=60_000)
+    assert file_keyring.get_password("parley-remote-engines", "keyed") == "sesame-123"
+    assert dialog.table.item(0, 2).text() == "yes"
