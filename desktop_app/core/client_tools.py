@@ -27,21 +27,28 @@ TOOL_CHOICES = ("auto", "required", "none")
 class ToolReply:
     """A reply being prepared: the messages and options to generate with, and how to read it."""
 
-    def __init__(self, protocol: ToolProtocol, messages: list[ChatMessage], options: GenerationOptions,
+    def __init__(self, protocol: ToolProtocol | None, messages: list[ChatMessage], options: GenerationOptions,
                  required: bool, on_token: Callable[[str], None] | None, may_call: bool = True):
         self.protocol = protocol
         self.messages = messages
         self.options = options
         self.may_call = may_call
         # A reply that may be a call is held back from the stream until it is known to be text.
-        self.hider = CallHider(on_token, protocol.trigger, required, protocol.calls_after_text) if may_call else None
+        self.hider = CallHider(on_token, protocol.trigger, required, protocol.calls_after_text) \
+            if may_call and protocol is not None else None
         #: What to stream the reply's tokens to.
         self.on_token = self.hider or on_token
+
+    @classmethod
+    def plain(cls, messages: list[ChatMessage], options: GenerationOptions,
+              on_token: Callable[[str], None] | None) -> "ToolReply":
+        """A reply without tools: the messages as they are, the text as the model writes it."""
+        return cls(None, messages, options, False, on_token, may_call=False)
 
     @property
     def template_tools(self) -> list[dict[str, Any]] | None:
         """The ``tools`` the chat template gets (native protocol), else None."""
-        return self.protocol.template_tools() if self.may_call else None
+        return self.protocol.template_tools() if self.may_call and self.protocol is not None else None
 
     def read(self, text: str, finish_reason: str) -> tuple[str, list[ToolCall]]:
         """(the text of the reply without its calls, the calls in order)."""

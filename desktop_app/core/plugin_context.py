@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from desktop_app.core.client_tools import prepare_tool_reply
+from desktop_app.core.client_tools import ToolReply, prepare_tool_reply
 from desktop_app.core.engine import DoneEvent, ErrorEvent, TokenEvent
 from desktop_app.core.errors import EngineError
 from desktop_app.core.turn import ChatMessage, ContextBlock, GenerationOptions, Tool, TraceEntry, Turn, TurnResult
@@ -392,14 +392,8 @@ class PluginContext:
         ``tool_choice`` "required" makes the reply a call, "none" offers no tools.
         Raises EngineError when no model is loaded or it fails, ValueError for bad tool input.
         """
-        messages = list(messages)
-        options = options or GenerationOptions()
-        reply = None
-        if tools or any(m.role == "tool" or m.tool_calls for m in messages):
-            template = getattr(self._engine, "chat_template", None)
-            reply = prepare_tool_reply(messages, options, tools or [], tool_choice,
-                                       template.source if template is not None else None, on_token)
-            messages, options, on_token = reply.messages, reply.options, reply.on_token
+        reply = self._tool_reply(messages, options or GenerationOptions(), tools, tool_choice, on_token)
+        messages, options, on_token = reply.messages, reply.options, reply.on_token
 
         def run() -> TurnResult:
             if stop is not None and stop.is_set():  # given up while it waited: nothing to do
@@ -407,7 +401,7 @@ class PluginContext:
             if not self._engine.loaded:
                 raise EngineError("No model is loaded.")
             self._engine.set_adapters(list(adapters))
-            template_tools = reply.template_tools if reply is not None else None
+            template_tools = reply.template_tools
             with StopWatch(self._engine, stop) as watch:
                 for event in self._engine.stream_chat(messages, options, template_tools):
                     watch.check()
@@ -418,12 +412,35 @@ class PluginContext:
                     elif isinstance(event, DoneEvent):
                         watch.finished(event.finish_reason)
                         result = TurnResult(event.text, event.finish_reason, event.stats.as_dict(), event.prompt)
-                        if reply is not None:
-                            result.text, result.tool_calls = reply.read(event.text, event.finish_reason)
+                        result.text, result.tool_calls = reply.read(event.text, event.finish_reason)
                         return result
             raise EngineError("The model stopped without finishing the answer.")
 
         return self._runner.run(run)
+
+    def prompt_for(self, messages: Sequence[ChatMessage], *, tools: Sequence[Tool] | None = None,
+                   tool_choice: str = "auto") -> str:
+        """The exact prompt text :meth:`complete` would give the model for these arguments:
+        the model's chat template over the messages, with the tools in the model's protocol
+        (their descriptions in the system prompt, or the template's own tools block).
+
+        Count it with ``context.model.count_tokens`` to know whether a request fits before it
+        is queued. Raises EngineError when no model is loaded, ValueError for bad tool input.
+        """
+        reply = self._tool_reply(messages, GenerationOptions(), tools, tool_choice, None)
+        return self.model.render(reply.messages, reply.template_tools)
+
+    def _tool_reply(self, messages: Sequence[ChatMessage], options: GenerationOptions,
+                    tools: Sequence[Tool] | None, tool_choice: str,
+                    on_token: Callable[[str], None] | None) -> ToolReply:
+        """How :meth:`complete` writes the request for the model (one place, so what
+        :meth:`prompt_for` counts is what the model gets)."""
+        messages = list(messages)
+        if not tools and not any(m.role == "tool" or m.tool_calls for m in messages):
+            return ToolReply.plain(messages, options, on_token)
+        template = getattr(self._engine, "chat_template", None)
+        return prepare_tool_reply(messages, options, tools or [], tool_choice,
+                                  template.source if template is not None else None, on_token)
 
 
     def run_turn(self, messages: Sequence[ChatMessage], *, setup: dict[str, Any] | None = None,

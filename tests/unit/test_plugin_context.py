@@ -236,6 +236,9 @@ def test_complete_with_tools_hands_the_calls_back_and_reads_their_results():
         assert first.text == "" and streamed == []  # the call is not shown as text
         asked = harness.engine.history[-1]
         assert "shout(text: string (What to say.))" in asked.messages[0].content
+        # What a caller counts before queuing is exactly what the model got, tools included.
+        assert context.prompt_for([ChatMessage("user", "Shout hi")], tools=[tool]) == asked.prompt
+        assert "shout" not in context.prompt_for([ChatMessage("user", "Shout hi")])
         assert asked.options.grammar  # calls are held to the tools' schemas
         second = context.complete([
             ChatMessage("user", "Shout hi"),

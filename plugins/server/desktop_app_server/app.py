@@ -324,7 +324,8 @@ async def _chat(gateway: Gateway, req: ChatCompletionRequest, request: Request) 
         job = _profile_answers(gateway, profile, messages, _overrides(req, options), req.n)
     else:
         if model["loaded"]:
-            await asyncio.to_thread(gateway.check_fits, messages, options.max_tokens)
+            await asyncio.to_thread(gateway.check_fits, messages, options.max_tokens, tools=tools,
+                                    tool_choice=tool_choice)
         job = _n_answers(gateway, messages, options, req.n, tools, tool_choice)
     entry = LogEntry(new_id("req"), "POST", "/v1/chat/completions", req.model)
     cid, created = new_id("chatcmpl"), now()

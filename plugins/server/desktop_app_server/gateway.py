@@ -195,14 +195,23 @@ class Gateway:
     def _is_loaded(self, name: str) -> bool:
         return any(m["name"] == name and m["loaded"] for m in self.chat_models())
 
-    def check_fits(self, messages: Sequence[ChatMessage], max_tokens: int, param: str = "messages") -> None:
+    def check_fits(self, messages: Sequence[ChatMessage], max_tokens: int, param: str = "messages", *,
+                   tools: Sequence[Tool] | None = None, tool_choice: str = "auto") -> None:
         """400 ``context_length_exceeded`` when the prompt leaves the answer no room (Parley would
-        otherwise shorten the conversation to fit; an API client asked for exactly this prompt)."""
+        otherwise shorten the conversation to fit; an API client asked for exactly this prompt).
+
+        The prompt is counted as the model gets it: with the tools' descriptions and the
+        calling convention of the model's tool protocol, which can be longer than the messages.
+        """
         model = self.context.model
         if not model.loaded:
             return
         try:
-            prompt = model.count_tokens(model.render(list(messages)))
+            text = self.context.prompt_for(list(messages), tools=list(tools) if tools else None,
+                                           tool_choice=tool_choice)
+            prompt = model.count_tokens(text)
+        except ValueError as exc:  # tool messages that answer no call, a bad tool_choice
+            raise ApiError(400, str(exc), param=param) from None
         except AttributeError:  # a backend that cannot count: checked after the answer (see complete)
             return
         n_ctx = model.context_length
