@@ -122,7 +122,7 @@ def _add_routes(api: FastAPI, gateway: Gateway) -> None:
 
     @api.get("/health", include_in_schema=False)
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model_loaded": context.model.loaded, "waiting": gateway.queue.waiting}
+        return {"status": "ok", "model_loaded": context.model.loaded, "waiting": gateway.waiting}
 
     @api.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -482,8 +482,18 @@ async def _embeddings(gateway: Gateway, req: EmbeddingRequest, request: Request)
     gateway.embedder(req.model)
     entry = gateway.log.add(LogEntry(new_id("req"), "POST", "/v1/embeddings", req.model))
     started = time.monotonic()
+    bridge = Bridge(asyncio.get_running_loop())
     try:
-        vectors = await asyncio.to_thread(gateway.embed, req.model, texts)
+        # Bounded like chat: past the limit a 429 with Retry-After, not an unbounded pile of threads.
+        bridge.attach(gateway.submit_embedding(lambda: gateway.embed(req.model, texts)))
+    except ApiError as exc:
+        entry.status, entry.error = exc.status, exc.message
+        raise
+    try:
+        vectors = await wait_or_disconnect(request.receive, bridge)
+    except asyncio.CancelledError:  # the client left; a request still waiting never runs
+        entry.status, entry.error = 499, "the client went away"
+        raise
     except Exception as exc:
         entry.status, entry.error = 500, str(exc)
         log.exception("embedding failed")

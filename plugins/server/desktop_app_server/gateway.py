@@ -96,10 +96,31 @@ class Gateway:
         self.config = config
         self.profiles = ProfileStore.of(context)
         self.queue = RequestQueue(lambda: self.config.queue_limit)
+        #: Embedding requests wait in a queue of their own, bounded the same way: they need no
+        #: chat model, so they never wait behind an answer being written, but they are CPU-heavy
+        #: and one runs at a time.
+        self.embed_queue = RequestQueue(lambda: self.config.queue_limit, name="parley-api-embeddings")
         self.log = RequestLog()
         #: The stop switches of the requests being answered or waiting (see ``stop_all``).
         self.active: set[Any] = set()
-        self._embed_lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        """Requests accepted that have not started (chat and embeddings)."""
+        return self.queue.waiting + self.embed_queue.waiting
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being answered."""
+        return self.queue.busy or self.embed_queue.busy
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests, drop the waiting ones, wait up to ``timeout`` for the running ones."""
+        self.queue.close(timeout=0)
+        self.embed_queue.close(timeout=0)
+        if timeout:
+            self.queue.close(timeout)
+            self.embed_queue.close(timeout)
 
     def stop_all(self) -> None:
         """Stop every answer being written and drop the waiting ones (the server is stopping)."""
@@ -168,10 +189,14 @@ class Gateway:
         return embedders[name]
 
     def embed(self, name: str, texts: list[str]) -> list[list[float]]:
-        """Embed ``texts`` (one embedding at a time: it is CPU-heavy, but needs no engine)."""
+        """Embed ``texts`` (runs inside a job of :meth:`submit_embedding`)."""
         embed = self.embedder(name)
-        with self._embed_lock:
-            return [list(map(float, vector)) for vector in embed(texts)]
+        return [list(map(float, vector)) for vector in embed(texts)]
+
+    def submit_embedding(self, work: Callable[[], Any]) -> Future:
+        """Queue ``work`` (which calls :meth:`embed`) behind the embedding requests before it.
+        Raises ApiError 429 when the queue is full, as for chat."""
+        return self._enqueue(self.embed_queue, work, "The embedding model")
 
     # -- model calls ---------------------------------------------------------------------------
     def submit(self, model: dict[str, Any], work: Callable[[], Any]) -> Future:
@@ -183,12 +208,16 @@ class Gateway:
                 self.context.load_model(model["name"])
             return work()
 
+        return self._enqueue(self.queue, job, "The model")
+
+    @staticmethod
+    def _enqueue(queue: RequestQueue, job: Callable[[], Any], what: str) -> Future:
         try:
-            return self.queue.submit(job)
+            return queue.submit(job)
         except QueueFull as exc:
-            raise ApiError(429, f"The model is busy: {exc.waiting} requests are already waiting (the server's "
-                           "queue limit). Try again shortly.", type="requests", code="rate_limit_exceeded",
-                           headers={"Retry-After": str(exc.retry_after)}) from None
+            raise ApiError(429, f"{what} is busy: {exc.waiting} requests are already waiting (the server's "
+                           "queue limit, setting queue_limit). Try again shortly.", type="requests",
+                           code="rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after)}) from None
         except RuntimeError as exc:
             raise ApiError(503, str(exc), type="server_error", code="server_stopping") from None
 
