@@ -220,6 +220,11 @@ class ChatService:
         history, with a conversation's ``setup`` (``system_prompt``, ``plugins``: each plugin's
         choice). The exchange is stored as a conversation, and deleted afterwards unless ``keep``.
         Tool calls that would ask the user are refused: there is no one to ask.
+
+        With ``keep``, only a whole exchange stays: a turn that fails, raises or is stopped
+        leaves nothing behind (no question without its answer, no half-written answer). The
+        window keeps such answers for the user to see and retry; a program that asked gets
+        the error instead, and nobody would ever look at the remains.
         """
         if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
             raise ValueError("The last message must be the user's, with some text.")
@@ -233,6 +238,7 @@ class ChatService:
         meta[FIXED_SETUP] = True  # only the setup applies, not what the window's panels have picked
         conversation = self.store.create_conversation(
             str(setup.get("title") or messages[-1].content[:60]), system_prompt=system, meta=meta)
+        whole = False  # set once the answer is complete: anything less is not kept
         try:
             for message in messages[:-1]:
                 if message.role in ("user", "assistant") and message.content:
@@ -253,13 +259,15 @@ class ChatService:
             trace = [TraceEntry.from_dict(e) for e in (stored or {}).get("entries", [])]
             sources = [ContextBlock(**e.content) for e in trace if e.kind == "context" and isinstance(e.content, dict)]
             if isinstance(outcome, TurnFailed):
-                return TurnRun("", "error", {}, trace, sources, error=outcome.error,
-                               conversation_id=conversation.id if keep else None)
+                log.warning("an answer to a program failed (not kept): %s", outcome.error)
+                return TurnRun("", "error", {}, trace, sources, error=outcome.error)
+            whole = outcome.result.finish_reason != "cancelled"
+            kept = keep and whole
             return TurnRun(outcome.result.text, outcome.result.finish_reason, dict(outcome.result.stats), trace,
-                           sources, outcome.result.prompt, conversation.id if keep else None,
-                           message.id if keep else None)
+                           sources, outcome.result.prompt, conversation.id if kept else None,
+                           message.id if kept else None)
         finally:
-            if not keep:
+            if not (keep and whole):
                 self.store.delete_conversation(conversation.id)
 
     def _run(

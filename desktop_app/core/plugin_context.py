@@ -452,7 +452,8 @@ class PluginContext:
         choice}}`` (a template, document collections, adapters, tools...), so every plugin
         applies its part. Tools that would ask the user are not run (there is no one to ask).
         ``options`` override generation options. With ``store`` the exchange is kept as a
-        conversation; otherwise nothing of it stays. Queued like a turn; never call it on the
+        conversation, once its answer is whole (a turn that fails or is stopped leaves nothing);
+        otherwise nothing of it stays. Queued like a turn; never call it on the
         GUI thread. Raises ValueError when the last message is not the user's.
         """
         return self._runner.run(lambda: self._app.run_turn(list(messages), setup or {}, options, on_token,

@@ -278,6 +278,18 @@ def test_run_turn_answers_with_the_whole_pipeline_and_keeps_nothing_unless_asked
             context.run_turn([ChatMessage("assistant", "Hi")])
 
 
+def test_run_turn_stores_only_a_whole_exchange():
+    with PluginHarness(plugins=[make_plugin("api")], replies=[RuntimeError("out of memory"), "one two three"]) as harness:
+        context = harness.context()
+        failed = context.run_turn([ChatMessage("user", "Hi")], store=True)
+        assert failed.error == "out of memory" and failed.conversation_id is None
+        assert context.conversations.list() == []  # no question left without its answer
+        harness.engine.stop_after = 1
+        stopped = context.run_turn([ChatMessage("user", "Hi")], store=True)
+        assert stopped.finish_reason == "cancelled" and stopped.conversation_id is None
+        assert context.conversations.list() == []  # nor a half-written answer
+
+
 def test_run_turn_refuses_a_tool_that_would_ask_the_user():
     asking = tool_from_function(shout, requires_approval=True, always_offered=True)
     plugin = make_plugin("asker", register_tools=lambda register: register(asking))

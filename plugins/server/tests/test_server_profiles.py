@@ -112,3 +112,29 @@ def test_a_damaged_profiles_file_is_kept_aside(tmp_path):
     assert list(tmp_path.glob("api-profiles.json.corrupt-*"))
     store.save(Profile("fresh"))
     assert [p.name for p in ProfileStore(path).all()] == ["fresh"]
+
+
+def test_a_profile_that_stores_conversations_keeps_nothing_of_a_failed_turn(scripted):
+    """No question without its answer stays behind: a failed turn's conversation goes, streamed or
+    not; a whole one is kept."""
+    import openai
+
+    from desktop_app_server.profiles import Profile
+
+    server = scripted()
+    server.controller.gateway.profiles.save(Profile("kept", store_conversations=True))
+    server.engine.enqueue(RuntimeError("The model ran out of memory."),
+                          RuntimeError("The model ran out of memory."), "Fine, thanks.")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    messages = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"},
+                {"role": "user", "content": "How are you?"}]
+    with pytest.raises(openai.InternalServerError, match="ran out of memory"):
+        client.chat.completions.create(model="profile:kept", messages=messages)
+    assert server.app.store.list_conversations() == []
+    with pytest.raises(openai.APIError, match="ran out of memory"):
+        list(client.chat.completions.create(model="profile:kept", messages=messages, stream=True))
+    assert server.app.store.list_conversations() == []
+    reply = client.chat.completions.create(model="profile:kept", messages=messages)
+    kept = reply.model_extra["parley"]["conversation_id"]
+    assert [m.content for m in server.app.store.history(kept)] == ["Hello", "Hi!", "How are you?", "Fine, thanks."]
+    assert [c.id for c in server.app.store.list_conversations()] == [kept]
