@@ -244,6 +244,10 @@ class TurnRun:
     message_id: int | None = None
     #: Why the turn failed, or None.
     error: str | None = None
+    #: A strategy's words about the answer for people (e.g. how its samples voted), not part of ``text``.
+    note: str = ""
+    #: Every answer a strategy sampled, in order (empty without a strategy).
+    samples: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -445,7 +449,8 @@ class PluginContext:
 
     def run_turn(self, messages: Sequence[ChatMessage], *, setup: dict[str, Any] | None = None,
                  options: dict[str, Any] | None = None, on_token: Callable[[str], None] | None = None,
-                 stop: threading.Event | None = None, store: bool = False) -> TurnRun:
+                 stop: threading.Event | None = None, store: bool = False,
+                 on_progress: Callable[[str], None] | None = None) -> TurnRun:
         """Answer the last user message with Parley's whole turn pipeline, earlier ones as history.
 
         ``setup`` is what a conversation keeps: ``{"system_prompt": ..., "plugins": {plugin:
@@ -455,9 +460,14 @@ class PluginContext:
         conversation, once its answer is whole (a turn that fails or is stopped leaves nothing);
         otherwise nothing of it stays. Queued like a turn; never call it on the
         GUI thread. Raises ValueError when the last message is not the user's.
+
+        ``on_token(text)`` receives only the answer. A strategy that owns the turn (e.g.
+        self-consistency) streams its samples and its progress lines to ``on_progress`` instead,
+        and its answer reaches ``on_token`` in one piece when it has chosen; its words about the
+        answer (how the samples voted) are in ``note``, not in ``text``.
         """
         return self._runner.run(lambda: self._app.run_turn(list(messages), setup or {}, options, on_token,
-                                                           stop, store))
+                                                           stop, store, on_progress=on_progress))
 
 
 class StopWatch:

@@ -299,3 +299,7 @@ class TurnResult:
     samples: list[str] = field(default_factory=list)
     #: Calls the model asked for that the caller runs (``PluginContext.complete`` with tools).
     tool_calls: list[Any] = field(default_factory=list)
+    #: What a strategy says about the answer for people (e.g. how its samples voted). It is
+    #: stored and shown under the answer, but it is not the answer: ``text`` stays what the
+    #: model answered (the API serves only that as ``content``).
+    note: str = ""

@@ -264,7 +264,8 @@ def _profile_answers(gateway: Gateway, profile: Any, messages: list, overrides: 
             seeded = dict(overrides)
             if i and seeded.get("seed", -1) >= 0:
                 seeded["seed"] += i  # choices differ, as for a model
-            result = gateway.run_profile(profile, messages, seeded, on_token=bridge.token(i), stop=bridge.stop)
+            result = gateway.run_profile(profile, messages, seeded, on_token=bridge.token(i),
+                                         on_progress=bridge.progress(i), stop=bridge.stop)
             results.append(result)
             bridge.post("choice", i, result)
         return results
@@ -372,6 +373,11 @@ async def _chat(gateway: Gateway, req: ChatCompletionRequest, request: Request) 
             if kind == "token":
                 yield chunk([{"index": index, "delta": {"content": item[2]}, "logprobs": None,
                               "finish_reason": None}], **extra)
+            elif kind == "progress":
+                # A strategy at work (its samples, "Sample 2 of 5…"): not the answer, so not content;
+                # the chunk keeps the stream alive and shows the work to clients that read Parley's field.
+                yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": None}],
+                            **extra, parley={"progress": item[2]})
             elif kind == "choice":
                 result: TurnResult = item[2]
                 calls = _tool_calls(result)

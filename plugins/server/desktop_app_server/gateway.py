@@ -265,11 +265,16 @@ class Gateway:
 
     def run_profile(self, profile: Profile, messages: Sequence[ChatMessage], overrides: dict[str, Any], *,
                     on_token: Callable[[str], None] | None = None,
+                    on_progress: Callable[[str], None] | None = None,
                     stop: threading.Event | None = None) -> ProfileResult:
-        """One answer through Parley's whole pipeline with a profile's setup (runs inside a queued job)."""
+        """One answer through Parley's whole pipeline with a profile's setup (runs inside a queued job).
+
+        ``on_token`` gets only the answer; a strategy's samples and progress lines go to
+        ``on_progress``, and what it says about the answer to ``parley["strategy"]``.
+        """
         try:
             run = self.context.run_turn(messages, setup=profile.setup(), options=overrides, on_token=on_token,
-                                        stop=stop, store=profile.store_conversations)
+                                        on_progress=on_progress, stop=stop, store=profile.store_conversations)
         except ValueError as exc:
             raise ApiError(400, str(exc), param="messages") from None
         if run.error:
@@ -277,9 +282,13 @@ class Gateway:
         sources = [{"index": i, "source": b.source, "text": b.text, "score": b.score, **b.metadata}
                    for i, b in enumerate(run.sources, 1)]
         parts = sorted({e.plugin for e in run.trace})
-        return ProfileResult(run.text, run.finish_reason, run.stats, run.prompt, parley={
-            "profile": profile.name, "sources": sources, "plugins": parts, "conversation_id": run.conversation_id,
-            "message_id": run.message_id})
+        parley: dict[str, Any] = {"profile": profile.name, "sources": sources, "plugins": parts,
+                                  "conversation_id": run.conversation_id, "message_id": run.message_id}
+        if run.samples or run.note:
+            # A strategy chose the answer: how (the samples, the votes) is Parley's addition, not content.
+            parley["strategy"] = {"name": run.stats.get("strategy"), "note": run.note.strip(),
+                                  "samples": run.samples, "votes": run.stats.get("votes")}
+        return ProfileResult(run.text, run.finish_reason, run.stats, run.prompt, parley=parley)
 
 
 def _too_long(prompt: int, n_ctx: int, max_tokens: int, param: str) -> ApiError:
