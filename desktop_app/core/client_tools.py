@@ -28,8 +28,11 @@ class ToolReply:
     """A reply being prepared: the messages and options to generate with, and how to read it."""
 
     def __init__(self, protocol: ToolProtocol | None, messages: list[ChatMessage], options: GenerationOptions,
-                 required: bool, on_token: Callable[[str], None] | None, may_call: bool = True):
+                 required: bool, on_token: Callable[[str], None] | None, may_call: bool = True,
+                 parallel: bool = True):
         self.protocol = protocol
+        #: Whether the reply may hold several calls (OpenAI's ``parallel_tool_calls``).
+        self.parallel = parallel
         self.messages = messages
         self.options = options
         self.may_call = may_call
@@ -66,6 +69,9 @@ class ToolReply:
             if self.hider.state == "hidden" and self.hider.on_token and text:
                 self.hider.on_token(text)  # it looked like a call but was none
             return text, []
+        if not self.parallel:
+            # The grammar allows one call, but a call after free text is not bound by it.
+            calls = calls[:1]
         for call in calls:
             # Unique across a conversation: clients index calls by id.
             call.id = call.id or f"call_{uuid.uuid4().hex[:24]}"
@@ -74,9 +80,10 @@ class ToolReply:
 
 def prepare_tool_reply(messages: Sequence[ChatMessage], options: GenerationOptions, tools: Sequence[Tool],
                        tool_choice: str, template_source: str | None,
-                       on_token: Callable[[str], None] | None = None) -> ToolReply:
+                       on_token: Callable[[str], None] | None = None, *, parallel: bool = True) -> ToolReply:
     """Set up one reply that may call ``tools``: ``tool_choice`` "auto", "required" or "none"
     (no call now; earlier calls and results are still shown to the model in its protocol).
+    Without ``parallel`` the reply holds one call at most.
 
     Raises ValueError for an unknown ``tool_choice`` and for tool results that answer no call.
     """
@@ -95,7 +102,8 @@ def prepare_tool_reply(messages: Sequence[ChatMessage], options: GenerationOptio
         else:
             prepared.insert(0, ChatMessage("system", instructions))
     required = tool_choice == "required"
-    return ToolReply(protocol, prepared, call_options(protocol, options, required), required, on_token)
+    return ToolReply(protocol, prepared, call_options(protocol, options, required, parallel), required, on_token,
+                     parallel=parallel)
 
 
 def _in_protocol(messages: list[ChatMessage], protocol: ToolProtocol) -> list[ChatMessage]:

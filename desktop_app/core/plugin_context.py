@@ -381,7 +381,8 @@ class PluginContext:
     def complete(self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None, *,
                  on_token: Callable[[str], None] | None = None,
                  stop: threading.Event | None = None, adapters: Iterable[Any] = (),
-                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto") -> TurnResult:
+                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto",
+                 parallel_tool_calls: bool = True) -> TurnResult:
         """Ask the loaded model for one answer to ``messages``; blocks until it is written.
 
         In the window the call waits its turn on the engine's worker, behind the answer being
@@ -393,10 +394,12 @@ class PluginContext:
         ``adapters`` are given. With ``tools`` the model may ask for calls instead of (or after)
         text: they are returned in ``result.tool_calls`` and never run here; earlier calls and
         their results come as an assistant message with ``tool_calls`` and ``tool`` messages.
-        ``tool_choice`` "required" makes the reply a call, "none" offers no tools.
+        ``tool_choice`` "required" makes the reply a call, "none" offers no tools;
+        ``parallel_tool_calls`` False allows one call per reply at most.
         Raises EngineError when no model is loaded or it fails, ValueError for bad tool input.
         """
-        reply = self._tool_reply(messages, options or GenerationOptions(), tools, tool_choice, on_token)
+        reply = self._tool_reply(messages, options or GenerationOptions(), tools, tool_choice, on_token,
+                                 parallel_tool_calls)
         messages, options, on_token = reply.messages, reply.options, reply.on_token
 
         def run() -> TurnResult:
@@ -436,7 +439,7 @@ class PluginContext:
 
     def _tool_reply(self, messages: Sequence[ChatMessage], options: GenerationOptions,
                     tools: Sequence[Tool] | None, tool_choice: str,
-                    on_token: Callable[[str], None] | None) -> ToolReply:
+                    on_token: Callable[[str], None] | None, parallel: bool = True) -> ToolReply:
         """How :meth:`complete` writes the request for the model (one place, so what
         :meth:`prompt_for` counts is what the model gets)."""
         messages = list(messages)
@@ -444,7 +447,7 @@ class PluginContext:
             return ToolReply.plain(messages, options, on_token)
         template = getattr(self._engine, "chat_template", None)
         return prepare_tool_reply(messages, options, tools or [], tool_choice,
-                                  template.source if template is not None else None, on_token)
+                                  template.source if template is not None else None, on_token, parallel=parallel)
 
 
     def run_turn(self, messages: Sequence[ChatMessage], *, setup: dict[str, Any] | None = None,

@@ -235,7 +235,8 @@ async def _job_outcome(bridge: Bridge, item: tuple) -> list[TurnResult]:
 
 
 def _n_answers(gateway: Gateway, messages: list, options: GenerationOptions, n: int, tools: list,
-               tool_choice: str, param: str = "messages") -> Callable[[Bridge], list[TurnResult]]:
+               tool_choice: str, param: str = "messages",
+               parallel_tool_calls: bool = True) -> Callable[[Bridge], list[TurnResult]]:
     """The job: ``n`` answers one after another, each posted when done."""
 
     def job(bridge: Bridge) -> list[TurnResult]:
@@ -244,7 +245,8 @@ def _n_answers(gateway: Gateway, messages: list, options: GenerationOptions, n: 
             if bridge.stop.is_set():
                 break
             result = gateway.complete(messages, choice_options(options, i), tools=tools, tool_choice=tool_choice,
-                                      on_token=bridge.token(i), stop=bridge.stop, param=param)
+                                      parallel_tool_calls=parallel_tool_calls, on_token=bridge.token(i),
+                                      stop=bridge.stop, param=param)
             results.append(result)
             bridge.post("choice", i, result)
         return results
@@ -327,7 +329,8 @@ async def _chat(gateway: Gateway, req: ChatCompletionRequest, request: Request) 
         if model["loaded"]:
             await asyncio.to_thread(gateway.check_fits, messages, options.max_tokens, tools=tools,
                                     tool_choice=tool_choice)
-        job = _n_answers(gateway, messages, options, req.n, tools, tool_choice)
+        job = _n_answers(gateway, messages, options, req.n, tools, tool_choice,
+                         parallel_tool_calls=req.parallel_tool_calls is not False)
     entry = LogEntry(new_id("req"), "POST", "/v1/chat/completions", req.model)
     cid, created = new_id("chatcmpl"), now()
 

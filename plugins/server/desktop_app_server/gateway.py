@@ -248,13 +248,14 @@ class Gateway:
             raise _too_long(prompt, n_ctx, max_tokens, param)
 
     def complete(self, messages: Sequence[ChatMessage], options: GenerationOptions, *,
-                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto",
+                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto", parallel_tool_calls: bool = True,
                  on_token: Callable[[str], None] | None = None, stop: threading.Event | None = None,
                  param: str = "messages") -> TurnResult:
         """One answer from the loaded model (runs inside a queued job)."""
         try:
             result = self.context.complete(messages, options, on_token=on_token, stop=stop,
-                                           tools=list(tools) if tools else None, tool_choice=tool_choice)
+                                           tools=list(tools) if tools else None, tool_choice=tool_choice,
+                                           parallel_tool_calls=parallel_tool_calls)
         except ValueError as exc:  # tool messages that answer no call, a bad tool_choice
             raise ApiError(400, str(exc), param=param) from None
         if result.stats.get("dropped_messages"):

@@ -73,8 +73,9 @@ HERMES = (
 
 @pytest.fixture
 def scripted(paths):
-    """A Parley whose model is scripted, with its API server running: ``make(template=None)``
-    returns an object with ``engine`` (a :class:`desktop_app.testing.FakeEngine`: queue its
+    """A Parley whose model is scripted, with its API server running: ``make(native_tools=False)``
+    (True: a chat template that knows tools, writing Hermes-style ``<tool_call>`` blocks; else
+    ChatML, which knows none) returns an object with ``engine`` (a :class:`desktop_app.testing.FakeEngine`: queue its
     replies with ``enqueue``), ``app``, ``url`` and ``controller``. For what a real model's
     sampling cannot be made to do on demand (fail, write several calls, vote)."""
     import types
@@ -85,8 +86,8 @@ def scripted(paths):
 
     made = []
 
-    def make(template: str | None = None):
-        engine = FakeEngine(template_source=template)
+    def make(native_tools: bool = False):
+        engine = FakeEngine(template_source=HERMES if native_tools else None)
         engine.model_path = paths.data_dir / "scripted-model.gguf"
         app = build_context(paths, engine=engine)
         controller = ServerController(app.plugin_context("server"))
