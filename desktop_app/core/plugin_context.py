@@ -199,6 +199,13 @@ class ModelAccess:
         """The context window of the loaded model, in tokens."""
         return int(self._engine.context_length)
 
+    @property
+    def vocab_size(self) -> int | None:
+        """How many tokens the loaded model knows (token ids are 0 to vocab_size - 1); None for
+        a backend that cannot tell."""
+        size = getattr(self._engine, "vocab_size", None)
+        return int(size) if size is not None else None
+
     def render(self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
         """The exact prompt text the model's chat template makes of ``messages``."""
         return self._engine.render(list(messages), tools)

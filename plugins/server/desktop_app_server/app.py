@@ -279,7 +279,9 @@ def _profile_answers(gateway: Gateway, profile: Any, messages: list, overrides: 
 #: template's preset, say) and Parley's settings.
 _CLIENT_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
                    "repeat_penalty": "repeat_penalty", "max_tokens": "max_tokens",
-                   "max_completion_tokens": "max_tokens", "stop": "stop", "seed": "seed"}
+                   "max_completion_tokens": "max_tokens", "stop": "stop", "seed": "seed",
+                   "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+                   "logit_bias": "logit_bias"}
 
 
 def _overrides(req: Any, options: GenerationOptions) -> dict[str, Any]:

@@ -252,6 +252,11 @@ class Gateway:
                  on_token: Callable[[str], None] | None = None, stop: threading.Event | None = None,
                  param: str = "messages") -> TurnResult:
         """One answer from the loaded model (runs inside a queued job)."""
+        # Checked again here: the model may have been loaded for this request (or swapped).
+        size = self.context.model.vocab_size if options.logit_bias else None
+        if size and max(options.logit_bias) >= size:
+            raise ApiError(400, f"Invalid logit_bias key '{max(options.logit_bias)}': this model's token ids are "
+                           f"0 to {size - 1}.", param="logit_bias")
         try:
             result = self.context.complete(messages, options, on_token=on_token, stop=stop,
                                            tools=list(tools) if tools else None, tool_choice=tool_choice,

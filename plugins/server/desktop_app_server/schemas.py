@@ -1,8 +1,9 @@
 """Request bodies of the endpoints, validated by pydantic (FastAPI shows them on /docs).
 
 Unknown fields are accepted and ignored, as OpenAI's clients send fields of newer API versions
-(``store``, ``metadata``, ``service_tier`` ...); fields Parley cannot honour are refused by the
-endpoint with a clear message rather than silently ignored.
+(``store``, ``metadata``, ``service_tier`` ...) that change nothing about the answer; fields that
+would change it and that Parley cannot honour are refused by the endpoint with a clear message
+(``convert.refuse_unsupported``) rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class _Sampling(_Open):
     top_k: int | None = Field(default=None, ge=0)
     min_p: float | None = Field(default=None, ge=0, le=1)
     repeat_penalty: float | None = Field(default=None, ge=0)
+    #: Token id (as a string, JSON's keys are) -> bias from -100 (ban) to 100.
+    logit_bias: dict[str, float] | None = None
     #: llama.cpp server's extension: a GBNF grammar the answer must follow.
     grammar: str | None = None
     user: str | None = None
