@@ -37,7 +37,7 @@ from desktop_app_server.gateway import Gateway, LogEntry, ProfileResult
 from desktop_app_server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, MessagesRequest
 from desktop_app_server.security import LOOPBACK_NAMES, HostGuard, KeyGuard, KeyStore
 from desktop_app_server.streaming import Bridge, EventStream, wait_or_disconnect
-from desktop_app_server.wire import FINISH_REASONS, SSE_DONE, ApiError, error_body, new_id, now, sse, usage
+from desktop_app_server.wire import FINISH_REASONS, SSE_DONE, ApiError, new_id, now, sse, usage
 
 __all__ = ["create_app"]
 
@@ -62,18 +62,20 @@ def create_app(gateway: Gateway, keys: KeyStore) -> Any:
 
 
 # -- errors ----------------------------------------------------------------------------------------
-def _error_response(error: ApiError) -> JSONResponse:
+def _error_response(error: ApiError, request: Request | None = None) -> JSONResponse:
+    if request is not None and request.url.path == "/v1/messages":  # Anthropic's clients read their shape
+        return anthropic.error_response(error)
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def _add_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc)
+        return _error_response(exc, request)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(_validation_error(exc))
+        return _error_response(_validation_error(exc), request)
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -84,16 +86,18 @@ def _add_error_handlers(api: FastAPI) -> None:
         else:
             message = str(exc.detail)
         code = "request_too_large" if exc.status_code == 413 else None
-        return _error_response(ApiError(exc.status_code, message, code=code))
+        return _error_response(ApiError(exc.status_code, message, code=code), request)
 
     @api.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("the API server failed on %s %s", request.method, request.url.path)
-        return _error_response(ApiError(500, f"The server failed: {type(exc).__name__}: {exc}", type="server_error"))
+        return _error_response(ApiError(500, f"The server failed: {type(exc).__name__}: {exc}", type="server_error"),
+                               request)
 
     @api.exception_handler(EngineError)
     async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
-        return _error_response(ApiError(503 if "No model" in str(exc) else 500, str(exc), type="server_error"))
+        return _error_response(ApiError(503 if "No model" in str(exc) else 500, str(exc), type="server_error"),
+                               request)
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
@@ -156,8 +160,14 @@ def _add_routes(api: FastAPI, gateway: Gateway) -> None:
 # -- running one request -------------------------------------------------------------------------
 async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry: LogEntry,
                job: Callable[[Bridge], list[TurnResult]], stream: Callable[[Bridge], AsyncIterator[bytes]] | None,
-               answer: Callable[[list[TurnResult]], Any]) -> Any:
-    """Queue ``job`` for ``model``; stream its events with ``stream`` or answer with ``answer``."""
+               answer: Callable[[list[TurnResult]], Any],
+               stream_error: Callable[[ApiError], list[bytes]] | None = None) -> Any:
+    """Queue ``job`` for ``model``; stream its events with ``stream`` or answer with ``answer``.
+
+    A stream that fails ends with ``stream_error(error)``'s events (default: OpenAI's error
+    object, then ``[DONE]``).
+    """
+    stream_error = stream_error or (lambda exc: [sse(exc.body()), SSE_DONE])
     bridge = Bridge(asyncio.get_running_loop())
     gateway.log.add(entry)
     started = time.monotonic()
@@ -192,8 +202,8 @@ async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry:
                     yield chunk
             except ApiError as exc:
                 status, error = exc.status, exc.message
-                yield sse(exc.body())
-                yield SSE_DONE
+                for event in stream_error(exc):
+                    yield event
             except Exception as exc:  # the stream ends with an error event, never cut off
                 stopping = isinstance(exc, concurrent.futures.CancelledError)
                 failure = ApiError(503, "The server is stopping.", type="server_error", code="server_stopping") \
@@ -201,8 +211,8 @@ async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry:
                 if not stopping:
                     log.exception("a streamed answer failed")
                 status, error = failure.status, failure.message
-                yield sse(failure.body())
-                yield SSE_DONE
+                for event in stream_error(failure):
+                    yield event
             finally:
                 finished(499 if bridge.stop.is_set() else status, error or ("the client went away"
                                                                              if bridge.stop.is_set() else ""))
@@ -523,5 +533,3 @@ async def _embeddings(gateway: Gateway, req: EmbeddingRequest, request: Request)
             "data": [{"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-
-_ = error_body  # re-exported for the Anthropic module's errors

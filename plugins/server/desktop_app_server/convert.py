@@ -11,7 +11,7 @@ from desktop_app.api import ChatMessage, GenerationOptions, PluginContext, Tool
 from desktop_app_server.schemas import ChatCompletionRequest, ChatMessageIn, ContentPart, _Sampling
 from desktop_app_server.wire import ApiError
 
-__all__ = ["chat_messages", "chat_tools", "generation_options", "logit_bias", "refuse_unsupported"]
+__all__ = ["chat_messages", "chat_tools", "client_tool", "generation_options", "logit_bias", "refuse_unsupported"]
 
 
 def _text(content: str | list[ContentPart] | None, where: str) -> str:
@@ -51,6 +51,12 @@ def _unused(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("A client's tool runs in the client: the server returns its calls.")
 
 
+def client_tool(name: str, description: str, parameters: dict[str, Any] | None) -> Tool:
+    """A tool the caller runs: offered to the model, never run here (its calls go back)."""
+    return Tool(name, description, parameters or {"type": "object", "properties": {}}, _unused,
+                requires_approval=False, source="client")
+
+
 def chat_tools(req: ChatCompletionRequest) -> tuple[list[Tool], str]:
     """The caller's tools as Parley's (never run here: calls go back to the caller) and the
     tool choice ("auto", "required" or "none"); a named function becomes "required" with only
@@ -59,9 +65,7 @@ def chat_tools(req: ChatCompletionRequest) -> tuple[list[Tool], str]:
         if req.tool_choice not in (None, "none", "auto"):
             raise ApiError(400, "tool_choice needs tools.", param="tool_choice")
         return [], "none"
-    tools = [Tool(t.function.name, t.function.description, t.function.parameters or
-                  {"type": "object", "properties": {}}, _unused, requires_approval=False, source="client")
-             for t in req.tools]
+    tools = [client_tool(t.function.name, t.function.description, t.function.parameters) for t in req.tools]
     choice = req.tool_choice or "auto"
     if not isinstance(choice, str):
         named = [t for t in tools if t.name == choice.function.name]

@@ -225,16 +225,17 @@ class Gateway:
         return any(m["name"] == name and m["loaded"] for m in self.chat_models())
 
     def check_fits(self, messages: Sequence[ChatMessage], max_tokens: int, param: str = "messages", *,
-                   tools: Sequence[Tool] | None = None, tool_choice: str = "auto") -> None:
+                   tools: Sequence[Tool] | None = None, tool_choice: str = "auto") -> int | None:
         """400 ``context_length_exceeded`` when the prompt leaves the answer no room (Parley would
         otherwise shorten the conversation to fit; an API client asked for exactly this prompt).
 
         The prompt is counted as the model gets it: with the tools' descriptions and the
         calling convention of the model's tool protocol, which can be longer than the messages.
+        Returns its length in tokens (None when no model is loaded or it cannot be counted).
         """
         model = self.context.model
         if not model.loaded:
-            return
+            return None
         try:
             text = self.context.prompt_for(list(messages), tools=list(tools) if tools else None,
                                            tool_choice=tool_choice)
@@ -242,10 +243,11 @@ class Gateway:
         except ValueError as exc:  # tool messages that answer no call, a bad tool_choice
             raise ApiError(400, str(exc), param=param) from None
         except AttributeError:  # a backend that cannot count: checked after the answer (see complete)
-            return
+            return None
         n_ctx = model.context_length
         if prompt > n_ctx - min(max_tokens, n_ctx // 2):
             raise _too_long(prompt, n_ctx, max_tokens, param)
+        return prompt
 
     def complete(self, messages: Sequence[ChatMessage], options: GenerationOptions, *,
                  tools: Sequence[Tool] | None = None, tool_choice: str = "auto", parallel_tool_calls: bool = True,

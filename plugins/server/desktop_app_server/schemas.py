@@ -139,8 +139,18 @@ class EmbeddingRequest(_Open):
 
 
 class AnthropicBlock(_Open):
+    """A content block: ``text``; ``tool_use`` (an assistant's call: ``id``, ``name``,
+    ``input``); ``tool_result`` (the user's answer to one: ``tool_use_id``, ``content``,
+    ``is_error``). Other types are refused by the endpoint."""
+
     type: str
     text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: str | None = None
+    content: Union[str, list["AnthropicBlock"], None] = None
+    is_error: bool = False
 
 
 class AnthropicMessage(_Open):
@@ -148,8 +158,24 @@ class AnthropicMessage(_Open):
     content: Union[str, list[AnthropicBlock]]
 
 
+class AnthropicTool(_Open):
+    """A tool the caller runs: ``name``, ``description``, ``input_schema`` (a JSON schema)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    input_schema: dict[str, Any]
+    #: Anthropic's own server tools (web search, code execution...) have a type; custom ones none.
+    type: str | None = None
+
+
+class AnthropicToolChoice(_Open):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
 class MessagesRequest(_Open):
-    """Anthropic's ``POST /v1/messages`` (text only)."""
+    """Anthropic's ``POST /v1/messages``: text, and tools the caller runs."""
 
     model: str
     messages: list[AnthropicMessage] = Field(min_length=1)
@@ -160,3 +186,8 @@ class MessagesRequest(_Open):
     top_k: int | None = Field(default=None, ge=0)
     stop_sequences: list[str] | None = None
     stream: bool = False
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+
+
+AnthropicBlock.model_rebuild()  # it refers to itself: a tool_result holds blocks
