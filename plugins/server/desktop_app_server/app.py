@@ -434,6 +434,9 @@ async def _completion(gateway: Gateway, req: CompletionRequest, request: Request
     if not prompts:
         raise ApiError(400, "prompt must not be empty.", param="prompt")
     model = gateway.chat_model(req.model)
+    if model.get("profile") is not None:  # it would be answered by the bare model, without the profile
+        raise ApiError(400, "Profiles are served on /v1/chat/completions, through Parley's whole pipeline; send "
+                       "the prompt there as a user message, or ask for a model here.", param="model")
     options = generation_options(req, gateway.context)
     if req.max_tokens is None:
         options.max_tokens = 16  # OpenAI's default for this endpoint

@@ -173,3 +173,16 @@ def test_a_strategy_streams_only_its_answer_as_content(scripted):
     reply = client.chat.completions.create(model="profile:voter", messages=question, seed=1)
     assert reply.choices[0].message.content == SAMPLES[1]
     assert reply.model_extra["parley"]["strategy"]["votes"] == {"7": 3, "8": 2}
+
+
+def test_text_completions_refuse_a_profile_instead_of_answering_without_it(scripted):
+    import openai
+
+    from desktop_app_server.profiles import Profile
+
+    server = scripted()
+    server.controller.gateway.profiles.save(Profile("docs"))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="/v1/chat/completions") as raised:
+        client.completions.create(model="profile:docs", prompt="Hi")
+    assert raised.value.param == "model"
