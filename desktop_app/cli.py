@@ -327,7 +327,7 @@ def _cmd_chat(args: argparse.Namespace, context: Any) -> int:
         assert isinstance(outcome, TurnFinished)
         if outcome.result.samples:
             # A strategy streamed several samples; show what it settled on.
-            print(f"\n=== chosen answer ===\n{outcome.result.text}")
+            print(f"\n=== chosen answer ===\n{outcome.result.text}{outcome.result.note}")
         if outcome.result.finish_reason == "cancelled":
             print("parley: stopped; the partial answer is saved.", file=sys.stderr)
         if args.stats:

@@ -120,11 +120,14 @@ def generate_turn(turn: "Turn", generate: Callable[..., Any]) -> "TurnResult | N
 
     :param generate: ``generate(turn, options=None, on_token=None) -> TurnResult`` runs one
         pass through the engine; call it as often as needed. ``on_token(text)`` receives
-        streamed text; pass it through to show progress. ``generate.emit(text)`` streams
-        progress text of the strategy's own (e.g. "sample 2 of 5"). The engine's cancel flag
-        ends the current pass with finish_reason "cancelled": stop there.
+        streamed text; leave it out to show the pass as it is written. ``generate.emit(text)``
+        streams progress text of the strategy's own (e.g. "sample 2 of 5"). Everything streamed
+        while the strategy runs is shown as progress, not as the answer (a program asking
+        through the API gets only the returned text). The engine's cancel flag ends the current
+        pass with finish_reason "cancelled": stop there.
     :return: the final :class:`TurnResult`, or None to let the next plugin (or the default
-        single pass) generate.
+        single pass) generate. Its ``text`` is the answer; put words about it for people (how
+        samples voted) in ``note``: stored and shown under the answer, kept out of ``text``.
     Stops at the first non-None result. Called on the generation worker thread; may block.
     """
 

@@ -46,6 +46,7 @@ from desktop_app.core.turn import (
 
 __all__ = [
     "ChatService",
+    "ProgressEvent",
     "TurnFailed",
     "TurnFinished",
     "TurnStarted",
@@ -58,6 +59,14 @@ log = logging.getLogger(__name__)
 
 #: How often the growing answer is written to the store while it streams.
 PARTIAL_SAVE_INTERVAL = 0.25
+
+
+@dataclass
+class ProgressEvent(TokenEvent):
+    """Text a strategy streams while it works, not the answer: its own lines ("Sample 2 of 5…")
+    and the passes it generates. A TokenEvent, so whoever shows the stream shows it; whoever
+    wants only the answer (a program asking through the API) tells them apart, and gets the
+    answer from :class:`TurnFinished`."""
 
 
 @dataclass
@@ -215,11 +224,21 @@ class ChatService:
 
     def answer_messages(self, messages: list[ChatMessage], setup: dict[str, Any],
                         overrides: dict[str, Any] | None = None, on_token: Callable[[str], None] | None = None,
-                        stop: threading.Event | None = None, keep: bool = False) -> TurnRun:
+                        stop: threading.Event | None = None, keep: bool = False, *,
+                        on_progress: Callable[[str], None] | None = None) -> TurnRun:
         """Answer the last of ``messages`` (the user's) through the whole pipeline, the others as
         history, with a conversation's ``setup`` (``system_prompt``, ``plugins``: each plugin's
         choice). The exchange is stored as a conversation, and deleted afterwards unless ``keep``.
         Tool calls that would ask the user are refused: there is no one to ask.
+
+        ``on_token`` gets only the answer; what a strategy streams while it works (its samples,
+        its own lines) goes to ``on_progress``. A strategy's answer is known when it returns,
+        so it reaches ``on_token`` then, in one piece.
+
+        With ``keep``, only a whole exchange stays: a turn that fails, raises or is stopped
+        leaves nothing behind (no question without its answer, no half-written answer). The
+        window keeps such answers for the user to see and retry; a program that asked gets
+        the error instead, and nobody would ever look at the remains.
         """
         if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
             raise ValueError("The last message must be the user's, with some text.")
@@ -233,19 +252,30 @@ class ChatService:
         meta[FIXED_SETUP] = True  # only the setup applies, not what the window's panels have picked
         conversation = self.store.create_conversation(
             str(setup.get("title") or messages[-1].content[:60]), system_prompt=system, meta=meta)
+        whole = False  # set once the answer is complete: anything less is not kept
         try:
             for message in messages[:-1]:
                 if message.role in ("user", "assistant") and message.content:
                     self.store.add_message(conversation.id, message.role, message.content)
 
             with StopWatch(self.engine, stop) as watch:
+                streamed: list[str] = []
 
                 def on_event(event: ChatEvent) -> None:
                     watch.check()
-                    if isinstance(event, TokenEvent) and on_token is not None:
-                        on_token(event.text)
+                    if isinstance(event, ProgressEvent):
+                        if on_progress is not None:
+                            on_progress(event.text)
+                    elif isinstance(event, TokenEvent):
+                        streamed.append(event.text)
+                        if on_token is not None:
+                            on_token(event.text)
                     elif isinstance(event, TurnFinished):
                         watch.finished(event.result.finish_reason)
+                        said, text = "".join(streamed), event.result.text
+                        # The part of the answer not streamed yet (all of it, after a strategy).
+                        if on_token is not None and len(text) > len(said) and text.startswith(said):
+                            on_token(text[len(said):])
 
                 outcome = self.send(conversation.id, messages[-1].content, on_event, options=overrides)
             message = outcome.message
@@ -253,13 +283,16 @@ class ChatService:
             trace = [TraceEntry.from_dict(e) for e in (stored or {}).get("entries", [])]
             sources = [ContextBlock(**e.content) for e in trace if e.kind == "context" and isinstance(e.content, dict)]
             if isinstance(outcome, TurnFailed):
-                return TurnRun("", "error", {}, trace, sources, error=outcome.error,
-                               conversation_id=conversation.id if keep else None)
+                log.warning("an answer to a program failed (not kept): %s", outcome.error)
+                return TurnRun("", "error", {}, trace, sources, error=outcome.error)
+            whole = outcome.result.finish_reason != "cancelled"
+            kept = keep and whole
             return TurnRun(outcome.result.text, outcome.result.finish_reason, dict(outcome.result.stats), trace,
-                           sources, outcome.result.prompt, conversation.id if keep else None,
-                           message.id if keep else None)
+                           sources, outcome.result.prompt, conversation.id if kept else None,
+                           message.id if kept else None, note=outcome.result.note,
+                           samples=list(outcome.result.samples))
         finally:
-            if not keep:
+            if not (keep and whole):
                 self.store.delete_conversation(conversation.id)
 
     def _run(
@@ -303,10 +336,16 @@ class ChatService:
         self._offer_plugin_tools(turn)
         self.store.update_message(answer.id, options=turn.options.as_dict())
         writer = _PartialWriter(self.store, answer.id)
+        # While a strategy owns the turn, what streams is its progress: the answer is what it returns.
+        strategy = {"running": False}
 
         def on_token(piece: str) -> None:
             writer.add(piece)
-            on_event(TokenEvent(piece))
+            on_event(ProgressEvent(piece) if strategy["running"] else TokenEvent(piece))
+
+        def on_progress(piece: str) -> None:
+            writer.add(piece)
+            on_event(ProgressEvent(piece))
 
         def generate(t: Turn, options: GenerationOptions | None = None,
                      on_token: Callable[[str], None] | None = on_token) -> TurnResult:
@@ -318,10 +357,14 @@ class ChatService:
             return self._generate_once(t, options, on_token)
 
         # Strategies show progress (e.g. "sample 2 of 5") through the same stream as tokens.
-        generate.emit = on_token  # type: ignore[attr-defined]
+        generate.emit = on_progress  # type: ignore[attr-defined]
 
         try:
-            result = self.hooks.generate_turn(turn=turn, generate=generate)
+            strategy["running"] = True
+            try:
+                result = self.hooks.generate_turn(turn=turn, generate=generate)
+            finally:
+                strategy["running"] = False
             if result is None:
                 result = generate(turn)
         except Exception as exc:
@@ -341,7 +384,7 @@ class ChatService:
         stats = dict(result.stats, finish_reason=result.finish_reason)
         if result.samples:
             stats["samples"] = result.samples
-        self.store.update_message(answer.id, content=result.text, status=status, stats=stats)
+        self.store.update_message(answer.id, content=result.text + result.note, status=status, stats=stats)
         self.store.save_trace(answer.id, result.prompt, [e.as_dict() for e in turn.trace])
         finished = TurnFinished(self.store.get_message(answer.id), result)
         self.hooks.after_turn(turn=turn, result=result)

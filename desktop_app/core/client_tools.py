@@ -27,21 +27,31 @@ TOOL_CHOICES = ("auto", "required", "none")
 class ToolReply:
     """A reply being prepared: the messages and options to generate with, and how to read it."""
 
-    def __init__(self, protocol: ToolProtocol, messages: list[ChatMessage], options: GenerationOptions,
-                 required: bool, on_token: Callable[[str], None] | None, may_call: bool = True):
+    def __init__(self, protocol: ToolProtocol | None, messages: list[ChatMessage], options: GenerationOptions,
+                 required: bool, on_token: Callable[[str], None] | None, may_call: bool = True,
+                 parallel: bool = True):
         self.protocol = protocol
+        #: Whether the reply may hold several calls (OpenAI's ``parallel_tool_calls``).
+        self.parallel = parallel
         self.messages = messages
         self.options = options
         self.may_call = may_call
         # A reply that may be a call is held back from the stream until it is known to be text.
-        self.hider = CallHider(on_token, protocol.trigger, required, protocol.calls_after_text) if may_call else None
+        self.hider = CallHider(on_token, protocol.trigger, required, protocol.calls_after_text) \
+            if may_call and protocol is not None else None
         #: What to stream the reply's tokens to.
         self.on_token = self.hider or on_token
+
+    @classmethod
+    def plain(cls, messages: list[ChatMessage], options: GenerationOptions,
+              on_token: Callable[[str], None] | None) -> "ToolReply":
+        """A reply without tools: the messages as they are, the text as the model writes it."""
+        return cls(None, messages, options, False, on_token, may_call=False)
 
     @property
     def template_tools(self) -> list[dict[str, Any]] | None:
         """The ``tools`` the chat template gets (native protocol), else None."""
-        return self.protocol.template_tools() if self.may_call else None
+        return self.protocol.template_tools() if self.may_call and self.protocol is not None else None
 
     def read(self, text: str, finish_reason: str) -> tuple[str, list[ToolCall]]:
         """(the text of the reply without its calls, the calls in order)."""
@@ -59,6 +69,9 @@ class ToolReply:
             if self.hider.state == "hidden" and self.hider.on_token and text:
                 self.hider.on_token(text)  # it looked like a call but was none
             return text, []
+        if not self.parallel:
+            # The grammar allows one call, but a call after free text is not bound by it.
+            calls = calls[:1]
         for call in calls:
             # Unique across a conversation: clients index calls by id.
             call.id = call.id or f"call_{uuid.uuid4().hex[:24]}"
@@ -67,9 +80,10 @@ class ToolReply:
 
 def prepare_tool_reply(messages: Sequence[ChatMessage], options: GenerationOptions, tools: Sequence[Tool],
                        tool_choice: str, template_source: str | None,
-                       on_token: Callable[[str], None] | None = None) -> ToolReply:
+                       on_token: Callable[[str], None] | None = None, *, parallel: bool = True) -> ToolReply:
     """Set up one reply that may call ``tools``: ``tool_choice`` "auto", "required" or "none"
     (no call now; earlier calls and results are still shown to the model in its protocol).
+    Without ``parallel`` the reply holds one call at most.
 
     Raises ValueError for an unknown ``tool_choice`` and for tool results that answer no call.
     """
@@ -88,7 +102,8 @@ def prepare_tool_reply(messages: Sequence[ChatMessage], options: GenerationOptio
         else:
             prepared.insert(0, ChatMessage("system", instructions))
     required = tool_choice == "required"
-    return ToolReply(protocol, prepared, call_options(protocol, options, required), required, on_token)
+    return ToolReply(protocol, prepared, call_options(protocol, options, required, parallel), required, on_token,
+                     parallel=parallel)
 
 
 def _in_protocol(messages: list[ChatMessage], protocol: ToolProtocol) -> list[ChatMessage]:

@@ -162,6 +162,14 @@ class Engine:
         return self._loaded.n_ctx if self._loaded else 0
 
     @property
+    def vocab_size(self) -> int:
+        """How many tokens the loaded model knows (ids 0 to vocab_size - 1; 0 when none is loaded)."""
+        import llama_cpp
+
+        with self._lock:  # the vocabulary belongs to the model, which a load may be freeing
+            return int(llama_cpp.llama_vocab_n_tokens(self._loaded.vocab)) if self._loaded else 0
+
+    @property
     def config(self) -> LoadConfig | None:
         """The load options of the loaded model."""
         return self._loaded.config if self._loaded else None
@@ -757,7 +765,8 @@ def _logits_address_function() -> Callable[[Any, int], int | None]:
 def _build_sampler(loaded: _Loaded, options: GenerationOptions) -> "_ChainSampler | _GreedySampler":
     """The sampler for ``options``: llama.cpp's native chain, or plain greedy when that is all."""
     grammar_text = options.grammar or options.json_schema
-    if options.temperature <= 0 and not grammar_text:
+    extras = options.logit_bias or options.presence_penalty or options.frequency_penalty
+    if options.temperature <= 0 and not grammar_text and not extras:
         return _GreedySampler(loaded, options.repeat_penalty or 1.0)
     return _ChainSampler(_build_chain(loaded, options))
 
@@ -778,17 +787,22 @@ def _build_chain(loaded: _Loaded, options: GenerationOptions) -> Any:
             llama_cpp.llama_sampler_free(chain)
             raise EngineError("The output grammar is not valid GBNF.")
         add(chain, grammar)
-    penalize = bool(options.repeat_penalty) and options.repeat_penalty != 1.0
+    if options.logit_bias:
+        # Before the penalties' cut below, which must see the biased logits.
+        add(chain, _logit_bias_sampler(loaded, options.logit_bias))
+    repeat = options.repeat_penalty or 1.0
+    freq, present = options.frequency_penalty or 0.0, options.presence_penalty or 0.0
+    penalize = repeat != 1.0 or bool(freq) or bool(present)
     if penalize:
-        # A repeat penalty above 1 only lowers the logits of the last PENALTY_LAST_N tokens,
-        # so the winners after it are always among the top (wanted + PENALTY_LAST_N) before it.
-        # Cutting to those first gives exactly the same tokens, but spares llama.cpp a
-        # penalty lookup for every entry of the vocabulary (tens of thousands) per token.
-        # (A penalty below 1 raises them instead: no cut then.)
+        # A repeat penalty above 1 (and positive frequency and presence penalties) only lower
+        # the logits of the last PENALTY_LAST_N tokens, so the winners after them are always
+        # among the top (wanted + PENALTY_LAST_N) before them. Cutting to those first gives
+        # exactly the same tokens, but spares llama.cpp a penalty lookup for every entry of
+        # the vocabulary (tens of thousands) per token. (Penalties that raise them: no cut.)
         wanted = 1 if options.temperature <= 0 else options.top_k
-        if wanted > 0 and options.repeat_penalty > 1.0:
+        if wanted > 0 and repeat >= 1.0 and freq >= 0 and present >= 0:
             add(chain, llama_cpp.llama_sampler_init_top_k(wanted + PENALTY_LAST_N))
-        penalty_args = (PENALTY_LAST_N, options.repeat_penalty, 0.0, 0.0)
+        penalty_args = (PENALTY_LAST_N, repeat, freq, present)
         init = llama_cpp.llama_sampler_init_penalties
         # Some llama.cpp versions also take the vocabulary size first.
         if len(getattr(init, "argtypes", ()) or ()) == 5:
@@ -807,6 +821,22 @@ def _build_chain(loaded: _Loaded, options: GenerationOptions) -> Any:
     seed = options.seed if options.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
     add(chain, llama_cpp.llama_sampler_init_dist(seed))
     return chain
+
+
+def _logit_bias_sampler(loaded: _Loaded, bias: dict[int, float]) -> Any:
+    """llama.cpp's logit-bias sampler: each token's logit plus its bias (-100: never the token)."""
+    import llama_cpp
+
+    n_vocab = llama_cpp.llama_vocab_n_tokens(loaded.vocab)
+    wrong = sorted(t for t in bias if not 0 <= int(t) < n_vocab)
+    if wrong:
+        raise EngineError(f"logit_bias names token {wrong[0]}, but the model's tokens are 0 to {n_vocab - 1}.")
+    entries = (llama_cpp.llama_logit_bias * len(bias))()
+    for entry, (token, value) in zip(entries, bias.items()):
+        entry.token = int(token)
+        # OpenAI: -100 "should result in a ban"; adding -100 to a logit nearly does, -inf does.
+        entry.bias = float("-inf") if value <= -100 else float(value)
+    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), entries)
 
 
 def _is_end(loaded: _Loaded, token: int) -> bool:

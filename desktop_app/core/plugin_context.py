@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from desktop_app.core.client_tools import prepare_tool_reply
+from desktop_app.core.client_tools import ToolReply, prepare_tool_reply
 from desktop_app.core.engine import DoneEvent, ErrorEvent, TokenEvent
 from desktop_app.core.errors import EngineError
 from desktop_app.core.turn import ChatMessage, ContextBlock, GenerationOptions, Tool, TraceEntry, Turn, TurnResult
@@ -199,6 +199,13 @@ class ModelAccess:
         """The context window of the loaded model, in tokens."""
         return int(self._engine.context_length)
 
+    @property
+    def vocab_size(self) -> int | None:
+        """How many tokens the loaded model knows (token ids are 0 to vocab_size - 1); None for
+        a backend that cannot tell."""
+        size = getattr(self._engine, "vocab_size", None)
+        return int(size) if size is not None else None
+
     def render(self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
         """The exact prompt text the model's chat template makes of ``messages``."""
         return self._engine.render(list(messages), tools)
@@ -257,6 +264,10 @@ class TurnRun:
     message_id: int | None = None
     #: Why the turn failed, or None.
     error: str | None = None
+    #: A strategy's words about the answer for people (e.g. how its samples voted), not part of ``text``.
+    note: str = ""
+    #: Every answer a strategy sampled, in order (empty without a strategy).
+    samples: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -390,7 +401,8 @@ class PluginContext:
     def complete(self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None, *,
                  on_token: Callable[[str], None] | None = None,
                  stop: threading.Event | None = None, adapters: Iterable[Any] = (),
-                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto") -> TurnResult:
+                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto",
+                 parallel_tool_calls: bool = True) -> TurnResult:
         """Ask the loaded model for one answer to ``messages``; blocks until it is written.
 
         In the window the call waits its turn on the engine's worker, behind the answer being
@@ -402,17 +414,13 @@ class PluginContext:
         ``adapters`` are given. With ``tools`` the model may ask for calls instead of (or after)
         text: they are returned in ``result.tool_calls`` and never run here; earlier calls and
         their results come as an assistant message with ``tool_calls`` and ``tool`` messages.
-        ``tool_choice`` "required" makes the reply a call, "none" offers no tools.
+        ``tool_choice`` "required" makes the reply a call, "none" offers no tools;
+        ``parallel_tool_calls`` False allows one call per reply at most.
         Raises EngineError when no model is loaded or it fails, ValueError for bad tool input.
         """
-        messages = list(messages)
-        options = options or GenerationOptions()
-        reply = None
-        if tools or any(m.role == "tool" or m.tool_calls for m in messages):
-            template = getattr(self._engine, "chat_template", None)
-            reply = prepare_tool_reply(messages, options, tools or [], tool_choice,
-                                       template.source if template is not None else None, on_token)
-            messages, options, on_token = reply.messages, reply.options, reply.on_token
+        reply = self._tool_reply(messages, options or GenerationOptions(), tools, tool_choice, on_token,
+                                 parallel_tool_calls)
+        messages, options, on_token = reply.messages, reply.options, reply.on_token
 
         def run() -> TurnResult:
             if stop is not None and stop.is_set():  # given up while it waited: nothing to do
@@ -420,7 +428,7 @@ class PluginContext:
             if not self._engine.loaded:
                 raise EngineError("No model is loaded.")
             self._engine.set_adapters(list(adapters))
-            template_tools = reply.template_tools if reply is not None else None
+            template_tools = reply.template_tools
             with StopWatch(self._engine, stop) as watch:
                 for event in self._engine.stream_chat(messages, options, template_tools):
                     watch.check()
@@ -431,28 +439,58 @@ class PluginContext:
                     elif isinstance(event, DoneEvent):
                         watch.finished(event.finish_reason)
                         result = TurnResult(event.text, event.finish_reason, event.stats.as_dict(), event.prompt)
-                        if reply is not None:
-                            result.text, result.tool_calls = reply.read(event.text, event.finish_reason)
+                        result.text, result.tool_calls = reply.read(event.text, event.finish_reason)
                         return result
             raise EngineError("The model stopped without finishing the answer.")
 
         return self._runner.run(run)
 
+    def prompt_for(self, messages: Sequence[ChatMessage], *, tools: Sequence[Tool] | None = None,
+                   tool_choice: str = "auto") -> str:
+        """The exact prompt text :meth:`complete` would give the model for these arguments:
+        the model's chat template over the messages, with the tools in the model's protocol
+        (their descriptions in the system prompt, or the template's own tools block).
+
+        Count it with ``context.model.count_tokens`` to know whether a request fits before it
+        is queued. Raises EngineError when no model is loaded, ValueError for bad tool input.
+        """
+        reply = self._tool_reply(messages, GenerationOptions(), tools, tool_choice, None)
+        return self.model.render(reply.messages, reply.template_tools)
+
+    def _tool_reply(self, messages: Sequence[ChatMessage], options: GenerationOptions,
+                    tools: Sequence[Tool] | None, tool_choice: str,
+                    on_token: Callable[[str], None] | None, parallel: bool = True) -> ToolReply:
+        """How :meth:`complete` writes the request for the model (one place, so what
+        :meth:`prompt_for` counts is what the model gets)."""
+        messages = list(messages)
+        if not tools and not any(m.role == "tool" or m.tool_calls for m in messages):
+            return ToolReply.plain(messages, options, on_token)
+        template = getattr(self._engine, "chat_template", None)
+        return prepare_tool_reply(messages, options, tools or [], tool_choice,
+                                  template.source if template is not None else None, on_token, parallel=parallel)
+
 
     def run_turn(self, messages: Sequence[ChatMessage], *, setup: dict[str, Any] | None = None,
                  options: dict[str, Any] | None = None, on_token: Callable[[str], None] | None = None,
-                 stop: threading.Event | None = None, store: bool = False) -> TurnRun:
+                 stop: threading.Event | None = None, store: bool = False,
+                 on_progress: Callable[[str], None] | None = None) -> TurnRun:
         """Answer the last user message with Parley's whole turn pipeline, earlier ones as history.
 
         ``setup`` is what a conversation keeps: ``{"system_prompt": ..., "plugins": {plugin:
         choice}}`` (a template, document collections, adapters, tools...), so every plugin
         applies its part. Tools that would ask the user are not run (there is no one to ask).
         ``options`` override generation options. With ``store`` the exchange is kept as a
-        conversation; otherwise nothing of it stays. Queued like a turn; never call it on the
+        conversation, once its answer is whole (a turn that fails or is stopped leaves nothing);
+        otherwise nothing of it stays. Queued like a turn; never call it on the
         GUI thread. Raises ValueError when the last message is not the user's.
+
+        ``on_token(text)`` receives only the answer. A strategy that owns the turn (e.g.
+        self-consistency) streams its samples and its progress lines to ``on_progress`` instead,
+        and its answer reaches ``on_token`` in one piece when it has chosen; its words about the
+        answer (how the samples voted) are in ``note``, not in ``text``.
         """
         return self._runner.run(lambda: self._app.run_turn(list(messages), setup or {}, options, on_token,
-                                                           stop, store))
+                                                           stop, store, on_progress=on_progress))
 
 
 class StopWatch:

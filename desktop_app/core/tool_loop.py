@@ -320,11 +320,12 @@ class ToolLoop:
         turn.trace.append(TraceEntry(outcome.source or "tools", "tool_call", outcome.as_dict()))
 
 
-def call_options(protocol: ToolProtocol, options: GenerationOptions, required: bool) -> GenerationOptions:
+def call_options(protocol: ToolProtocol, options: GenerationOptions, required: bool,
+                 parallel: bool = True) -> GenerationOptions:
     """Options for a reply that may be a call: the protocol's call grammar (binding only a reply
-    that opens like a call, unless the call is ``required``)."""
+    that opens like a call, unless the call is ``required``; one call at most unless ``parallel``)."""
     # A call must be able to finish even when answers are kept very short.
-    return replace(options, grammar=protocol.grammar(required), json_schema=None,
+    return replace(options, grammar=protocol.grammar(required, parallel), json_schema=None,
                    grammar_trigger="" if required else protocol.trigger,
                    max_tokens=max(options.max_tokens, MIN_CALL_TOKENS))
 

@@ -214,8 +214,8 @@ class ToolProtocol:
         """The ``tools`` variable for the chat template (None: the template gets none)."""
         return None
 
-    def grammar(self, required: bool) -> str:
-        """The GBNF grammar for one reply."""
+    def grammar(self, required: bool, parallel: bool = True) -> str:
+        """The GBNF grammar for one reply; without ``parallel``, at most one call in it."""
         raise NotImplementedError
 
     def text_grammar(self) -> str:
@@ -305,8 +305,9 @@ class PromptProtocol(ToolProtocol):
             lines.append(f"- {tool.name}({args}): {tool.description}")
         return "\n".join(lines)
 
-    def grammar(self, required: bool) -> str:
-        """Calls with a known tool and well-formed arguments; with ``required`` nothing else."""
+    def grammar(self, required: bool, parallel: bool = True) -> str:
+        """Calls with a known tool and well-formed arguments; with ``required`` nothing else.
+        (One call per reply either way: this protocol's reply is one JSON object.)"""
         g = self._call_grammar("tool", "arguments")
         if required:
             g.rules = {"root": "call", **g.rules}
@@ -355,14 +356,15 @@ class NativeProtocol(ToolProtocol):
         """The tools in the OpenAI-style form templates iterate over."""
         return tool_summary(list(self.tools.values()))
 
-    def grammar(self, required: bool) -> str:
-        """The model's own call layout, constrained to known tools and well-formed arguments."""
+    def grammar(self, required: bool, parallel: bool = True) -> str:
+        """The model's own call layout, constrained to known tools and well-formed arguments;
+        several calls in one reply only when ``parallel``."""
         g = self._call_grammar("name", "arguments")
         call = "call"
         if self.hermes:
             # One block per call; a model may ask for several at once (e.g. two cities).
             g.rules = {"block": '"<tool_call>\\n" call "\\n</tool_call>"', **g.rules}
-            call = 'block ("\\n" block){0,7}'
+            call = 'block ("\\n" block){0,7}' if parallel else "block"
         if required:
             g.rules = {"root": call, **g.rules}
         else:

@@ -62,6 +62,13 @@ class GenerationOptions:
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.1
+    #: OpenAI's penalties, as llama.cpp applies them (over the last 64 tokens): ``presence``
+    #: lowers every token already written by that much, ``frequency`` by that much per use.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    #: Token id -> a number added to its logit before sampling (-100 bans the token,
+    #: 100 all but forces it), as OpenAI's ``logit_bias``.
+    logit_bias: dict[int, float] = field(default_factory=dict)
     max_tokens: int = 1024
     stop: list[str] = field(default_factory=list)
     seed: int = -1
@@ -299,3 +306,7 @@ class TurnResult:
     samples: list[str] = field(default_factory=list)
     #: Calls the model asked for that the caller runs (``PluginContext.complete`` with tools).
     tool_calls: list[Any] = field(default_factory=list)
+    #: What a strategy says about the answer for people (e.g. how its samples voted). It is
+    #: stored and shown under the answer, but it is not the answer: ``text`` stays what the
+    #: model answered (the API serves only that as ``content``).
+    note: str = ""

@@ -288,7 +288,7 @@ def _reference_chain(engine, options):
     chain = llama_cpp.llama_sampler_chain_init(params)
     add = llama_cpp.llama_sampler_chain_add
     init = llama_cpp.llama_sampler_init_penalties
-    args = (64, options.repeat_penalty, 0.0, 0.0)
+    args = (64, options.repeat_penalty, options.frequency_penalty, options.presence_penalty)
     if len(init.argtypes) == 5:
         args = (llama_cpp.llama_vocab_n_tokens(loaded.vocab), *args)
     add(chain, init(*args))
@@ -309,6 +309,9 @@ def _reference_chain(engine, options):
     GenerationOptions(temperature=0, repeat_penalty=0.8),  # below 1: recent tokens are favoured
     GenerationOptions(temperature=0.9, top_k=40, repeat_penalty=1.3, seed=11),
     GenerationOptions(temperature=0.9, top_k=40, repeat_penalty=0.7, seed=11),  # the chain, below 1
+    # OpenAI's penalties: lowering only (the cut applies), and raising (it must not).
+    GenerationOptions(temperature=0, repeat_penalty=1.0, frequency_penalty=0.8, presence_penalty=0.5),
+    GenerationOptions(temperature=0.9, top_k=40, repeat_penalty=1.3, frequency_penalty=-0.8, seed=11),
 ])
 def test_the_fast_sampler_chain_picks_exactly_what_the_textbook_chain_picks(engine, options):
     import llama_cpp

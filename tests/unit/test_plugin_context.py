@@ -236,6 +236,9 @@ def test_complete_with_tools_hands_the_calls_back_and_reads_their_results():
         assert first.text == "" and streamed == []  # the call is not shown as text
         asked = harness.engine.history[-1]
         assert "shout(text: string (What to say.))" in asked.messages[0].content
+        # What a caller counts before queuing is exactly what the model got, tools included.
+        assert context.prompt_for([ChatMessage("user", "Shout hi")], tools=[tool]) == asked.prompt
+        assert "shout" not in context.prompt_for([ChatMessage("user", "Shout hi")])
         assert asked.options.grammar  # calls are held to the tools' schemas
         second = context.complete([
             ChatMessage("user", "Shout hi"),
@@ -273,6 +276,18 @@ def test_run_turn_answers_with_the_whole_pipeline_and_keeps_nothing_unless_asked
         assert [m.content for m in context.conversations.messages(kept.conversation_id)] == ["Hi", "Bonjour!"]
         with pytest.raises(ValueError, match="last message must be the user's"):
             context.run_turn([ChatMessage("assistant", "Hi")])
+
+
+def test_run_turn_stores_only_a_whole_exchange():
+    with PluginHarness(plugins=[make_plugin("api")], replies=[RuntimeError("out of memory"), "one two three"]) as harness:
+        context = harness.context()
+        failed = context.run_turn([ChatMessage("user", "Hi")], store=True)
+        assert failed.error == "out of memory" and failed.conversation_id is None
+        assert context.conversations.list() == []  # no question left without its answer
+        harness.engine.stop_after = 1
+        stopped = context.run_turn([ChatMessage("user", "Hi")], store=True)
+        assert stopped.finish_reason == "cancelled" and stopped.conversation_id is None
+        assert context.conversations.list() == []  # nor a half-written answer
 
 
 def test_run_turn_refuses_a_tool_that_would_ask_the_user():

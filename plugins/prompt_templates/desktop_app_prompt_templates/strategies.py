@@ -18,8 +18,8 @@ def self_consistency(turn: Turn, generate: Callable[..., TurnResult], template: 
                      samples: int, temperature: float) -> TurnResult:
     """Sample ``samples`` answers one after another, extract each final answer, return the majority.
 
-    The chosen answer is the first sample whose final answer won, followed by the vote
-    count; all samples and the votes are kept with the answer. Stopping ends the current
+    The chosen answer is the first sample whose final answer won; the vote count is its
+    ``note`` (shown under it); all samples and the votes are kept with the answer. Stopping ends the current
     sample and votes among those finished.
     """
     emit = getattr(generate, "emit", None) or (lambda text: None)
@@ -57,5 +57,5 @@ def self_consistency(turn: Turn, generate: Callable[..., TurnResult], template: 
     stats["votes"] = dict(votes.most_common())
     stats["generated_tokens"] = sum(r.stats.get("generated_tokens", 0) for r in results)
     stats["strategy"] = "self-consistency"
-    return TurnResult(result.text.rstrip() + summary, "cancelled" if cancelled else result.finish_reason,
-                      stats, result.prompt, samples=texts)
+    return TurnResult(result.text.rstrip(), "cancelled" if cancelled else result.finish_reason,
+                      stats, result.prompt, samples=texts, note=summary)

@@ -37,7 +37,7 @@ from desktop_app_server.gateway import Gateway, LogEntry, ProfileResult
 from desktop_app_server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, MessagesRequest
 from desktop_app_server.security import LOOPBACK_NAMES, HostGuard, KeyGuard, KeyStore
 from desktop_app_server.streaming import Bridge, EventStream, wait_or_disconnect
-from desktop_app_server.wire import FINISH_REASONS, SSE_DONE, ApiError, error_body, new_id, now, sse, usage
+from desktop_app_server.wire import FINISH_REASONS, SSE_DONE, ApiError, new_id, now, sse, usage
 
 __all__ = ["create_app"]
 
@@ -62,18 +62,20 @@ def create_app(gateway: Gateway, keys: KeyStore) -> Any:
 
 
 # -- errors ----------------------------------------------------------------------------------------
-def _error_response(error: ApiError) -> JSONResponse:
+def _error_response(error: ApiError, request: Request | None = None) -> JSONResponse:
+    if request is not None and request.url.path == "/v1/messages":  # Anthropic's clients read their shape
+        return anthropic.error_response(error)
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def _add_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc)
+        return _error_response(exc, request)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(_validation_error(exc))
+        return _error_response(_validation_error(exc), request)
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -84,16 +86,18 @@ def _add_error_handlers(api: FastAPI) -> None:
         else:
             message = str(exc.detail)
         code = "request_too_large" if exc.status_code == 413 else None
-        return _error_response(ApiError(exc.status_code, message, code=code))
+        return _error_response(ApiError(exc.status_code, message, code=code), request)
 
     @api.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("the API server failed on %s %s", request.method, request.url.path)
-        return _error_response(ApiError(500, f"The server failed: {type(exc).__name__}: {exc}", type="server_error"))
+        return _error_response(ApiError(500, f"The server failed: {type(exc).__name__}: {exc}", type="server_error"),
+                               request)
 
     @api.exception_handler(EngineError)
     async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
-        return _error_response(ApiError(503 if "No model" in str(exc) else 500, str(exc), type="server_error"))
+        return _error_response(ApiError(503 if "No model" in str(exc) else 500, str(exc), type="server_error"),
+                               request)
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
@@ -122,7 +126,7 @@ def _add_routes(api: FastAPI, gateway: Gateway) -> None:
 
     @api.get("/health", include_in_schema=False)
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model_loaded": context.model.loaded, "waiting": gateway.queue.waiting}
+        return {"status": "ok", "model_loaded": context.model.loaded, "waiting": gateway.waiting}
 
     @api.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -156,8 +160,14 @@ def _add_routes(api: FastAPI, gateway: Gateway) -> None:
 # -- running one request -------------------------------------------------------------------------
 async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry: LogEntry,
                job: Callable[[Bridge], list[TurnResult]], stream: Callable[[Bridge], AsyncIterator[bytes]] | None,
-               answer: Callable[[list[TurnResult]], Any]) -> Any:
-    """Queue ``job`` for ``model``; stream its events with ``stream`` or answer with ``answer``."""
+               answer: Callable[[list[TurnResult]], Any],
+               stream_error: Callable[[ApiError], list[bytes]] | None = None) -> Any:
+    """Queue ``job`` for ``model``; stream its events with ``stream`` or answer with ``answer``.
+
+    A stream that fails ends with ``stream_error(error)``'s events (default: OpenAI's error
+    object, then ``[DONE]``).
+    """
+    stream_error = stream_error or (lambda exc: [sse(exc.body()), SSE_DONE])
     bridge = Bridge(asyncio.get_running_loop())
     gateway.log.add(entry)
     started = time.monotonic()
@@ -192,8 +202,8 @@ async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry:
                     yield chunk
             except ApiError as exc:
                 status, error = exc.status, exc.message
-                yield sse(exc.body())
-                yield SSE_DONE
+                for event in stream_error(exc):
+                    yield event
             except Exception as exc:  # the stream ends with an error event, never cut off
                 stopping = isinstance(exc, concurrent.futures.CancelledError)
                 failure = ApiError(503, "The server is stopping.", type="server_error", code="server_stopping") \
@@ -201,8 +211,8 @@ async def _run(gateway: Gateway, request: Request, model: dict[str, Any], entry:
                 if not stopping:
                     log.exception("a streamed answer failed")
                 status, error = failure.status, failure.message
-                yield sse(failure.body())
-                yield SSE_DONE
+                for event in stream_error(failure):
+                    yield event
             finally:
                 finished(499 if bridge.stop.is_set() else status, error or ("the client went away"
                                                                              if bridge.stop.is_set() else ""))
@@ -235,7 +245,8 @@ async def _job_outcome(bridge: Bridge, item: tuple) -> list[TurnResult]:
 
 
 def _n_answers(gateway: Gateway, messages: list, options: GenerationOptions, n: int, tools: list,
-               tool_choice: str, param: str = "messages") -> Callable[[Bridge], list[TurnResult]]:
+               tool_choice: str, param: str = "messages",
+               parallel_tool_calls: bool = True) -> Callable[[Bridge], list[TurnResult]]:
     """The job: ``n`` answers one after another, each posted when done."""
 
     def job(bridge: Bridge) -> list[TurnResult]:
@@ -244,7 +255,8 @@ def _n_answers(gateway: Gateway, messages: list, options: GenerationOptions, n: 
             if bridge.stop.is_set():
                 break
             result = gateway.complete(messages, choice_options(options, i), tools=tools, tool_choice=tool_choice,
-                                      on_token=bridge.token(i), stop=bridge.stop, param=param)
+                                      parallel_tool_calls=parallel_tool_calls, on_token=bridge.token(i),
+                                      stop=bridge.stop, param=param)
             results.append(result)
             bridge.post("choice", i, result)
         return results
@@ -264,7 +276,8 @@ def _profile_answers(gateway: Gateway, profile: Any, messages: list, overrides: 
             seeded = dict(overrides)
             if i and seeded.get("seed", -1) >= 0:
                 seeded["seed"] += i  # choices differ, as for a model
-            result = gateway.run_profile(profile, messages, seeded, on_token=bridge.token(i), stop=bridge.stop)
+            result = gateway.run_profile(profile, messages, seeded, on_token=bridge.token(i),
+                                         on_progress=bridge.progress(i), stop=bridge.stop)
             results.append(result)
             bridge.post("choice", i, result)
         return results
@@ -276,7 +289,9 @@ def _profile_answers(gateway: Gateway, profile: Any, messages: list, overrides: 
 #: template's preset, say) and Parley's settings.
 _CLIENT_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
                    "repeat_penalty": "repeat_penalty", "max_tokens": "max_tokens",
-                   "max_completion_tokens": "max_tokens", "stop": "stop", "seed": "seed"}
+                   "max_completion_tokens": "max_tokens", "stop": "stop", "seed": "seed",
+                   "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+                   "logit_bias": "logit_bias"}
 
 
 def _overrides(req: Any, options: GenerationOptions) -> dict[str, Any]:
@@ -324,8 +339,10 @@ async def _chat(gateway: Gateway, req: ChatCompletionRequest, request: Request) 
         job = _profile_answers(gateway, profile, messages, _overrides(req, options), req.n)
     else:
         if model["loaded"]:
-            await asyncio.to_thread(gateway.check_fits, messages, options.max_tokens)
-        job = _n_answers(gateway, messages, options, req.n, tools, tool_choice)
+            await asyncio.to_thread(gateway.check_fits, messages, options.max_tokens, tools=tools,
+                                    tool_choice=tool_choice)
+        job = _n_answers(gateway, messages, options, req.n, tools, tool_choice,
+                         parallel_tool_calls=req.parallel_tool_calls is not False)
     entry = LogEntry(new_id("req"), "POST", "/v1/chat/completions", req.model)
     cid, created = new_id("chatcmpl"), now()
 
@@ -371,6 +388,11 @@ async def _chat(gateway: Gateway, req: ChatCompletionRequest, request: Request) 
             if kind == "token":
                 yield chunk([{"index": index, "delta": {"content": item[2]}, "logprobs": None,
                               "finish_reason": None}], **extra)
+            elif kind == "progress":
+                # A strategy at work (its samples, "Sample 2 of 5…"): not the answer, so not content;
+                # the chunk keeps the stream alive and shows the work to clients that read Parley's field.
+                yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": None}],
+                            **extra, parley={"progress": item[2]})
             elif kind == "choice":
                 result: TurnResult = item[2]
                 calls = _tool_calls(result)
@@ -412,6 +434,9 @@ async def _completion(gateway: Gateway, req: CompletionRequest, request: Request
     if not prompts:
         raise ApiError(400, "prompt must not be empty.", param="prompt")
     model = gateway.chat_model(req.model)
+    if model.get("profile") is not None:  # it would be answered by the bare model, without the profile
+        raise ApiError(400, "Profiles are served on /v1/chat/completions, through Parley's whole pipeline; send "
+                       "the prompt there as a user message, or ask for a model here.", param="model")
     options = generation_options(req, gateway.context)
     if req.max_tokens is None:
         options.max_tokens = 16  # OpenAI's default for this endpoint
@@ -481,8 +506,18 @@ async def _embeddings(gateway: Gateway, req: EmbeddingRequest, request: Request)
     gateway.embedder(req.model)
     entry = gateway.log.add(LogEntry(new_id("req"), "POST", "/v1/embeddings", req.model))
     started = time.monotonic()
+    bridge = Bridge(asyncio.get_running_loop())
     try:
-        vectors = await asyncio.to_thread(gateway.embed, req.model, texts)
+        # Bounded like chat: past the limit a 429 with Retry-After, not an unbounded pile of threads.
+        bridge.attach(gateway.submit_embedding(lambda: gateway.embed(req.model, texts)))
+    except ApiError as exc:
+        entry.status, entry.error = exc.status, exc.message
+        raise
+    try:
+        vectors = await wait_or_disconnect(request.receive, bridge)
+    except asyncio.CancelledError:  # the client left; a request still waiting never runs
+        entry.status, entry.error = 499, "the client went away"
+        raise
     except Exception as exc:
         entry.status, entry.error = 500, str(exc)
         log.exception("embedding failed")
@@ -501,5 +536,3 @@ async def _embeddings(gateway: Gateway, req: EmbeddingRequest, request: Request)
             "data": [{"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-
-_ = error_body  # re-exported for the Anthropic module's errors

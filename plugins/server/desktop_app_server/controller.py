@@ -79,8 +79,8 @@ class ServerController:
         gateway = self._gateway
         return {"running": self.is_running, "url": self.url, "error": self._error,
                 "key_required": bool(gateway and gateway.config.key_required),
-                "waiting": gateway.queue.waiting if gateway and self.is_running else 0,
-                "busy": bool(gateway and self.is_running and gateway.queue.busy),
+                "waiting": gateway.waiting if gateway and self.is_running else 0,
+                "busy": bool(gateway and self.is_running and gateway.busy),
                 "served": gateway.log.served if gateway else 0}
 
     @property
@@ -148,11 +148,11 @@ class ServerController:
             server.should_exit = True
             if gateway is not None:
                 gateway.stop_all()
-                gateway.queue.close(timeout=0)
+                gateway.close(timeout=0)
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout)
             if gateway is not None:
-                gateway.queue.close(timeout)
+                gateway.close(timeout)
             self._server = self._thread = None
             self._url = ""
 

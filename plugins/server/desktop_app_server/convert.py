@@ -11,7 +11,7 @@ from desktop_app.api import ChatMessage, GenerationOptions, PluginContext, Tool
 from desktop_app_server.schemas import ChatCompletionRequest, ChatMessageIn, ContentPart, _Sampling
 from desktop_app_server.wire import ApiError
 
-__all__ = ["chat_messages", "chat_tools", "generation_options", "refuse_unsupported"]
+__all__ = ["chat_messages", "chat_tools", "client_tool", "generation_options", "logit_bias", "refuse_unsupported"]
 
 
 def _text(content: str | list[ContentPart] | None, where: str) -> str:
@@ -51,6 +51,12 @@ def _unused(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("A client's tool runs in the client: the server returns its calls.")
 
 
+def client_tool(name: str, description: str, parameters: dict[str, Any] | None) -> Tool:
+    """A tool the caller runs: offered to the model, never run here (its calls go back)."""
+    return Tool(name, description, parameters or {"type": "object", "properties": {}}, _unused,
+                requires_approval=False, source="client")
+
+
 def chat_tools(req: ChatCompletionRequest) -> tuple[list[Tool], str]:
     """The caller's tools as Parley's (never run here: calls go back to the caller) and the
     tool choice ("auto", "required" or "none"); a named function becomes "required" with only
@@ -59,9 +65,7 @@ def chat_tools(req: ChatCompletionRequest) -> tuple[list[Tool], str]:
         if req.tool_choice not in (None, "none", "auto"):
             raise ApiError(400, "tool_choice needs tools.", param="tool_choice")
         return [], "none"
-    tools = [Tool(t.function.name, t.function.description, t.function.parameters or
-                  {"type": "object", "properties": {}}, _unused, requires_approval=False, source="client")
-             for t in req.tools]
+    tools = [client_tool(t.function.name, t.function.description, t.function.parameters) for t in req.tools]
     choice = req.tool_choice or "auto"
     if not isinstance(choice, str):
         named = [t for t in tools if t.name == choice.function.name]
@@ -72,13 +76,62 @@ def chat_tools(req: ChatCompletionRequest) -> tuple[list[Tool], str]:
     return tools, choice
 
 
+#: OpenAI fields that would change the answer and that this server cannot honour, with what
+#: to do instead. Refused, rather than answered as if they had been applied; fields that change
+#: nothing about the answer (``store``, ``metadata``, ``user``, ``service_tier`` ...) are accepted.
+_UNSUPPORTED = {
+    "functions": "functions and function_call are OpenAI's old way of offering tools: send them as tools "
+                 "(with tool_choice) instead.",
+    "function_call": "functions and function_call are OpenAI's old way of offering tools: send them as tools "
+                     "(with tool_choice) instead.",
+    "audio": "Audio output is not supported: this server writes text only.",
+    "web_search_options": "Web search is not supported: the models here answer from the request alone.",
+    "reasoning_effort": "reasoning_effort is not supported: the models served here have no reasoning setting.",
+    "verbosity": "verbosity is not supported by this server: ask for the length you want in the messages, "
+                 "or set max_tokens.",
+}
+
+
+def _unsupported(name: str, message: str) -> ApiError:
+    return ApiError(400, message, param=name, code="unsupported_parameter")
+
+
 def refuse_unsupported(req: _Sampling, logprobs: Any = None) -> None:
     """Refuse what this server cannot do, rather than answer as if it had."""
     if logprobs:
-        raise ApiError(400, "logprobs are not supported by this server.", param="logprobs", code="unsupported_parameter")
+        raise _unsupported("logprobs", "logprobs (and top_logprobs) are not supported by this server: it does not "
+                           "report token probabilities. Send the request without them.")
     stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
     if len(stop) > 4:
         raise ApiError(400, "At most 4 stop sequences are allowed.", param="stop")
+    extra = req.model_extra or {}
+    for name, message in _UNSUPPORTED.items():
+        if extra.get(name) is not None:
+            raise _unsupported(name, message)
+    modalities = extra.get("modalities")
+    if modalities is not None and (not isinstance(modalities, list) or set(modalities) - {"text"}):
+        raise _unsupported("modalities", 'Only the "text" modality is supported: this server writes text only.')
+
+
+def logit_bias(req: Any, vocab_size: int | None = None) -> dict[int, float]:
+    """The request's ``logit_bias`` with integer token ids, checked (-100 to 100; ids the model has)."""
+    given = getattr(req, "logit_bias", None) or {}
+    bias: dict[int, float] = {}
+    for key, value in given.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise ApiError(400, f"Invalid logit_bias key {key!r}: keys are token ids (integers, as strings).",
+                           param="logit_bias") from None
+        if token < 0 or (vocab_size and token >= vocab_size):
+            top = f"0 to {vocab_size - 1}" if vocab_size else "0 or more"
+            raise ApiError(400, f"Invalid logit_bias key {key!r}: this model's token ids are {top}.",
+                           param="logit_bias")
+        if not -100 <= value <= 100:
+            raise ApiError(400, f"Invalid logit_bias value {value} for token {key}: biases are from -100 to 100.",
+                           param="logit_bias")
+        bias[token] = float(value)
+    return bias
 
 
 def generation_options(req: Any, context: PluginContext, max_tokens: int | None = None) -> GenerationOptions:
@@ -103,6 +156,9 @@ def generation_options(req: Any, context: PluginContext, max_tokens: int | None 
         stop=[s for s in stop if s],
         seed=-1 if seed is None else seed,
         grammar=given("grammar") or None,
+        presence_penalty=given("presence_penalty") or 0.0,
+        frequency_penalty=given("frequency_penalty") or 0.0,
+        logit_bias=logit_bias(req, context.model.vocab_size if context.model.loaded else None),
     )
 
 

@@ -96,10 +96,31 @@ class Gateway:
         self.config = config
         self.profiles = ProfileStore.of(context)
         self.queue = RequestQueue(lambda: self.config.queue_limit)
+        #: Embedding requests wait in a queue of their own, bounded the same way: they need no
+        #: chat model, so they never wait behind an answer being written, but they are CPU-heavy
+        #: and one runs at a time.
+        self.embed_queue = RequestQueue(lambda: self.config.queue_limit, name="parley-api-embeddings")
         self.log = RequestLog()
         #: The stop switches of the requests being answered or waiting (see ``stop_all``).
         self.active: set[Any] = set()
-        self._embed_lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        """Requests accepted that have not started (chat and embeddings)."""
+        return self.queue.waiting + self.embed_queue.waiting
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being answered."""
+        return self.queue.busy or self.embed_queue.busy
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests, drop the waiting ones, wait up to ``timeout`` for the running ones."""
+        self.queue.close(timeout=0)
+        self.embed_queue.close(timeout=0)
+        if timeout:
+            self.queue.close(timeout)
+            self.embed_queue.close(timeout)
 
     def stop_all(self) -> None:
         """Stop every answer being written and drop the waiting ones (the server is stopping)."""
@@ -168,10 +189,14 @@ class Gateway:
         return embedders[name]
 
     def embed(self, name: str, texts: list[str]) -> list[list[float]]:
-        """Embed ``texts`` (one embedding at a time: it is CPU-heavy, but needs no engine)."""
+        """Embed ``texts`` (runs inside a job of :meth:`submit_embedding`)."""
         embed = self.embedder(name)
-        with self._embed_lock:
-            return [list(map(float, vector)) for vector in embed(texts)]
+        return [list(map(float, vector)) for vector in embed(texts)]
+
+    def submit_embedding(self, work: Callable[[], Any]) -> Future:
+        """Queue ``work`` (which calls :meth:`embed`) behind the embedding requests before it.
+        Raises ApiError 429 when the queue is full, as for chat."""
+        return self._enqueue(self.embed_queue, work, "The embedding model")
 
     # -- model calls ---------------------------------------------------------------------------
     def submit(self, model: dict[str, Any], work: Callable[[], Any]) -> Future:
@@ -183,40 +208,61 @@ class Gateway:
                 self.context.load_model(model["name"])
             return work()
 
+        return self._enqueue(self.queue, job, "The model")
+
+    @staticmethod
+    def _enqueue(queue: RequestQueue, job: Callable[[], Any], what: str) -> Future:
         try:
-            return self.queue.submit(job)
+            return queue.submit(job)
         except QueueFull as exc:
-            raise ApiError(429, f"The model is busy: {exc.waiting} requests are already waiting (the server's "
-                           "queue limit). Try again shortly.", type="requests", code="rate_limit_exceeded",
-                           headers={"Retry-After": str(exc.retry_after)}) from None
+            raise ApiError(429, f"{what} is busy: {exc.waiting} requests are already waiting (the server's "
+                           "queue limit, setting queue_limit). Try again shortly.", type="requests",
+                           code="rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after)}) from None
         except RuntimeError as exc:
             raise ApiError(503, str(exc), type="server_error", code="server_stopping") from None
 
     def _is_loaded(self, name: str) -> bool:
         return any(m["name"] == name and m["loaded"] for m in self.chat_models())
 
-    def check_fits(self, messages: Sequence[ChatMessage], max_tokens: int, param: str = "messages") -> None:
+    def check_fits(self, messages: Sequence[ChatMessage], max_tokens: int, param: str = "messages", *,
+                   tools: Sequence[Tool] | None = None, tool_choice: str = "auto") -> int | None:
         """400 ``context_length_exceeded`` when the prompt leaves the answer no room (Parley would
-        otherwise shorten the conversation to fit; an API client asked for exactly this prompt)."""
+        otherwise shorten the conversation to fit; an API client asked for exactly this prompt).
+
+        The prompt is counted as the model gets it: with the tools' descriptions and the
+        calling convention of the model's tool protocol, which can be longer than the messages.
+        Returns its length in tokens (None when no model is loaded or it cannot be counted).
+        """
         model = self.context.model
         if not model.loaded:
-            return
+            return None
         try:
-            prompt = model.count_tokens(model.render(list(messages)))
+            text = self.context.prompt_for(list(messages), tools=list(tools) if tools else None,
+                                           tool_choice=tool_choice)
+            prompt = model.count_tokens(text)
+        except ValueError as exc:  # tool messages that answer no call, a bad tool_choice
+            raise ApiError(400, str(exc), param=param) from None
         except AttributeError:  # a backend that cannot count: checked after the answer (see complete)
-            return
+            return None
         n_ctx = model.context_length
         if prompt > n_ctx - min(max_tokens, n_ctx // 2):
             raise _too_long(prompt, n_ctx, max_tokens, param)
+        return prompt
 
     def complete(self, messages: Sequence[ChatMessage], options: GenerationOptions, *,
-                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto",
+                 tools: Sequence[Tool] | None = None, tool_choice: str = "auto", parallel_tool_calls: bool = True,
                  on_token: Callable[[str], None] | None = None, stop: threading.Event | None = None,
                  param: str = "messages") -> TurnResult:
         """One answer from the loaded model (runs inside a queued job)."""
+        # Checked again here: the model may have been loaded for this request (or swapped).
+        size = self.context.model.vocab_size if options.logit_bias else None
+        if size and max(options.logit_bias) >= size:
+            raise ApiError(400, f"Invalid logit_bias key '{max(options.logit_bias)}': this model's token ids are "
+                           f"0 to {size - 1}.", param="logit_bias")
         try:
             result = self.context.complete(messages, options, on_token=on_token, stop=stop,
-                                           tools=list(tools) if tools else None, tool_choice=tool_choice)
+                                           tools=list(tools) if tools else None, tool_choice=tool_choice,
+                                           parallel_tool_calls=parallel_tool_calls)
         except ValueError as exc:  # tool messages that answer no call, a bad tool_choice
             raise ApiError(400, str(exc), param=param) from None
         if result.stats.get("dropped_messages"):
@@ -227,11 +273,16 @@ class Gateway:
 
     def run_profile(self, profile: Profile, messages: Sequence[ChatMessage], overrides: dict[str, Any], *,
                     on_token: Callable[[str], None] | None = None,
+                    on_progress: Callable[[str], None] | None = None,
                     stop: threading.Event | None = None) -> ProfileResult:
-        """One answer through Parley's whole pipeline with a profile's setup (runs inside a queued job)."""
+        """One answer through Parley's whole pipeline with a profile's setup (runs inside a queued job).
+
+        ``on_token`` gets only the answer; a strategy's samples and progress lines go to
+        ``on_progress``, and what it says about the answer to ``parley["strategy"]``.
+        """
         try:
             run = self.context.run_turn(messages, setup=profile.setup(), options=overrides, on_token=on_token,
-                                        stop=stop, store=profile.store_conversations)
+                                        on_progress=on_progress, stop=stop, store=profile.store_conversations)
         except ValueError as exc:
             raise ApiError(400, str(exc), param="messages") from None
         if run.error:
@@ -239,9 +290,13 @@ class Gateway:
         sources = [{"index": i, "source": b.source, "text": b.text, "score": b.score, **b.metadata}
                    for i, b in enumerate(run.sources, 1)]
         parts = sorted({e.plugin for e in run.trace})
-        return ProfileResult(run.text, run.finish_reason, run.stats, run.prompt, parley={
-            "profile": profile.name, "sources": sources, "plugins": parts, "conversation_id": run.conversation_id,
-            "message_id": run.message_id})
+        parley: dict[str, Any] = {"profile": profile.name, "sources": sources, "plugins": parts,
+                                  "conversation_id": run.conversation_id, "message_id": run.message_id}
+        if run.samples or run.note:
+            # A strategy chose the answer: how (the samples, the votes) is Parley's addition, not content.
+            parley["strategy"] = {"name": run.stats.get("strategy"), "note": run.note.strip(),
+                                  "samples": run.samples, "votes": run.stats.get("votes")}
+        return ProfileResult(run.text, run.finish_reason, run.stats, run.prompt, parley=parley)
 
 
 def _too_long(prompt: int, n_ctx: int, max_tokens: int, param: str) -> ApiError:

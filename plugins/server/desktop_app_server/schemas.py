@@ -1,8 +1,9 @@
 """Request bodies of the endpoints, validated by pydantic (FastAPI shows them on /docs).
 
 Unknown fields are accepted and ignored, as OpenAI's clients send fields of newer API versions
-(``store``, ``metadata``, ``service_tier`` ...); fields Parley cannot honour are refused by the
-endpoint with a clear message rather than silently ignored.
+(``store``, ``metadata``, ``service_tier`` ...) that change nothing about the answer; fields that
+would change it and that Parley cannot honour are refused by the endpoint with a clear message
+(``convert.refuse_unsupported``) rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class _Sampling(_Open):
     top_k: int | None = Field(default=None, ge=0)
     min_p: float | None = Field(default=None, ge=0, le=1)
     repeat_penalty: float | None = Field(default=None, ge=0)
+    #: Token id (as a string, JSON's keys are) -> bias from -100 (ban) to 100.
+    logit_bias: dict[str, float] | None = None
     #: llama.cpp server's extension: a GBNF grammar the answer must follow.
     grammar: str | None = None
     user: str | None = None
@@ -136,8 +139,18 @@ class EmbeddingRequest(_Open):
 
 
 class AnthropicBlock(_Open):
+    """A content block: ``text``; ``tool_use`` (an assistant's call: ``id``, ``name``,
+    ``input``); ``tool_result`` (the user's answer to one: ``tool_use_id``, ``content``,
+    ``is_error``). Other types are refused by the endpoint."""
+
     type: str
     text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: str | None = None
+    content: Union[str, list["AnthropicBlock"], None] = None
+    is_error: bool = False
 
 
 class AnthropicMessage(_Open):
@@ -145,8 +158,24 @@ class AnthropicMessage(_Open):
     content: Union[str, list[AnthropicBlock]]
 
 
+class AnthropicTool(_Open):
+    """A tool the caller runs: ``name``, ``description``, ``input_schema`` (a JSON schema)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    input_schema: dict[str, Any]
+    #: Anthropic's own server tools (web search, code execution...) have a type; custom ones none.
+    type: str | None = None
+
+
+class AnthropicToolChoice(_Open):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
 class MessagesRequest(_Open):
-    """Anthropic's ``POST /v1/messages`` (text only)."""
+    """Anthropic's ``POST /v1/messages``: text, and tools the caller runs."""
 
     model: str
     messages: list[AnthropicMessage] = Field(min_length=1)
@@ -157,3 +186,8 @@ class MessagesRequest(_Open):
     top_k: int | None = Field(default=None, ge=0)
     stop_sequences: list[str] | None = None
     stream: bool = False
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+
+
+AnthropicBlock.model_rebuild()  # it refers to itself: a tool_result holds blocks

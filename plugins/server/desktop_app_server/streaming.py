@@ -48,6 +48,15 @@ class Bridge:
 
         return on_token
 
+    def progress(self, index: int) -> Callable[[str], None]:
+        """``on_progress`` for choice ``index``: a strategy's work, streamed apart from the answer."""
+
+        def on_progress(text: str) -> None:
+            self.pieces += 1
+            self.post("progress", index, text)
+
+        return on_progress
+
     def attach(self, future: Future) -> None:
         """Follow the job: its end posts ``("end", future)``."""
         self.future = future

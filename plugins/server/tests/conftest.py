@@ -59,3 +59,43 @@ def http(controller):
 
     with httpx.Client(base_url=controller.url, timeout=300) as c:
         yield c
+
+
+#: A ChatML template that knows tools (Hermes-style <tool_call> blocks), for a scripted model.
+HERMES = (
+    "{%- if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{%- if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>\n{{ c.function | tojson }}\n</tool_call>"
+    "{% endfor %}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture
+def scripted(paths):
+    """A Parley whose model is scripted, with its API server running: ``make(native_tools=False)``
+    (True: a chat template that knows tools, writing Hermes-style ``<tool_call>`` blocks; else
+    ChatML, which knows none) returns an object with ``engine`` (a :class:`desktop_app.testing.FakeEngine`: queue its
+    replies with ``enqueue``), ``app``, ``url`` and ``controller``. For what a real model's
+    sampling cannot be made to do on demand (fail, write several calls, vote)."""
+    import types
+
+    from desktop_app.context import build_context
+    from desktop_app.testing import FakeEngine
+    from desktop_app_server.controller import ServerController
+
+    made = []
+
+    def make(native_tools: bool = False):
+        engine = FakeEngine(template_source=HERMES if native_tools else None)
+        engine.model_path = paths.data_dir / "scripted-model.gguf"
+        app = build_context(paths, engine=engine)
+        controller = ServerController(app.plugin_context("server"))
+        url = controller.start("127.0.0.1", 0)
+        made.append((controller, app))
+        return types.SimpleNamespace(engine=engine, app=app, url=url, controller=controller)
+
+    yield make
+    for controller, app in made:
+        controller.stop()
+        app.close()

@@ -112,3 +112,77 @@ def test_a_damaged_profiles_file_is_kept_aside(tmp_path):
     assert list(tmp_path.glob("api-profiles.json.corrupt-*"))
     store.save(Profile("fresh"))
     assert [p.name for p in ProfileStore(path).all()] == ["fresh"]
+
+
+def test_a_profile_that_stores_conversations_keeps_nothing_of_a_failed_turn(scripted):
+    """No question without its answer stays behind: a failed turn's conversation goes, streamed or
+    not; a whole one is kept."""
+    import openai
+
+    from desktop_app_server.profiles import Profile
+
+    server = scripted()
+    server.controller.gateway.profiles.save(Profile("kept", store_conversations=True))
+    server.engine.enqueue(RuntimeError("The model ran out of memory."),
+                          RuntimeError("The model ran out of memory."), "Fine, thanks.")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    messages = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"},
+                {"role": "user", "content": "How are you?"}]
+    with pytest.raises(openai.InternalServerError, match="ran out of memory"):
+        client.chat.completions.create(model="profile:kept", messages=messages)
+    assert server.app.store.list_conversations() == []
+    with pytest.raises(openai.APIError, match="ran out of memory"):
+        list(client.chat.completions.create(model="profile:kept", messages=messages, stream=True))
+    assert server.app.store.list_conversations() == []
+    reply = client.chat.completions.create(model="profile:kept", messages=messages)
+    kept = reply.model_extra["parley"]["conversation_id"]
+    assert [m.content for m in server.app.store.history(kept)] == ["Hello", "Hi!", "How are you?", "Fine, thanks."]
+    assert [c.id for c in server.app.store.list_conversations()] == [kept]
+
+
+SAMPLES = ["3 + 4 is 8.\nFinal answer: 8", "3 plus 4 makes 7.\nFinal answer: 7", "Final answer: 7.",
+           "Adding gives 8.\nfinal answer: 8", "Counting on from 3: 7.\nFINAL ANSWER: 7"]
+
+
+def test_a_strategy_streams_only_its_answer_as_content(scripted):
+    """Self-consistency samples five answers (scripted, so the vote is known): the client's
+    content is the chosen answer alone; the samples and "Sample 2 of 5…" come in parley.progress,
+    the vote in parley.strategy."""
+    import openai
+
+    from desktop_app_server.profiles import Profile
+
+    server = scripted()
+    server.controller.gateway.profiles.save(
+        Profile("voter", plugins={"prompt_templates": {"template": "Self-consistency reasoner"}}))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    question = [{"role": "user", "content": "What is 3 + 4?"}]
+
+    server.engine.enqueue(*SAMPLES)
+    chunks = list(client.chat.completions.create(model="profile:voter", messages=question, stream=True, seed=1))
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == SAMPLES[1]  # the first sample that voted for the winner, and nothing else
+    progress = "".join((c.model_extra.get("parley") or {}).get("progress", "") for c in chunks)
+    assert "Sample 1 of 5" in progress and "Sample 5 of 5" in progress and SAMPLES[3] in progress
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    strategy = chunks[-1].model_extra["parley"]["strategy"]
+    assert strategy["name"] == "self-consistency" and strategy["votes"] == {"7": 3, "8": 2}
+    assert strategy["samples"] == SAMPLES and "3 of 5 samples agree" in strategy["note"]
+
+    server.engine.enqueue(*SAMPLES)
+    reply = client.chat.completions.create(model="profile:voter", messages=question, seed=1)
+    assert reply.choices[0].message.content == SAMPLES[1]
+    assert reply.model_extra["parley"]["strategy"]["votes"] == {"7": 3, "8": 2}
+
+
+def test_text_completions_refuse_a_profile_instead_of_answering_without_it(scripted):
+    import openai
+
+    from desktop_app_server.profiles import Profile
+
+    server = scripted()
+    server.controller.gateway.profiles.save(Profile("docs"))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="/v1/chat/completions") as raised:
+        client.completions.create(model="profile:docs", prompt="Hi")
+    assert raised.value.param == "model"

@@ -89,6 +89,41 @@ def test_past_the_queue_limit_the_answer_is_429_with_retry_after(server_context,
 
 
 @pytest.mark.model
+def test_embeddings_wait_in_a_bounded_queue_too_and_get_429_past_it(server_context):
+    import openai
+
+    from desktop_app_server.controller import ServerController
+
+    server_context.settings.set("queue_limit", 1)
+    controller = ServerController(server_context)
+    url = controller.start("127.0.0.1", 0)
+    release = threading.Event()
+    try:
+        queue = controller.gateway.embed_queue
+        queue.submit(release.wait)  # holds the embedder
+        wait_until(lambda: queue.busy)
+        waiting = threading.Thread(target=lambda: httpx.post(url + "/v1/embeddings", timeout=300, json={
+            "model": "all-MiniLM-L6-v2", "input": "a cat"}))
+        waiting.start()
+        wait_until(lambda: queue.waiting == 1)
+        assert controller.status["waiting"] == 1
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.embeddings.create(model="all-MiniLM-L6-v2", input="a dog")
+        assert raised.value.code == "rate_limit_exceeded" and "embedding model is busy" in raised.value.message
+        assert int(raised.value.response.headers["retry-after"]) >= 1
+        assert controller.request_log[-1].status == 429
+        # An answer being written does not hold embeddings up: they have a queue of their own.
+        assert not controller.gateway.queue.busy
+        release.set()
+        waiting.join(300)
+        assert len(client.embeddings.create(model="all-MiniLM-L6-v2", input="a dog").data[0].embedding) == 384
+    finally:
+        release.set()
+        controller.stop()
+
+
+@pytest.mark.model
 def test_closing_a_stream_stops_generation_within_a_token(client, controller, model_name):
     max_tokens = 1500
     stream = client.chat.completions.create(

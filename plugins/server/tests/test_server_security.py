@@ -145,3 +145,31 @@ def test_a_taken_port_is_reported(controller, server_context):
     port = int(controller.url.rsplit(":", 1)[1])
     with pytest.raises(ServerError, match="in use"):
         ServerController(server_context).start("127.0.0.1", port)
+
+
+@pytest.mark.model
+def test_the_prompt_length_check_counts_the_tools_too(client, server_context, model_name):
+    """A request whose messages fit but whose tools (their descriptions, in the model's tool
+    protocol) do not is refused before it runs, not answered with the tools cut short."""
+    import openai
+
+    from desktop_app.api import ChatMessage
+
+    model = server_context.model
+    question = "Which of these tools helps? " + "word " * 600
+    tool = {"type": "function", "function": {
+        "name": "lookup", "description": "Looks things up. " + "detail " * 600,
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+    plain = model.count_tokens(model.render([ChatMessage("user", question)]))
+    # Half the window is kept for the answer: the messages alone fit, with the tools they do not.
+    assert plain < model.context_length // 2 < plain + 600
+    messages = [{"role": "user", "content": question}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=model_name, messages=messages, tools=[tool], max_tokens=1024)
+    assert raised.value.code == "context_length_exceeded"
+    counted = int(raised.value.message.split("(")[1].split(" tokens")[0])
+    assert counted > plain + 600  # the tools' text was counted
+    # Without the tools the same messages are served.
+    reply = client.chat.completions.create(model=model_name, messages=messages, max_tokens=1024,
+                                           extra_body={"grammar": 'root ::= "ok"'})
+    assert reply.choices[0].message.content == "ok"
