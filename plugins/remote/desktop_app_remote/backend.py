@@ -359,8 +359,11 @@ class RemoteBackend:
             "prompt": prompt, "stream": True, "n_predict": options.max_tokens, "cache_prompt": True,
             "temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k,
             "min_p": options.min_p, "repeat_penalty": options.repeat_penalty,
+            "presence_penalty": options.presence_penalty, "frequency_penalty": options.frequency_penalty,
             "stop": [s for s in options.stop if s],
         }
+        if options.logit_bias:  # llama-server takes [token id, bias] pairs
+            body["logit_bias"] = [[int(token), float(bias)] for token, bias in options.logit_bias.items()]
         if options.seed is not None and options.seed >= 0:
             body["seed"] = options.seed
         if options.grammar:
@@ -386,6 +389,11 @@ class RemoteBackend:
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "max_tokens": options.max_tokens, "temperature": options.temperature, "top_p": options.top_p,
         }
+        if options.presence_penalty or options.frequency_penalty:
+            body["presence_penalty"], body["frequency_penalty"] = options.presence_penalty, options.frequency_penalty
+        if options.logit_bias:
+            # Token ids are the server's model's own; a caller asking for a bias knows them.
+            body["logit_bias"] = {str(token): float(bias) for token, bias in options.logit_bias.items()}
         if options.stop:
             body["stop"] = [s for s in options.stop if s][:4]  # OpenAI's limit
         if options.seed is not None and options.seed >= 0:

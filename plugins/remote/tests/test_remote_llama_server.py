@@ -182,3 +182,15 @@ def test_templates_and_strategies_work_unchanged_over_the_remote_engine(remote):
                                plugin_options={"prompt_templates": {"strategy": "self-consistency", "samples": 3}})
     assert isinstance(outcome, TurnFinished) and len(outcome.message.stats["samples"]) == 3
     assert outcome.message.stats["strategy"] == "self-consistency"
+
+
+def test_logit_bias_and_penalties_reach_the_server(remote):
+    from desktop_app.api import ChatMessage, GenerationOptions
+
+    messages = [ChatMessage("user", QUESTION)]
+    plain = list(remote.engine.stream_chat(messages, GenerationOptions(temperature=0.0, max_tokens=8)))[-1].text
+    backend = remote.engine.active
+    first = backend._tokenize(backend._loaded, plain.split()[0])[0]
+    banned = list(remote.engine.stream_chat(messages, GenerationOptions(
+        temperature=0.0, max_tokens=8, logit_bias={first: -100.0})))[-1].text
+    assert banned and not banned.startswith(plain.split()[0])
