@@ -81,8 +81,9 @@ def main() -> None:
             backend = RemoteBackend(lambda: store)
             backend.load("remote:bench/smollm2")
             requests: list = []
-            client = backend._loaded.client  # the backend's own connection, counted as it is used
-            client._http.event_hooks["request"].append(requests.append)
+            client = backend.client("bench")  # the backend's own connections, counted as they are used
+            for http in (client._http, client._streams):
+                http.event_hooks["request"].append(requests.append)
             lean = httpx.Client(base_url=server.url, timeout=300, trust_env=False)
             parley_run(backend, question(10), args.tokens, requests)  # warm-up: the system prompt is cached
             rounds = []
@@ -121,7 +122,8 @@ def main() -> None:
     versus = [(p["ttft"] - r["ttft"]) * 1000 for p, r in zip(parley, raw)]
     print(f"Parley TTFT - lean client TTFT: {med(versus):+.1f} ms")
     print(f"HTTP requests per turn: {sorted({p['requests'] for p in parley})} "
-          "(one streamed POST /completion; prompts longer than the context's budget in bytes add a /tokenize)")
+          "(one streamed POST /completion, on a connection of its own; prompts longer in bytes than the "
+          "context's budget add a /tokenize)")
     per_token = [r["bytes"] / max(r["tokens"], 1) for r in raw]
     print(f"bytes per streamed token (llama-server's /completion events, HTTP chunking included): {med(per_token):.0f}")
 

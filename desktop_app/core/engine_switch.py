@@ -54,6 +54,8 @@ class EngineSwitch:
         self._made: dict[str, Any] = {}
         self._failed: dict[str, str] = {}
         self._lock = threading.Lock()
+        #: The load options each backend's model was loaded with (to load it again after a failed switch).
+        self._configs: dict[int, Any] = {}
 
     # -- which backend ----------------------------------------------------------------------
     @property
@@ -115,10 +117,27 @@ class EngineSwitch:
         """Load ``path`` (a file, a library name, or a backend's model reference) on its backend."""
         name = reference_backend(str(path), self._factories) if isinstance(path, str) else None
         target = self.backend(name) if name else self._default
-        if target is not self._active:
-            self._active.unload()  # one model at a time, wherever it runs
-            self._active = target
-        return target.load(path, config)
+        if target is self._active:
+            warnings = target.load(path, config)  # a backend keeps its model when a load fails
+            self._configs[id(target)] = config
+            return warnings
+        previous = self._active
+        before = (previous.model_path, self._configs.get(id(previous))) if previous.loaded else None
+        previous.unload()  # one model at a time, wherever it runs
+        self._active = target
+        try:
+            warnings = target.load(path, config)
+        except Exception:
+            # As a failed load on one backend does: the model that was loaded is loaded again.
+            self._active = previous
+            if before is not None:
+                try:
+                    previous.load(before[0], before[1])
+                except Exception:
+                    log.exception("the previous model %s could not be loaded again", before[0])
+            raise
+        self._configs[id(target)] = config
+        return warnings
 
     def unload(self) -> None:
         self._active.unload()

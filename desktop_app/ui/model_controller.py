@@ -164,13 +164,17 @@ class ModelController(QObject):
         start (on a disk not mounted yet, say) is tried again at the next start.
         """
         settings = self._context.settings
+        loaded = self._context.engine.model_path if self._context.engine.loaded else None
+        wanted = None
+        if loaded is not None and self._context.is_backend_model(str(loaded)):
+            wanted = str(loaded)  # a remote engine's model, say
         for entry in self._context.models.entries():
-            if Path(entry.path) == self._context.engine.model_path:
+            if loaded is not None and Path(entry.path) == loaded:
                 wanted = "" if entry.builtin else entry.name
-                if settings.get("model.path") != wanted:
-                    settings.set("model.path", wanted)
-                    if save:
-                        settings.save()
+        if wanted is not None and settings.get("model.path") != wanted:
+            settings.set("model.path", wanted)
+            if save:
+                settings.save()
         self.fill_picker()
 
     @Slot(str)

@@ -118,9 +118,13 @@ class EngineWorker(QObject):
 
             log.warning("the configured model %s failed to load: %s", configured, exc)
             warnings = self.context.load_model(str(default_model_path()))
+            if self.context.is_backend_model(configured):  # e.g. a remote engine that is not up
+                advice = ("pick it again in the picker once its engine is up (Settings → Engines… checks it), "
+                          "or choose another model")
+            else:
+                advice = "choose another model in the picker, or add one with “Add model…” at its end"
             return [f"The model “{configured}” could not be loaded: {exc} Parley is using its built-in "
-                    "model for now; choose another model in the picker, or add one with “Add model…” at its end.",
-                    *warnings]
+                    f"model for now; {advice}.", *warnings]
 
     @Slot(int, str, object, object)
     def send(self, conversation_id: int, text: str, parent_id: object, options: object) -> None:

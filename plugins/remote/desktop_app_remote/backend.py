@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Sequence
 
 from desktop_app.api import (
@@ -35,11 +35,12 @@ from desktop_app.api import (
     GenerationOptions,
     GenerationStats,
     ModelLoadError,
+    ParleyError,
     TokenEvent,
     fit_to_context,
 )
 
-from desktop_app_remote.client import Client, RemoteError
+from desktop_app_remote.client import DONE, Client, RemoteError
 from desktop_app_remote.engines import EngineConfig, EngineStore, read_key
 from desktop_app_remote.probe import ASSUMED_CONTEXT, LLAMA_SERVER, check_engine
 
@@ -74,11 +75,12 @@ class _Loaded:
     ref: str
     config: EngineConfig
     model: str
-    client: Client
     template: ChatTemplate
     n_ctx: int
     #: LoRA adapters on the server, by their file's name: id.
     server_adapters: dict[str, int] = field(default_factory=dict)
+    #: The BOS text a rendered prompt begins with that the server adds itself (sent without it).
+    server_bos: str = ""
 
     @property
     def raw(self) -> bool:
@@ -86,7 +88,12 @@ class _Loaded:
 
 
 class RemoteBackend:
-    """A :class:`desktop_app.api.Backend` for models on remote engines (see the module's text)."""
+    """A :class:`desktop_app.api.Backend` for models on remote engines (see the module's text).
+
+    ``stream_chat``, ``load`` and the checks run on the engine's worker thread (or a task's);
+    ``models``, ``describe`` and ``cancel`` may come from the GUI thread and never touch the
+    network or the keyring.
+    """
 
     def __init__(self, store: Callable[[], EngineStore]):
         self._store = store
@@ -95,6 +102,8 @@ class RemoteBackend:
         self._lora: list[dict[str, Any]] = []
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        #: The client of the answer being written (Stop shuts its connection).
+        self._streaming: Client | None = None
         #: The server's own timings of the last answer (llama-server's ``timings``), for benchmarks.
         self.last_timings: dict[str, Any] = {}
 
@@ -111,32 +120,39 @@ class RemoteBackend:
                     {"context_length": m.context_length, **engine.capabilities}))
         return found
 
-    def client(self, config: EngineConfig) -> Client:
-        """The HTTP client for an engine (made again when its address or key changed)."""
-        key = read_key(config.name) if config.has_key else None
+    def client(self, name: str) -> Client:
+        """The HTTP client for engine ``name`` with its current address and key (reads the keyring:
+        not on the GUI thread). A client made for an older address or key is left to the answer
+        that may still be reading from it."""
+        config = self._store().get(name)
+        key = read_key(name) if config.has_key else None
+        if config.has_key and not key:
+            raise RemoteError(f"{name}'s API key is missing from the system keyring. Set it again in Settings → "
+                              f"Engines, or with `parley engines add {name} URL --api-key-env VAR --replace`.")
         signature = f"{config.url}\n{key or ''}"
         with self._lock:
-            known = self._clients.get(config.name)
+            known = self._clients.get(name)
             if known is not None and known[0] == signature:
                 return known[1]
-            if known is not None:
-                known[1].close()
-            client = Client(config.name, config.url, key)
-            self._clients[config.name] = (signature, client)
+            client = Client(name, config.url, key)
+            self._clients[name] = (signature, client)
             return client
 
     def check(self, name: str) -> EngineConfig:
         """Ask engine ``name`` what it serves now, and remember it (network; not on the GUI thread)."""
+        return self._check(name)[0]
+
+    def _check(self, name: str) -> tuple[EngineConfig, dict[str, Any], Client]:
         store = self._store()
         config = store.get(name)
         try:
-            updated, _ = check_engine(config, self.client(config))
+            client = self.client(name)
+            checked, props = check_engine(config, client)
         except RemoteError as exc:
-            config.problem, config.checked = str(exc), time.time()
-            store.update(config)
+            store.record_check(name, config.url, problem=str(exc))
             raise
-        store.update(updated)
-        return updated
+        store.record_check(name, config.url, found=checked)
+        return checked, props, client
 
     def describe(self) -> str:
         """Where the loaded model runs."""
@@ -149,27 +165,19 @@ class RemoteBackend:
     def load(self, path: Path | str, config: Any = None) -> list[str]:
         """Use model ``remote:ENGINE/MODEL``: checks that the engine is up and serves it."""
         engine, model = parse_ref(str(path))
-        store = self._store()
         try:
-            known = store.get(engine)
-        except Exception as exc:
+            checked, props, client = self._check(engine)
+            server_bos = self._server_bos(client, props) if checked.kind == LLAMA_SERVER else ""
+        except ParleyError as exc:
             raise ModelLoadError(str(exc)) from None
-        client = self.client(known)
-        try:
-            checked, props = check_engine(known, client)
-        except RemoteError as exc:
-            known.problem, known.checked = str(exc), time.time()
-            store.update(known)
-            raise ModelLoadError(str(exc)) from None
-        store.update(checked)
         served = {m.id: m for m in checked.models}
         if model not in served:
             raise ModelLoadError(f"{engine} does not serve {model!r} now; it serves: "
                                  f"{', '.join(served) or 'nothing'}. Pick one of those in the model picker.")
         warnings = []
         if checked.kind == LLAMA_SERVER:
-            template = ChatTemplate(props.get("chat_template") or None, bos_token=props.get("bos_token") or "",
-                                    eos_token=props.get("eos_token") or "")
+            template = ChatTemplate(_text(props.get("chat_template")) or None, bos_token=_text(props.get("bos_token")),
+                                    eos_token=_text(props.get("eos_token")))
         else:
             template = ChatTemplate(None)  # only to show the prompt: the server applies its own
             warnings.append(f"{engine} is not a llama.cpp server, so Parley sends it chat messages and its own "
@@ -177,10 +185,22 @@ class RemoteBackend:
         n_ctx = served[model].context_length or ASSUMED_CONTEXT
         if not served[model].context_length:
             warnings.append(f"{engine} does not say how long {model}'s context is; Parley assumes {n_ctx:,} tokens.")
-        adapters = {Path(a["path"]).name: int(a["id"]) for a in checked.capabilities.get("lora", []) if a.get("path")}
-        self._loaded = _Loaded(str(path), checked, model, client, template, n_ctx, adapters)
+        adapters = {Path(str(a["path"])).name: a["id"] for a in checked.capabilities.get("lora", [])
+                    if a.get("path") and isinstance(a.get("id"), int)}
+        self._loaded = _Loaded(str(path), checked, model, template, n_ctx, adapters, server_bos)
         self._lora = [{"id": i, "scale": 0.0} for i in sorted(adapters.values())]
         return warnings
+
+    @staticmethod
+    def _server_bos(client: Client, props: dict[str, Any]) -> str:
+        """The BOS text, when llama-server adds BOS to every prompt itself (most models): a
+        template that writes it too (Llama 3, Mistral, Gemma…) would otherwise give two."""
+        bos = _text(props.get("bos_token"))
+        if not bos:
+            return ""
+        counts = [client.post_json("/tokenize", {"content": "a", "add_special": special}).get("tokens", [])
+                  for special in (True, False)]
+        return bos if len(counts[0]) > len(counts[1]) else ""
 
     def unload(self) -> None:
         self._loaded = None
@@ -191,8 +211,9 @@ class RemoteBackend:
         return self._loaded is not None
 
     @property
-    def model_path(self) -> Path | None:
-        return Path(self._loaded.ref) if self._loaded else None
+    def model_path(self) -> PurePosixPath | None:
+        # A reference, not a file: POSIX-style on every system, so it reads the same everywhere.
+        return PurePosixPath(self._loaded.ref) if self._loaded else None
 
     @property
     def context_length(self) -> int:
@@ -220,28 +241,37 @@ class RemoteBackend:
         return self._require().template.render([m.as_dict() for m in messages], tools=tools)
 
     def count_tokens(self, text: str) -> int:
-        """Tokens in ``text``: llama-server counts them; for other servers, an estimate (4 bytes a token)."""
+        """Tokens in ``text``: llama-server counts them; for other servers, a cautious estimate."""
         loaded = self._require()
         if not loaded.raw:
-            return len(text.encode("utf-8")) // 4 + 1
-        return len(self._tokenize(loaded, text))
+            return _estimate(text)
+        return len(self._tokenize(loaded, self.client(loaded.config.name), text))
 
-    def _tokenize(self, loaded: _Loaded, text: str) -> list[int]:
-        reply = loaded.client.post_json("/tokenize", {"content": text, "add_special": True, "parse_special": True})
+    def _tokenize(self, loaded: _Loaded, client: Client, text: str) -> list[int]:
+        reply = client.post_json("/tokenize", {"content": self._as_sent(loaded, text), "add_special": True,
+                                               "parse_special": True})
         tokens = reply.get("tokens") if isinstance(reply, dict) else None
         if not isinstance(tokens, list):
             raise RemoteError(f"{loaded.config.name} answered /tokenize without a list of tokens.")
         return tokens
 
-    def _bounded_tokens(self, loaded: _Loaded, budget: int) -> Callable[[str], Sequence[Any]]:
-        """A tokenizer for fitting: a prompt of fewer bytes than the budget fits whatever its tokens
-        (a token is at least one byte), so only longer prompts cost a round trip to count."""
+    @staticmethod
+    def _as_sent(loaded: _Loaded, prompt: str) -> str:
+        """The prompt as it goes to the server (without the BOS the server adds itself)."""
+        if loaded.server_bos and prompt.startswith(loaded.server_bos):
+            return prompt[len(loaded.server_bos):]
+        return prompt
+
+    def _bounded_tokens(self, loaded: _Loaded, client: Client, budget: int) -> Callable[[str], Sequence[Any]]:
+        """A tokenizer for fitting. For llama-server, a prompt of fewer bytes than the budget fits
+        whatever its tokens (a token is at least one byte), so only longer prompts cost a round
+        trip to count; other servers get a cautious estimate."""
 
         def tokens(text: str) -> Sequence[Any]:
+            if not loaded.raw:
+                return range(_estimate(text))
             size = len(text.encode("utf-8")) + 1  # + BOS
-            if size <= budget or not loaded.raw:
-                return range(size if loaded.raw else size // 4 + 1)
-            return self._tokenize(loaded, text)
+            return range(size) if size <= budget else self._tokenize(loaded, client, text)
 
         return tokens
 
@@ -280,11 +310,12 @@ class RemoteBackend:
 
     # -- answers ------------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Stop the answer being written (from any thread): the connection closes at once."""
+        """Stop the answer being written (from any thread): its connection is shut at once, even
+        while the server is still reading the prompt."""
         self._cancel.set()
-        loaded = self._loaded
-        if loaded is not None:
-            loaded.client.abort()
+        streaming = self._streaming
+        if streaming is not None:
+            streaming.abort()
 
     def reset_cancel(self) -> None:
         self._cancel.clear()
@@ -294,63 +325,65 @@ class RemoteBackend:
         """Stream one answer from the engine; the last event is a DoneEvent or an ErrorEvent."""
         options = options or GenerationOptions()
         started = time.perf_counter()
-        text = ""
-        stats: GenerationStats | None = None
+        text, prompt = "", ""
+        stats = GenerationStats()
+        first_at = last_at = 0.0
+        pieces = 0
+        finish = ""
         try:
             loaded = self._require()
+            stats.context_length = loaded.n_ctx
+            client = self.client(loaded.config.name)
             reserve = min(options.max_tokens, loaded.n_ctx // 2)
             kept, prompt, tokens, dropped = fit_to_context(
-                messages, lambda kept: self.render(kept, tools), self._bounded_tokens(loaded, loaded.n_ctx - reserve),
-                loaded.n_ctx, reserve, keep_last)
-            stats = GenerationStats(prompt_tokens=len(tokens), dropped_messages=dropped, context_length=loaded.n_ctx)
+                messages, lambda kept: self.render(kept, tools),
+                self._bounded_tokens(loaded, client, loaded.n_ctx - reserve), loaded.n_ctx, reserve, keep_last)
+            stats.prompt_tokens, stats.dropped_messages = len(tokens), dropped
             if loaded.raw:
-                path, body = "/completion", self._raw_body(prompt, options)
+                path, body = "/completion", self._raw_body(self._as_sent(loaded, prompt), options)
             else:
-                path, body = "/v1/chat/completions", self._chat_body(loaded, kept, options)
+                path, body = "/v1/chat/completions", self._chat_body(loaded, kept, options, len(tokens))
             if self._cancel.is_set():
-                self._cancel.clear()
-                yield DoneEvent("", "cancelled", stats, prompt)
-                return
-            finish = "length"
-            first_at = last_at = 0.0
-            pieces = 0
-            # llama-server closes the connection after a stream, a moment later: asking for that
-            # up front spares the next turn a stale connection and its retry.
-            stream = loaded.client.stream(path, body, close=loaded.raw)
-            try:
-                for event in stream:
-                    piece, end, usage = _read_raw(event) if loaded.raw else _read_chat(event)
-                    if piece:
-                        last_at = time.perf_counter()
-                        first_at = first_at or last_at
-                        pieces += 1
-                        text += piece
-                        yield TokenEvent(piece)
-                    if usage:
-                        _apply_usage(stats, usage)
-                        if "timings" in usage:
-                            self.last_timings = usage["timings"]
-                    if end:
-                        finish = end
-                    if self._cancel.is_set():
-                        finish = "cancelled"
-                        break
-            finally:
-                stream.close()  # closing the connection stops the server's generation
+                finish = "cancelled"
+            else:
+                self._streaming = client
+                stream = client.stream(path, body, cancelled=self._cancel)
+                try:
+                    for event in stream:
+                        piece, end, usage = _read_raw(event) if loaded.raw else _read_chat(event)
+                        if piece:
+                            last_at = time.perf_counter()
+                            first_at = first_at or last_at
+                            pieces += 1
+                            text += piece
+                            yield TokenEvent(piece)
+                        if usage:
+                            _apply_usage(stats, usage)
+                            if isinstance(usage.get("timings"), dict):
+                                self.last_timings = usage["timings"]
+                        finish = finish if (event is DONE and finish) else (end or finish)
+                        if self._cancel.is_set():
+                            finish = "cancelled"
+                            break
+                finally:
+                    self._streaming = None
+                    stream.close()  # closing the connection stops the server's generation
         except RemoteError as exc:
-            if self._cancel.is_set():  # Stop closed the connection under the reader
-                self._cancel.clear()
-                yield DoneEvent(text, "cancelled", _finish_stats(stats, started, 0, 0, 0), "")
+            if not self._cancel.is_set():
+                yield ErrorEvent(str(exc), text)
                 return
-            yield ErrorEvent(str(exc), text)
-            return
+            finish = "cancelled"  # Stop shut the connection under the reader
         except EngineError as exc:
             yield ErrorEvent(str(exc), text)
             return
         if finish == "cancelled":
             self._cancel.clear()
-        if not stats.generated_tokens:
-            stats.generated_tokens = pieces
+        elif not finish:
+            yield ErrorEvent(f"The answer from {self._loaded.config.name if self._loaded else 'the engine'} ended "
+                             "before it was finished (the stream closed without saying why); the answer so far "
+                             "is kept.", text)
+            return
+        stats.generated_tokens = stats.generated_tokens or pieces
         yield DoneEvent(text, finish, _finish_stats(stats, started, first_at, last_at, pieces), prompt)
 
     def _raw_body(self, prompt: str, options: GenerationOptions) -> dict[str, Any]:
@@ -379,15 +412,18 @@ class RemoteBackend:
             body["lora"] = self._lora
         return body
 
-    def _chat_body(self, loaded: _Loaded, messages: list[ChatMessage], options: GenerationOptions) -> dict[str, Any]:
-        """An OpenAI chat request for servers that apply their own template."""
+    def _chat_body(self, loaded: _Loaded, messages: list[ChatMessage], options: GenerationOptions,
+                   prompt_tokens: int) -> dict[str, Any]:
+        """An OpenAI chat request for servers that apply their own template (``max_tokens`` kept
+        within what the context leaves: vLLM refuses a request that asks for more)."""
         if options.grammar and not options.grammar_trigger:
             raise EngineError(f"{loaded.config.name} ({loaded.config.kind}) cannot follow an output grammar: only "
                               "llama.cpp's llama-server can. Pick a template without one, or a model on llama-server.")
         body: dict[str, Any] = {
             "model": loaded.model, "stream": True, "stream_options": {"include_usage": True},
             "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "max_tokens": options.max_tokens, "temperature": options.temperature, "top_p": options.top_p,
+            "max_tokens": max(1, min(options.max_tokens, loaded.n_ctx - prompt_tokens)),
+            "temperature": options.temperature, "top_p": options.top_p,
         }
         if options.presence_penalty or options.frequency_penalty:
             body["presence_penalty"], body["frequency_penalty"] = options.presence_penalty, options.frequency_penalty
@@ -395,7 +431,8 @@ class RemoteBackend:
             # Token ids are the server's model's own; a caller asking for a bias knows them.
             body["logit_bias"] = {str(token): float(bias) for token, bias in options.logit_bias.items()}
         if options.stop:
-            body["stop"] = [s for s in options.stop if s][:4]  # OpenAI's limit
+            # OpenAI allows 4; the last ones are the tool loop's, which matter most.
+            body["stop"] = [s for s in options.stop if s][-4:]
         if options.seed is not None and options.seed >= 0:
             body["seed"] = options.seed
         if options.json_schema and not options.grammar_trigger:
@@ -411,13 +448,16 @@ def _read_raw(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         raise RemoteError(f"llama-server sent a piece of text that is not a string: {piece!r:.80}")
     if not event.get("stop"):
         return piece or "", "", {}
+    timings = event.get("timings")
     usage = {"prompt_tokens": event.get("tokens_evaluated"), "completion_tokens": event.get("tokens_predicted"),
-             "timings": event.get("timings") or {}}
+             "timings": timings if isinstance(timings, dict) else {}}
     return piece or "", _STOP_TYPES.get(str(event.get("stop_type")), "stop"), usage
 
 
 def _read_chat(event: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     """(text, finish reason if it ended, usage) of one chat completion chunk."""
+    if event is DONE:
+        return "", "stop", {}  # complete, though no chunk gave a finish reason
     choices = event.get("choices")
     if not isinstance(choices, list):
         raise RemoteError(f"The server sent a chunk without \"choices\": {str(event)[:120]}")
@@ -438,15 +478,14 @@ def _apply_usage(stats: GenerationStats, usage: dict[str, Any]) -> None:
         stats.prompt_tokens = usage["prompt_tokens"]
     if isinstance(usage.get("completion_tokens"), int):
         stats.generated_tokens = usage["completion_tokens"]
-    timings = usage.get("timings") or {}
+    timings = usage.get("timings") if isinstance(usage.get("timings"), dict) else {}
     if isinstance(timings.get("prompt_n"), int):
         stats.prompt_tokens_evaluated = timings["prompt_n"]
 
 
-def _finish_stats(stats: GenerationStats | None, started: float, first_at: float, last_at: float,
+def _finish_stats(stats: GenerationStats, started: float, first_at: float, last_at: float,
                   pieces: int) -> GenerationStats:
     """Times from this side of the network: what the user waits for."""
-    stats = stats or GenerationStats()
     now = time.perf_counter()
     stats.total_time = now - started
     if first_at:
@@ -454,6 +493,17 @@ def _finish_stats(stats: GenerationStats | None, started: float, first_at: float
     if pieces > 1 and last_at > first_at:
         stats.tokens_per_second = (max(stats.generated_tokens, pieces) - 1) / (last_at - first_at)
     return stats
+
+
+def _estimate(text: str) -> int:
+    """Tokens in ``text`` for a server that cannot count them: 2 bytes a token, more than any
+    tokenizer needs for English (about 4) and enough for code and most other scripts."""
+    return len(text.encode("utf-8")) // 2 + 8
+
+
+def _text(value: Any) -> str:
+    """A string field of a server's reply ("" when it is missing or not a string)."""
+    return value if isinstance(value, str) else ""
 
 
 def _regex_escape(text: str) -> str:

@@ -40,21 +40,17 @@ def _state():
 
 def add_engine(args, context) -> int:
     """Handle `parley engines add`."""
-    from desktop_app_remote.engines import EngineError, check_name, store_key
+    from desktop_app_remote.engines import EngineError, add_engine as add
 
     state = _state()
-    check_name(args.name)
     key = None
     if args.api_key_env:
         key = os.environ.get(args.api_key_env)
         if not key:
             raise EngineError(f"The environment variable {args.api_key_env} is not set (or empty): set it to "
                               "the server's API key and run this again.")
-    config = state.store.add(args.name, args.url, replace=args.replace)
-    if key:
-        store_key(args.name, key)
-        state.store.set_has_key(args.name, True)
-    print(f"Added {config.name} at {config.url}{' (API key in the system keyring)' if key else ''}.")
+    config = add(state.store, args.name, args.url, key, replace=args.replace)
+    print(f"Added {config.name} at {config.url}{' (API key in the system keyring)' if config.has_key else ''}.")
     if args.no_check:
         return 0
     return _check(state, args.name)
@@ -94,11 +90,8 @@ def check_engines(args, context) -> int:
 
 def remove_engine(args, context) -> int:
     """Handle `parley engines remove`."""
-    from desktop_app_remote.engines import delete_key
+    from desktop_app_remote.engines import remove_engine as remove
 
-    state = _state()
-    config = state.store.remove(args.name)
-    if config.has_key:
-        delete_key(config.name)
+    config = remove(_state().store, args.name)
     print(f"Removed {config.name} ({config.url}).")
     return 0

@@ -13,10 +13,16 @@ from typing import Any, Iterator
 
 from desktop_app.api import ParleyError
 
-__all__ = ["Client", "RemoteError", "StreamBroken"]
+__all__ = ["Client", "DONE", "RemoteError", "StreamBroken"]
 
 #: Seconds to open a connection; a server that is up answers at once.
 CONNECT_TIMEOUT = 5.0
+#: Seconds a short request (models, props, tokenize) may wait for its answer.
+PROBE_TIMEOUT = 10.0
+
+
+#: What :meth:`Client.stream` yields for ``data: [DONE]``: the server said the answer is complete.
+DONE: dict[str, Any] = {"[DONE]": True}
 
 
 class RemoteError(ParleyError):
@@ -28,10 +34,13 @@ class StreamBroken(RemoteError):
 
 
 class Client:
-    """One engine's HTTP client (kept-alive connections, thread-safe).
+    """One engine's HTTP client (thread-safe).
 
-    ``read_timeout`` bounds the wait for each piece of an answer, the first included (a big
-    prompt on a slow server can take a while before it).
+    Short requests (what the engine serves, counting tokens) share kept-alive connections and
+    wait at most ``PROBE_TIMEOUT`` for an answer, so a hung server is found out in seconds.
+    Each streamed answer gets a connection of its own, known from the moment it opens, so
+    :meth:`abort` can shut it from another thread even while the server has sent nothing yet;
+    ``read_timeout`` bounds the wait for each piece of it (a long prompt takes a while first).
     """
 
     def __init__(self, name: str, url: str, api_key: str | None = None, read_timeout: float = 300.0):
@@ -39,17 +48,23 @@ class Client:
 
         self.name = name
         self.url = url.rstrip("/")
+        self.read_timeout = read_timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # trust_env off: a proxy from the environment must not see (or break) a loopback engine.
         self._http = httpx.Client(base_url=self.url, headers=headers, trust_env=False,
-                                  timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT))
-        self._open: set[Any] = set()
+                                  timeout=httpx.Timeout(PROBE_TIMEOUT, connect=CONNECT_TIMEOUT))
+        self._streams = httpx.Client(base_url=self.url, headers=headers, trust_env=False,
+                                     timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT),
+                                     limits=httpx.Limits(max_keepalive_connections=0))
+        #: The sockets of the answers being read now.
+        self._sockets: set[Any] = set()
         self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close every connection (an answer being read ends with StreamBroken)."""
         self.abort()
         self._http.close()
+        self._streams.close()
 
     # -- requests -----------------------------------------------------------------------------
     def get_json(self, path: str, *, missing_ok: bool = False) -> Any:
@@ -68,32 +83,39 @@ class Client:
         self._check(reply)
         return self._decode(reply, path)
 
-    def stream(self, path: str, body: dict[str, Any], *, close: bool = False) -> Iterator[dict[str, Any]]:
-        """POST ``body`` and yield each Server-Sent Event's JSON ``data`` until ``[DONE]`` or the end.
+    def stream(self, path: str, body: dict[str, Any], *,
+               cancelled: threading.Event | None = None) -> Iterator[dict[str, Any]]:
+        """POST ``body`` and yield each Server-Sent Event's JSON ``data``, then :data:`DONE` if the
+        server sends ``[DONE]`` (a stream that just ends has no such last event).
 
-        Closing the generator (or :meth:`abort` from another thread) closes the connection,
-        which makes llama-server and the other engines stop generating. ``close`` asks for a
-        connection of its own, closed after the answer (for servers that close it anyway).
+        Closing the generator, or :meth:`abort` from another thread, closes the connection,
+        which makes llama-server and the other engines stop generating. A ``cancelled`` event
+        set before the connection is open shuts it as soon as it is.
         """
         import httpx
 
+        opened: list[Any] = []
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            # httpcore tells when the connection is open: from then on abort() can shut it.
+            if event == "connection.connect_tcp.complete":
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    with self._lock:
+                        self._sockets.add(sock)
+                    opened.append(sock)
+                    if cancelled is not None and cancelled.is_set():
+                        _shut(sock)
+
         reply = None
-        for attempt in range(2):
-            request = self._http.build_request("POST", path, json=body,
-                                               headers={"Connection": "close"} if close else None)
-            try:
-                reply = self._http.send(request, stream=True)
-                break
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                # A kept-alive connection to a server that restarted since: once more, on a new one.
-                if attempt:
-                    raise self._failure(exc) from None
-            except httpx.HTTPError as exc:
-                raise self._failure(exc) from None
-        assert reply is not None
-        with self._lock:
-            self._open.add(reply)
         try:
+            request = self._streams.build_request("POST", path, json=body, extensions={"trace": trace})
+            try:
+                reply = self._streams.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                if cancelled is not None and cancelled.is_set():
+                    raise StreamBroken(f"The answer from {self.name} was stopped.") from None
+                raise self._failure(exc) from None
             if reply.status_code >= 400:
                 reply.read()
                 self._check(reply)
@@ -108,6 +130,7 @@ class Client:
                     continue  # comments, event names and blank separators
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    yield DONE
                     return
                 try:
                     event = json.loads(data)
@@ -123,23 +146,22 @@ class Client:
         except (httpx.TimeoutException, httpx.TransportError, httpx.StreamError) as exc:
             if isinstance(exc, httpx.TimeoutException):
                 raise RemoteError(f"{self.name} stopped sending its answer for longer than "
-                                  f"{self._http.timeout.read:.0f} s; the answer so far is kept.") from None
+                                  f"{self.read_timeout:.0f} s; the answer so far is kept.") from None
             raise StreamBroken(f"The connection to {self.name} ({self.url}) broke in the middle of the answer "
                                f"({type(exc).__name__}: {exc or 'closed'}); the answer so far is kept.") from None
         finally:
             with self._lock:
-                self._open.discard(reply)
-            reply.close()
+                self._sockets.difference_update(opened)
+            if reply is not None:
+                reply.close()
 
     def abort(self) -> None:
-        """Close the answers being read now (from any thread): the server stops generating."""
+        """Shut the connections of the answers being read now (from any thread): a read blocked
+        on them ends at once, and the server stops generating."""
         with self._lock:
-            open_now = list(self._open)
-        for reply in open_now:
-            try:
-                reply.close()
-            except Exception:  # closing a half-read response may raise in the reading thread's stead
-                pass
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
 
     # -- helpers ------------------------------------------------------------------------------
     def _send(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -164,7 +186,8 @@ class Client:
             return RemoteError(f"Cannot reach {self.name} at {self.url}: {_reason(exc)}. Is the server running, "
                                "and is the address right?")
         if isinstance(exc, httpx.TimeoutException):
-            return RemoteError(f"{self.name} did not answer within {self._http.timeout.read:.0f} s.")
+            return RemoteError(f"{self.name} accepted the connection but did not answer within "
+                               f"{self._http.timeout.read:.0f} s. Is the server busy or stuck?")
         if isinstance(exc, httpx.UnsupportedProtocol):
             return RemoteError(f"{self.url} is not an http:// or https:// address.")
         return RemoteError(f"Talking to {self.name} at {self.url} failed: {type(exc).__name__}: {exc}")
@@ -185,6 +208,16 @@ class Client:
             raise RemoteError(f"{self.name} answered {path} with something that is not JSON "
                               f"({_snippet(reply.text)}). Is {self.url} an OpenAI-compatible server?")
         return value
+
+
+def _shut(sock: Any) -> None:
+    """Shut a socket both ways: unlike close(), this wakes a thread blocked reading it."""
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed or shut
+        pass
 
 
 def _json_or_none(reply: Any) -> Any:

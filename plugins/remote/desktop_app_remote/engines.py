@@ -9,6 +9,7 @@ at start-up without waiting on the network.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -19,8 +20,8 @@ from urllib.parse import urlsplit
 
 from desktop_app.api import ParleyError, PluginContext, atomic_write_text, move_aside
 
-__all__ = ["EngineConfig", "EngineError", "EngineStore", "KEYRING_SERVICE", "ServedModel", "check_name",
-           "check_url", "delete_key", "read_key", "store_key"]
+__all__ = ["EngineConfig", "EngineError", "EngineStore", "KEYRING_SERVICE", "ServedModel", "add_engine", "check_name",
+           "check_url", "delete_key", "read_key", "remove_engine", "store_key"]
 
 #: The keyring's service name for engine keys (the user name is the engine's name).
 KEYRING_SERVICE = "parley-remote-engines"
@@ -81,6 +82,9 @@ def check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EngineError(f"{url!r} is not a server address: give http://HOST:PORT (e.g. http://gpu-box:8080).")
+    if parts.username or parts.password:
+        raise EngineError(f"Give the address without a user name or password in it (they would be saved in a "
+                          "file); give the API key separately, it goes to the system keyring.")
     if parts.query or parts.fragment:
         raise EngineError(f"{url!r} has a query or fragment; give only http://HOST:PORT and an optional path.")
     url = url.rstrip("/")
@@ -132,23 +136,33 @@ class EngineStore:
             return self._engines[name]
 
     def add(self, name: str, url: str, *, replace: bool = False) -> EngineConfig:
-        """Add (or with ``replace``, change the address of) an engine; nothing is checked on the network."""
+        """Add (or with ``replace``, change the address of) an engine; nothing is checked on the network.
+
+        A new address on another host keeps no key: the old server's key must not go to it
+        (``has_key`` is then False; the caller forgets the key, see :func:`add_engine`).
+        """
         name, url = check_name(name), check_url(url)
         with self._lock:
             if name in self._engines and not replace:
                 raise EngineError(f"There is already an engine called {name!r} ({self._engines[name].url}). "
                                   "Pick another name, or replace it (--replace).")
             old = self._engines.get(name)
-            self._engines[name] = EngineConfig(name, url, has_key=old.has_key if old else False)
+            keep_key = old is not None and old.has_key and _origin(old.url) == _origin(url)
+            self._engines[name] = EngineConfig(name, url, has_key=keep_key)
             self._save()
             return self._engines[name]
 
-    def update(self, config: EngineConfig) -> None:
-        """Keep what a check found (an engine removed meanwhile stays removed)."""
+    def record_check(self, name: str, url: str, *, found: EngineConfig | None = None, problem: str = "") -> None:
+        """Keep what a check of ``name`` at ``url`` found (or why it failed). A check of an address
+        the engine no longer has, or of an engine removed meanwhile, changes nothing."""
         with self._lock:
-            if config.name in self._engines:
-                self._engines[config.name] = config
-                self._save()
+            current = self._engines.get(name)
+            if current is None or current.url != url:
+                return
+            if found is not None:
+                current.kind, current.models, current.capabilities = found.kind, found.models, found.capabilities
+            current.checked, current.problem = now(), problem
+            self._save()
 
     def remove(self, name: str) -> EngineConfig:
         config = self.get(name)
@@ -164,14 +178,33 @@ class EngineStore:
                 self._save()
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+#: Keyring backends that do not keep a secret safely: a plain file, or nothing at all.
+_UNSAFE_KEYRINGS = ("keyrings.alt.file.PlaintextKeyring", "keyring.backends.null.Keyring",
+                    "keyring.backends.fail.Keyring")
+
+
 def _keyring():
+    """The system keyring; EngineError when there is none, or only one that writes keys in plain
+    text (unless the user chose it with PYTHON_KEYRING_BACKEND)."""
     import keyring
 
+    backend = keyring.get_keyring()
+    kind = f"{type(backend).__module__}.{type(backend).__qualname__}"
+    if kind in _UNSAFE_KEYRINGS and not os.environ.get("PYTHON_KEYRING_BACKEND"):
+        raise EngineError("There is no system keyring to keep the API key in, and Parley never writes keys into "
+                          "files: start your desktop's keyring (GNOME Keyring, KWallet, the macOS Keychain or "
+                          "Windows Credential Manager), or choose a keyring backend with the "
+                          "PYTHON_KEYRING_BACKEND environment variable.")
     return keyring
 
 
 def _keyring_problem(exc: Exception) -> EngineError:
-    return EngineError(f"The system keyring cannot keep the API key ({type(exc).__name__}: {exc}). Parley never "
+    return EngineError(f"The system keyring failed ({type(exc).__name__}: {exc}). Parley never "
                        "writes keys into its own files: start your desktop's keyring (GNOME Keyring, KWallet, the "
                        "macOS Keychain or Windows Credential Manager), or choose a keyring backend with the "
                        "PYTHON_KEYRING_BACKEND environment variable.")
@@ -181,16 +214,18 @@ def store_key(name: str, key: str) -> None:
     """Keep ``key`` for engine ``name`` in the system keyring."""
     if not key or not key.strip():
         raise EngineError("The API key is empty.")
+    keyring = _keyring()
     try:
-        _keyring().set_password(KEYRING_SERVICE, name, key.strip())
+        keyring.set_password(KEYRING_SERVICE, name, key.strip())
     except Exception as exc:
         raise _keyring_problem(exc) from None
 
 
 def read_key(name: str) -> str | None:
     """Engine ``name``'s key from the keyring (None when it has none)."""
+    keyring = _keyring()
     try:
-        return _keyring().get_password(KEYRING_SERVICE, name)
+        return keyring.get_password(KEYRING_SERVICE, name)
     except Exception as exc:
         raise _keyring_problem(exc) from None
 
@@ -208,3 +243,31 @@ def delete_key(name: str) -> None:
 
 def now() -> float:
     return time.time()
+
+
+def add_engine(store: EngineStore, name: str, url: str, key: str | None = None, *, replace: bool = False) -> EngineConfig:
+    """Add an engine and keep its key (the keyring may wait for the user: not on the GUI thread).
+
+    A key given replaces the engine's key; an address on another host drops the old key.
+    """
+    check_name(name)
+    old = next((e for e in store.all() if e.name == name), None)
+    if key is not None and not key.strip():
+        raise EngineError("The API key is empty.")
+    if key:
+        _keyring()  # refuse before anything is saved when the key could not be kept
+    config = store.add(name, url, replace=replace)
+    if key:
+        store_key(name, key)
+        store.set_has_key(name, True)
+    elif old is not None and old.has_key and not config.has_key:
+        delete_key(name)  # the old server's key must not go to the new one
+    return store.get(name)
+
+
+def remove_engine(store: EngineStore, name: str) -> EngineConfig:
+    """Forget an engine and its key (the key first: a keyring that fails leaves the engine listed)."""
+    config = store.get(name)
+    if config.has_key:
+        delete_key(name)
+    return store.remove(name)

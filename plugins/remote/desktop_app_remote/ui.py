@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -133,32 +134,31 @@ class EnginesDialog(QDialog):
 
     # -- actions ------------------------------------------------------------------------------
     def add_engine(self) -> None:
-        """Add the engine in the form, then (in the background: a keyring may wait for the user
-        to unlock it) keep its key and check it."""
-        from desktop_app_remote.engines import check_name, store_key
+        """Add the engine in the form and keep its key, then check it; in the background, as a
+        keyring may wait for the user to unlock it. The form's name and address are checked here."""
+        from desktop_app_remote.engines import add_engine, check_name, check_url
 
         name, url, key = self.name.text().strip(), self.url.text().strip(), self.key.text().strip()
         try:
             check_name(name)
-            replace = any(e.name == name for e in self.state.store.all())
-            self.state.store.add(name, url, replace=replace)
+            check_url(url)
         except ParleyError as exc:
             self.show_status(str(exc), error=True)
             return
+        replace = any(e.name == name for e in self.state.store.all())
         self.key.clear()
-        self.name.clear()
-        self.url.clear()
-        self.fill()
-        if not key:
+        self.show_status(f"Adding {name}…")
+
+        def added(_config) -> None:
+            if not shiboken6.isValid(self):  # closed with the window meanwhile
+                return
+            self.name.clear()
+            self.url.clear()
+            self.fill()
             self.check(name)
-            return
 
-        def keep() -> None:
-            store_key(name, key)
-            self.state.store.set_has_key(name, True)
-
-        self.show_status(f"Keeping {name}'s key in the system keyring…")
-        run_task(keep, lambda _=None: self.check(name), lambda message: self.show_status(message, error=True))
+        run_task(lambda: add_engine(self.state.store, name, url, key or None, replace=replace), added,
+                 self.show_error)
 
     def check(self, name: str | None) -> None:
         """Ask engine ``name`` what it serves, off the GUI thread."""
@@ -170,6 +170,8 @@ class EnginesDialog(QDialog):
         backend = self.state.current_backend()
 
         def done(config) -> None:
+            if not shiboken6.isValid(self):
+                return
             self.checking.discard(name)
             models = ", ".join(m.id for m in config.models) or "no models"
             self.show_status(f"{name} is {config.kind} and serves {models}. Pick its models in the model picker.")
@@ -177,6 +179,8 @@ class EnginesDialog(QDialog):
             self.window_api.refresh_models()
 
         def failed(message: str) -> None:
+            if not shiboken6.isValid(self):
+                return
             self.checking.discard(name)
             self.show_status(message, error=True)
             self.fill()
@@ -184,22 +188,26 @@ class EnginesDialog(QDialog):
         run_task(lambda: backend.check(name), done, failed)
 
     def remove_engine(self) -> None:
-        """Forget the selected engine and its key."""
-        from desktop_app_remote.engines import delete_key
+        """Forget the selected engine and its key (in the background: the keyring may wait)."""
+        from desktop_app_remote.engines import remove_engine
 
         name = self.selected()
         if not name:
             return
-        try:
-            config = self.state.store.remove(name)
-            if config.has_key:
-                delete_key(name)
-        except ParleyError as exc:
-            self.show_status(str(exc), error=True)
-            return
-        self.show_status(f"Removed {name}.")
-        self.fill()
-        self.window_api.refresh_models()
+
+        def removed(_config) -> None:
+            if not shiboken6.isValid(self):
+                return
+            self.show_status(f"Removed {name}.")
+            self.fill()
+            self.window_api.refresh_models()
+
+        run_task(lambda: remove_engine(self.state.store, name), removed, self.show_error)
+
+    def show_error(self, message: str) -> None:
+        """A background task's failure, shown in the dialog (if it is still open)."""
+        if shiboken6.isValid(self):
+            self.show_status(message, error=True)
 
     def show_status(self, text: str, *, error: bool = False) -> None:
         self.status.setText(text)

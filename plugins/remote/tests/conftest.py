@@ -106,14 +106,34 @@ def keyed_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(autouse=True)
-def file_keyring(monkeypatch, tmp_path):
-    """A keyring in a file under the test's folder (a test machine has no desktop keyring)."""
-    import keyring
-    from keyrings.alt.file import PlaintextKeyring
+class MemoryKeyring:
+    """A keyring in memory for the tests (a test machine has no desktop keyring; the user's is never touched)."""
 
-    ring = PlaintextKeyring()
-    ring.file_path = str(tmp_path / "keyring.cfg")  # never the user's
+    priority = 1
+
+    def __init__(self):
+        self.secrets: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service, username):
+        return self.secrets.get((service, username))
+
+    def set_password(self, service, username, password):
+        self.secrets[(service, username)] = password
+
+    def delete_password(self, service, username):
+        import keyring.errors
+
+        if self.secrets.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError("no such password")
+
+
+@pytest.fixture(autouse=True)
+def file_keyring():
+    """The tests' keyring (named for what it stands in for: the system's)."""
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    ring = type("TestKeyring", (MemoryKeyring, KeyringBackend), {})()
     previous = keyring.get_keyring()
     keyring.set_keyring(ring)
     yield ring

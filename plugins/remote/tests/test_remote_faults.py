@@ -23,6 +23,10 @@ class Garbage(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.server.mode == "cut-short":  # a clean end of the stream, without a finish or [DONE]
+            self._send(200, b'data: {"choices": [{"delta": {"content": "The answer is"}}]}\n\n',
+                       "text/event-stream")
+            return
         self._send(200, b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\ndata: {not json\n\n',
                    "text/event-stream")
 
@@ -52,11 +56,14 @@ def test_a_server_that_is_down_is_named_with_what_to_check(context):
     from desktop_app.api import ModelLoadError
     from desktop_app_remote import state
 
+    context.load_model(None)
+    local = context.engine.model_path
     state.store.add("nowhere", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ModelLoadError, match="Cannot reach nowhere at http://127.0.0.1:.*refused.*Is the server running"):
         context.load_model("remote:nowhere/any")
     assert "Cannot reach" in state.store.get("nowhere").problem
-    assert not context.engine.loaded
+    # The model that was loaded is loaded again, as after any failed switch.
+    assert context.engine.loaded and context.engine.model_path == local
 
 
 def test_garbage_replies_get_a_clear_error_and_no_crash(context, garbage):
@@ -73,6 +80,10 @@ def test_garbage_replies_get_a_clear_error_and_no_crash(context, garbage):
     events = list(context.engine.stream_chat([ChatMessage("user", "Hi")]))
     assert type(events[-1]).__name__ == "ErrorEvent" and "not JSON" in events[-1].message
     assert events[-1].text == "Hi"  # the text so far is kept
+    garbage.mode = "cut-short"
+    events = list(context.engine.stream_chat([ChatMessage("user", "Hi")]))
+    assert type(events[-1]).__name__ == "ErrorEvent" and "ended before it was finished" in events[-1].message
+    assert events[-1].text == "The answer is"
 
 
 def test_a_model_the_engine_does_not_serve_is_refused_with_what_it_serves(context, llama_server):
@@ -115,5 +126,38 @@ def test_bad_names_and_addresses_are_refused_before_anything_is_saved(context):
         state.store.add("has space", "http://x:1")
     with pytest.raises(EngineError, match="is not a server address: give http://HOST:PORT"):
         state.store.add("box", "ftp://x")
+    with pytest.raises(EngineError, match="without a user name or password"):
+        state.store.add("box", "http://me:secret@gpu-box:8080")
     assert state.store.add("box", "http://gpu-box:8080/v1/").url == "http://gpu-box:8080"
     assert [e.name for e in state.store.all()] == ["box"]
+
+
+def test_a_plaintext_keyring_is_refused_unless_chosen(context, monkeypatch):
+    import keyring
+    from keyring.backends import fail
+
+    from desktop_app_remote import state
+    from desktop_app_remote.engines import EngineError, add_engine
+
+    monkeypatch.delenv("PYTHON_KEYRING_BACKEND", raising=False)
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        with pytest.raises(EngineError, match="no system keyring .* never writes keys into files"):
+            add_engine(state.store, "box", "http://gpu-box:8080", "k-123")
+        assert state.store.all() == []  # nothing saved half-way
+    finally:
+        keyring.set_keyring(previous)
+
+
+def test_a_new_host_for_an_engine_drops_its_key(context, file_keyring):
+    from desktop_app_remote import state
+    from desktop_app_remote.engines import add_engine
+
+    add_engine(state.store, "box", "http://gpu-box:8080", "k-123")
+    assert state.store.get("box").has_key
+    add_engine(state.store, "box", "http://gpu-box:8080/", replace=True)  # the same server: the key stays
+    assert state.store.get("box").has_key
+    add_engine(state.store, "box", "http://other-box:8080", replace=True)
+    assert not state.store.get("box").has_key
+    assert file_keyring.get_password("parley-remote-engines", "box") is None

@@ -48,10 +48,12 @@ def test_an_answer_streams_and_is_the_local_engines_answer_word_for_word(remote)
     assert len(pieces) > 3 and "".join(pieces).strip() == outcome.message.content.strip()
     trace = remote.store.get_trace(outcome.message.id)
     assert trace["prompt"].startswith("<|im_start|>system\n")  # rendered here with the server's template
-    stats = outcome.message.stats if hasattr(outcome.message, "stats") else trace.get("stats", {})
+    stats = outcome.message.stats
+    assert stats["generated_tokens"] >= len(pieces) and stats["time_to_first_token"] > 0
+    assert stats["prompt_tokens"] == len(remote.engine.active._tokenize(
+        remote.engine.active._loaded, remote.engine.active.client(ENGINE), trace["prompt"]))
     local = local_answer(remote)
     assert outcome.message.content == local.message.content
-    assert stats
 
 
 def test_stop_ends_the_answer_and_the_server_is_free_for_the_next(remote):
@@ -189,8 +191,55 @@ def test_logit_bias_and_penalties_reach_the_server(remote):
 
     messages = [ChatMessage("user", QUESTION)]
     plain = list(remote.engine.stream_chat(messages, GenerationOptions(temperature=0.0, max_tokens=8)))[-1].text
-    backend = remote.engine.active
-    first = backend._tokenize(backend._loaded, plain.split()[0])[0]
+    client = remote.engine.active.client(ENGINE)
+    first = client.post_json("/tokenize", {"content": plain.split()[0], "add_special": False})["tokens"][0]
     banned = list(remote.engine.stream_chat(messages, GenerationOptions(
         temperature=0.0, max_tokens=8, logit_bias={first: -100.0})))[-1].text
     assert banned and not banned.startswith(plain.split()[0])
+
+
+def test_stop_from_another_thread_ends_the_answer_even_before_its_first_token(remote):
+    """The window's Stop comes from the GUI thread, while the engine thread waits on the server."""
+    from desktop_app.api import ChatMessage, GenerationOptions
+
+    engine = remote.engine
+    long_prompt = "Summarise this. " + " ".join(f"Line {i} says the harbour opens at dawn." for i in range(150))
+    events = []
+    started = threading.Event()
+
+    def write():
+        started.set()
+        for event in engine.stream_chat([ChatMessage("user", long_prompt)],
+                                        GenerationOptions(temperature=0.0, max_tokens=400)):
+            events.append(event)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    started.wait()
+    engine.cancel()  # at once: the prompt is still being sent or read, whichever comes first
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    done = events[-1]
+    assert type(done).__name__ == "DoneEvent" and done.finish_reason == "cancelled", done
+    assert done.prompt.startswith("<|im_start|>")  # the trace keeps the prompt of a stopped answer
+    assert len(events) < 40 and not engine.cancel_event.is_set()
+    again = list(engine.stream_chat([ChatMessage("user", QUESTION)], GenerationOptions(temperature=0.0, max_tokens=8)))
+    assert again[-1].finish_reason in ("stop", "length") and again[-1].text
+
+
+def test_a_key_added_while_the_model_is_loaded_is_used_from_the_next_turn(context, keyed_server):
+    from desktop_app.api import ChatMessage, GenerationOptions
+    from desktop_app_remote import state
+    from desktop_app_remote.engines import add_engine
+
+    add_engine(state.store, "keyed", keyed_server.url, "wrong-key")
+    with pytest.raises(Exception, match="refused the API key"):
+        context.load_model("remote:keyed/smollm2")
+    add_engine(state.store, "keyed", keyed_server.url, "sesame-123", replace=True)
+    context.load_model("remote:keyed/smollm2")
+    add_engine(state.store, "keyed", keyed_server.url, "wrong-again", replace=True)
+    failed = list(context.engine.stream_chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=4)))[-1]
+    assert type(failed).__name__ == "ErrorEvent" and "refused the API key" in failed.message
+    add_engine(state.store, "keyed", keyed_server.url, "sesame-123", replace=True)
+    done = list(context.engine.stream_chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=4)))[-1]
+    assert type(done).__name__ == "DoneEvent" and done.text

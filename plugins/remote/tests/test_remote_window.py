@@ -52,10 +52,9 @@ def test_an_engine_added_in_the_dialog_answers_from_the_picker(qtbot, window, ll
     assert [dialog.table.horizontalHeaderItem(c).text() for c in range(dialog.table.columnCount())][0] == "Engine"
     dialog.name.setText(ENGINE)
     dialog.url.setText(llama_server.url)
-    dialog.add_button.click()
-    assert ENGINE in dialog.checking  # the check runs in the background
-    qtbot.waitUntil(lambda: not dialog.checking, timeout=60_000)
-    assert "is llama-server and serves smollm2" in dialog.status.text()
+    dialog.add_button.click()  # adding and checking run in the background
+    qtbot.waitUntil(lambda: "is llama-server and serves smollm2" in dialog.status.text(), timeout=60_000)
+    assert not dialog.checking
     assert dialog.table.item(0, 4).text() == ALIAS and dialog.table.item(0, 5).text() == "ready"
     label = f"{ALIAS} · {ENGINE}"
     assert picker_items(window)[label] == REF
@@ -92,3 +91,28 @@ def test_a_key_typed_in_the_dialog_goes_to_the_keyring_and_is_used(qtbot, window
     qtbot.waitUntil(lambda: "serves smollm2" in dialog.status.text(), timeout=60_000)
     assert file_keyring.get_password("parley-remote-engines", "keyed") == "sesame-123"
     assert dialog.table.item(0, 2).text() == "yes"
+
+
+def test_a_remote_model_whose_engine_is_down_at_start_gives_way_to_the_built_in_one(qtbot, paths):
+    from conftest import free_port
+
+    from desktop_app.context import build_context
+    from desktop_app.ui.app import create_window
+    from desktop_app_remote import state
+
+    context = build_context(paths)
+    state.store.add("away", f"http://127.0.0.1:{free_port()}")
+    context.settings.set("model.path", "remote:away/big-model")
+    errors = []
+    w = create_window(context)
+    qtbot.addWidget(w)
+    w.show_error = errors.append
+    w.show()
+    try:
+        qtbot.waitUntil(lambda: context.engine.loaded and not w.model_loading, timeout=60_000)
+        qtbot.waitUntil(lambda: bool(errors), timeout=10_000)
+        assert "Cannot reach away" in errors[0] and "Settings → Engines" in errors[0]
+        assert not context.is_backend_model(str(context.engine.model_path))  # the built-in model answers
+    finally:
+        w.close()
+        context.close()
