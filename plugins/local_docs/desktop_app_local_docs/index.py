@@ -95,6 +95,7 @@ class DocsIndex:
         self.books = Bookkeeping(root / "docs.db")
         self.db = self.books.db  # for checks and benchmarks that read the tables directly
         self.chroma = EmbeddedChroma(root / "chroma")
+        self._servers: dict[str, Any] = {}
         self._stores: dict[tuple, CollectionStore] = {}
         self._lock = threading.Lock()
 
@@ -108,6 +109,14 @@ class DocsIndex:
         """The embedded chroma collection of ``collection`` (used by benchmarks)."""
         return self.chroma.vectors(collection, embedder or self.embedder.name)
 
+    def _server(self, url: str) -> Any:
+        from desktop_app_local_docs.server_store import ChromaServer
+
+        with self._lock:
+            if url not in self._servers:
+                self._servers[url] = ChromaServer(url)
+            return self._servers[url]
+
     def store(self, name: str) -> CollectionStore:
         """The store holding a collection's vectors (embedded or on its server)."""
         info = self._require(name)
@@ -118,7 +127,13 @@ class DocsIndex:
             found = self._stores.get(key)
         if found is not None:
             return found
-        made: CollectionStore = EmbeddedStore(self.chroma, self.books, name, embedder)
+        if info["server"]:
+            from desktop_app_local_docs.server_store import ServerStore
+
+            made: CollectionStore = ServerStore(self._server(info["server"]), self.books, name, info["remote"],
+                                                self.embedder.name)
+        else:
+            made = EmbeddedStore(self.chroma, self.books, name, embedder)
         with self._lock:
             return self._stores.setdefault(key, made)
 
@@ -128,8 +143,13 @@ class DocsIndex:
                 del self._stores[key]
 
     # -- collections ----------------------------------------------------------------------
-    def add_collection(self, name: str, paths: list[str]) -> None:
-        """Create a collection, or add folders and files to an existing one."""
+    def add_collection(self, name: str, paths: list[str], server: str | None = None) -> None:
+        """Create a collection, or add folders and files to an existing one.
+
+        With ``server`` (a Chroma server's URL) the collection lives on that server and is shared
+        with every Parley that adds the same name there; it needs no folders of its own then
+        (this instance only searches it). Without, it lives in the embedded store.
+        """
         name = name.strip()
         if not name:
             raise DocsError("A collection needs a name.")
@@ -137,6 +157,24 @@ class DocsIndex:
         for p in resolved:
             if not Path(p).exists():
                 raise DocsError(f"{p} does not exist.")
+        existing = self.books.collection(name)
+        if server is not None:
+            from desktop_app_local_docs.server_store import ServerStore, normalize_server_url, remote_name
+
+            url = normalize_server_url(server)
+            if existing is not None and existing["server"] != url:
+                where = f"on {existing['server']}" if existing["server"] else "on this computer"
+                raise DocsError(f"There is already a collection called {name!r}, kept {where}. Choose another "
+                                "name, or remove that one first.")
+            if existing is None:
+                # Reach the server before anything is recorded: a wrong address leaves nothing behind.
+                store = ServerStore(self._server(url), self.books, name, remote_name(name), self.embedder.name)
+                store.open(create=True, shared_name=name)
+                self.books.add_collection(name, resolved, server=url, remote=store.remote,
+                                          embedder=self.embedder.name)
+                return
+        elif not resolved:
+            raise DocsError("Give at least one folder or file for the collection.")
         self.books.add_collection(name, resolved)
 
     def collections(self) -> dict[str, dict[str, Any]]:
@@ -170,10 +208,17 @@ class DocsIndex:
         self._forget_stores(old)
         store.rename(new)
 
-    def remove_collection(self, name: str) -> None:
-        """Forget a collection and its index (the user's files are never touched)."""
+    def remove_collection(self, name: str, on_server: bool = False) -> None:
+        """Forget a collection and its index (the user's files are never touched).
+
+        A shared collection stays on its server for the other instances unless ``on_server``.
+        """
         info = self._require(name)
         store = self.store(name)
+        if on_server:
+            if store.server is None:
+                raise DocsError(f"{name!r} is not on a server.")
+            store.delete_on_server()
         self.books.remove_collection(name)
         self._forget_stores(name)
         try:
