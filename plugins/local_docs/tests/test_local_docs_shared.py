@@ -294,3 +294,40 @@ def test_an_instance_with_another_embedder_is_refused(tmp_path, instances, chrom
             alice.add_collection(shared_name, [], server="http://127.0.0.1:1")
     finally:
         other.close()
+
+
+def test_the_panel_adds_a_folder_to_a_shared_collection(qtbot, paths, chroma_server, shared_name, folders):
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from desktop_app.context import build_context
+    from desktop_app.ui.app import create_window
+    from desktop_app_local_docs import state
+    from desktop_app_local_docs.ui import AddCollectionDialog, DocumentsPanel
+    from tests.chroma_server import free_port
+
+    faq, _ = folders
+    context = build_context(paths)
+    window = create_window(context, load_model=False)
+    qtbot.addWidget(window)
+    try:
+        panel = window.findChild(DocumentsPanel)
+        dialog = AddCollectionDialog(str(faq), panel)
+        assert dialog.choice() == ("faq", None) and not dialog.server.isEnabled()  # this computer by default
+        dialog.name.setText(shared_name)
+        dialog.shared.setChecked(True)
+        qtbot.keyClicks(dialog.server, chroma_server.url)
+        name, server = dialog.choice()
+        assert (name, server) == (shared_name, chroma_server.url)
+        with qtbot.waitSignal(panel.bridge.finished, timeout=120_000) as done:
+            panel.add_folder(name, str(faq), server)
+        assert done.args[1].indexed == 4 and panel.checked() == [shared_name]
+        assert f"shared on {chroma_server.url}" in panel.list.item(0).text()
+        assert state.index.collections()[shared_name]["server"] == chroma_server.url
+        # A server that is not there: a clear message, and nothing added.
+        with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
+            panel.add_folder("elsewhere", str(faq), f"http://127.0.0.1:{free_port()}")
+        assert "cannot be reached" in shown.args[0] and panel.list.count() == 1
+    finally:
+        window.close()
+        context.close()
