@@ -39,6 +39,15 @@ def chroma_command() -> list[str]:
     return [found]
 
 
+def _die_with_parent() -> None:
+    # A test run killed outright (a timeout, Ctrl-C twice) must not leave a server behind.
+    # (Linux sends it when the thread that started the server ends: start it from a thread that lives.)
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class ChromaServerProcess:
     """One ``chroma run`` process; a context manager that stops it on exit."""
 
@@ -62,7 +71,8 @@ class ChromaServerProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*chroma_command(), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -140,6 +140,10 @@ class EmbeddedStore:
         self.chroma.client.delete_collection(self.vectors.name)
         self.name, self._vectors = new_name, None
 
+    def delete_on_server(self) -> None:
+        """There is no server: say so."""
+        raise DocsError(f"{self.name!r} is kept on this computer, not on a server.")
+
     def forget(self) -> None:
         """Delete the vectors: nobody else uses them."""
         self.chroma.drop(self.name, self.embedder)

@@ -11,3 +11,8 @@ class DocsError(ValueError):
 
 class ServerUnavailable(DocsError):
     """A shared collection's Chroma server cannot be reached right now (nothing local was lost)."""
+
+    def __init__(self, message: str, server: str = ""):
+        super().__init__(message)
+        #: The server's address.
+        self.server = server

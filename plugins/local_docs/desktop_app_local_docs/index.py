@@ -216,8 +216,6 @@ class DocsIndex:
         info = self._require(name)
         store = self.store(name)
         if on_server:
-            if store.server is None:
-                raise DocsError(f"{name!r} is not on a server.")
             store.delete_on_server()
         self.books.remove_collection(name)
         self._forget_stores(name)

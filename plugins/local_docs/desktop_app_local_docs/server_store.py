@@ -167,7 +167,7 @@ class ChromaServer:
             return ServerUnavailable(
                 f"The Chroma server at {self.url} cannot be reached ({text}). Start it "
                 f"(chroma run --path FOLDER --host {parts.hostname} --port {parts.port}) or check the address. "
-                "Nothing stored here is lost; the collection works again once the server is back.")
+                "Nothing stored here is lost; the collection works again once the server is back.", self.url)
         try:
             from chromadb.errors import ChromaError
         except ImportError:  # pragma: no cover - chromadb is there if a client was made
@@ -268,9 +268,14 @@ class ServerStore:
             generation = meta.get(GENERATION)
             if generation is not None and generation == synced:
                 return
+            local = self.books.files(self.name)
             with self.connection.talking():
                 records = self._all_records()
-                self._apply(records, generation)
+                # Only files whose record changed since this cache last saw them are fetched.
+                wanted = [r for r in records.values() if r.status == "indexed" and not (
+                    r.path in local and local[r.path].version == r.version and local[r.path].status == "indexed")]
+                texts = self._fetch_chunks([r.path for r in wanted])
+            self._apply(local, records, wanted, texts, generation)
 
     def _all_records(self) -> dict[str, FileRow]:
         out: dict[str, FileRow] = {}
@@ -283,11 +288,9 @@ class ServerStore:
                 return out
             offset += BATCH
 
-    def _apply(self, records: dict[str, FileRow], generation: str | None) -> None:
-        local = self.books.files(self.name)
-        wanted = [r for r in records.values() if r.status == "indexed" and not (
-            r.path in local and local[r.path].version == r.version and local[r.path].status == "indexed")]
-        texts = self._fetch_chunks([r.path for r in wanted])
+    def _apply(self, local: dict[str, FileRow], records: dict[str, FileRow], wanted: list[FileRow],
+               texts: dict[str, list[tuple[ChunkRow, str]]], generation: str | None) -> None:
+        """Make the cache match the records, in one transaction with the generation it matches."""
         with self.books.transaction():
             for path in set(local) - set(records):
                 self.books.remove_file(self.name, path)
@@ -400,6 +403,8 @@ class ServerStore:
     def query(self, vector: list[float], n: int) -> list[VectorHit]:
         """The nearest chunks whose (path, digest) matches a record in the local cache, so vector
         and keyword hits come from the same files (call :meth:`sync` first)."""
+        if self._chunks is None:
+            self.open(create=False)
         with self.connection.talking():
             result = self._chunks.query(query_embeddings=[vector], n_results=n,
                                         include=["documents", "metadatas", "distances"])

@@ -86,6 +86,9 @@ class CollectionStore(Protocol):
     def forget(self) -> None:
         """The collection is being removed from this instance: drop what only this instance uses."""
 
+    def delete_on_server(self) -> None:
+        """Delete the collection on its server, for every instance (a DocsError when embedded)."""
+
 
 def stall_for_test(marker: str | None) -> None:
     """Test-only, see :data:`STALL_FOR_TEST_ENV`: announce the stall, then wait to be killed."""

@@ -37,14 +37,15 @@ WATCH_INTERVAL_MS = 30_000
 class _Bridge(QObject):
     """Reports from background work, delivered on the GUI thread.
 
-    Signals: ``progressed(Progress)``, ``finished(name, IndexReport)``, ``failed(name, message)``
-    of indexing runs; ``collection_added(name)``, ``add_failed(name, message)`` of adding a
-    collection on a server.
+    Signals: ``progressed(Progress)``, ``finished(name, IndexReport)`` and ``failed(name,
+    message, kind)`` of indexing runs (``kind`` stays the same for the same trouble, e.g. a
+    server away, while the message's details may change); ``collection_added(name)`` and
+    ``add_failed(name, message)`` of adding a collection on a server.
     """
 
     progressed = Signal(object)
     finished = Signal(str, object)
-    failed = Signal(str, str)
+    failed = Signal(str, str, str)
     collection_added = Signal(str)
     add_failed = Signal(str, str)
 
@@ -128,6 +129,8 @@ class DocumentsPanel(QWidget):
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._queue: list[str] = []
+        #: The last failure shown per collection, until it indexes again.
+        self._failures: dict[str, str] = {}
         self.last_report: Any = None
         #: Set by Stop: the periodic check does not restart indexing until the user does.
         self.paused = False
@@ -286,15 +289,18 @@ class DocumentsPanel(QWidget):
         self.status.setText(f"Indexing {name}…")
         bridge, cancel, index = self.bridge, self._cancel, state.index
 
-        from desktop_app_local_docs.index import DocsError
+        from desktop_app_local_docs.index import DocsError, ServerUnavailable
 
         def run() -> None:
             try:
                 report = index.index(name, progress=bridge.progressed.emit, cancel=cancel)
-            except DocsError as exc:  # its message is for the user as it is (e.g. the server is away)
-                bridge.failed.emit(name, str(exc))
+            except ServerUnavailable as exc:
+                bridge.failed.emit(name, str(exc), f"server unavailable {exc.server}")
+            except DocsError as exc:  # its message is for the user as it is
+                bridge.failed.emit(name, str(exc), str(exc))
             except Exception as exc:  # reported in the panel; the app goes on
-                bridge.failed.emit(name, f"{type(exc).__name__}: {exc}")
+                message = f"{type(exc).__name__}: {exc}"
+                bridge.failed.emit(name, message, message)
             else:
                 bridge.finished.emit(name, report)
 
@@ -326,7 +332,15 @@ class DocumentsPanel(QWidget):
                             f"{len(report.skipped)} skipped, {report.removed} removed ({report.seconds:.1f} s).")
         self.report_button.setVisible(bool(state.index.skipped(name)))
         self._report_name = name
+        self._failures.pop(name, None)
         self.refresh()
+        self._next_in_queue()
+
+    def _next_in_queue(self) -> None:
+        if self._thread is not None:
+            # The run sent its last signal and is returning; until it has, ``indexing`` is
+            # still true and the next name would only be queued again, never started.
+            self._thread.join(timeout=5)
         if self._queue:
             self.start_index(self._queue.pop(0))
 
@@ -334,11 +348,17 @@ class DocumentsPanel(QWidget):
         self.status.setText(f"{name} was not added.")
         self.window.show_error(message)
 
-    def _on_failed(self, name: str, message: str) -> None:
+    def _on_failed(self, name: str, message: str, kind: str) -> None:
         self.progress.hide()
         self.cancel_button.hide()
-        self.status.setText(f"{name}: indexing failed.")
-        self.window.show_error(f"Indexing {name} failed: {message}")
+        self.status.setText(f"{name}: indexing failed. {message}")
+        self.status.setToolTip(message)
+        # A server that stays down fails the periodic check every half minute: say it once.
+        if self._failures.get(name) != kind:
+            self._failures[name] = kind
+            self.window.show_error(f"Indexing {name} failed: {message}")
+        # The other collections are still brought up to date.
+        self._next_in_queue()
 
     def show_report(self) -> None:
         """List the files the last indexed collection skipped, and why."""

@@ -296,7 +296,7 @@ def test_an_instance_with_another_embedder_is_refused(tmp_path, instances, chrom
         other.close()
 
 
-def test_the_panel_adds_a_folder_to_a_shared_collection(qtbot, paths, chroma_server, shared_name, folders):
+def test_the_panel_adds_a_folder_to_a_shared_collection(qtbot, tmp_path, paths, chroma_server, shared_name, folders):
     import os
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -304,9 +304,9 @@ def test_the_panel_adds_a_folder_to_a_shared_collection(qtbot, paths, chroma_ser
     from desktop_app.ui.app import create_window
     from desktop_app_local_docs import state
     from desktop_app_local_docs.ui import AddCollectionDialog, DocumentsPanel
-    from tests.chroma_server import free_port
+    from tests.chroma_server import ChromaServerProcess, free_port
 
-    faq, _ = folders
+    faq, recipes = folders
     context = build_context(paths)
     window = create_window(context, load_model=False)
     qtbot.addWidget(window)
@@ -328,6 +328,18 @@ def test_the_panel_adds_a_folder_to_a_shared_collection(qtbot, paths, chroma_ser
         with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
             panel.add_folder("elsewhere", str(faq), f"http://127.0.0.1:{free_port()}")
         assert "cannot be reached" in shown.args[0] and panel.list.count() == 1
+        # A collection whose server goes away: the periodic check says so once, and still
+        # updates the other collections.
+        with ChromaServerProcess(tmp_path / "own-server") as own:
+            with qtbot.waitSignal(panel.bridge.finished, timeout=120_000):
+                panel.add_folder("a-gone", str(recipes), own.url)
+        errors = []
+        window.error_shown.connect(errors.append)
+        for _ in range(2):
+            with qtbot.waitSignal(panel.bridge.finished, timeout=60_000) as done:
+                panel.check_for_changes()
+            assert done.args[0] == shared_name
+        assert len(errors) == 1 and "a-gone" in errors[0] and "cannot be reached" in errors[0]
     finally:
         window.close()
         context.close()
