@@ -27,7 +27,11 @@ def register(subparsers) -> None:
         title="actions", metavar="ACTION", required=True)
     p = docs.add_parser("add", help="create a collection or add folders and files to it, then index it")
     p.add_argument("name")
-    p.add_argument("paths", nargs="+")
+    p.add_argument("paths", nargs="*", metavar="FOLDER",
+                   help="folders and files to index (none with --server: only search what others indexed)")
+    p.add_argument("--server", metavar="URL",
+                   help="keep the collection on this Chroma server (chroma run), shared with every Parley "
+                        "that adds the same name there, e.g. http://127.0.0.1:8000")
     p.add_argument("--no-index", action="store_true", help="only record the folders")
     p.set_defaults(handler=_add)
     p = docs.add_parser("list", help="list collections")
@@ -49,6 +53,8 @@ def register(subparsers) -> None:
     p.set_defaults(handler=_rename)
     p = docs.add_parser("remove", help="forget a collection (your files are not touched)")
     p.add_argument("name")
+    p.add_argument("--on-server", action="store_true",
+                   help="a shared collection: delete it on its server too, for everyone")
     p.set_defaults(handler=_remove)
 
 
@@ -84,17 +90,36 @@ def _run_index(name: str) -> int:
 
 
 def _add(args, context) -> int:
-    _index_of().add_collection(args.name, args.paths)
+    if not args.paths and not args.server:
+        print("parley: give at least one folder (or --server URL to use a shared collection).", file=sys.stderr)
+        return 2
+    _index_of().add_collection(args.name, args.paths, server=args.server)
+    if args.server:
+        print(f"{args.name} is on {args.server}, shared with every Parley that adds it there.")
     return 0 if args.no_index else _run_index(args.name)
 
 
 def _list(args, context) -> int:
-    collections = _index_of().collections()
+    from desktop_app_local_docs.index import DocsError
+
+    index = _index_of()
+    collections = index.collections()
     if not collections:
         print("No collections yet. Add one with: parley docs add NAME FOLDER")
+    stale = {}
     for name, info in collections.items():
-        print(f"{name}\t{info['files']} files, {info['chunks']} chunks, {info['skipped']} skipped\t"
-              + ", ".join(info["paths"]))
+        if info["server"]:
+            try:
+                index.sync(name)  # counts as the server has them now
+            except DocsError as exc:
+                stale[name] = str(exc)
+    for name, info in index.collections().items():
+        where = f"\tshared on {info['server']}" if info["server"] else ""
+        incomplete = f", {info['incomplete']} incomplete" if info["incomplete"] else ""
+        print(f"{name}\t{info['files']} files, {info['chunks']} chunks, {info['skipped']} skipped{incomplete}"
+              f"{where}\t" + ", ".join(info["paths"]))
+        if name in stale:
+            print(f"  (counts as of the last sync: {stale[name]})")
     return 0
 
 
@@ -126,6 +151,11 @@ def _rename(args, context) -> int:
 
 
 def _remove(args, context) -> int:
-    _index_of().remove_collection(args.name)
-    print(f"Removed {args.name}; your files were not touched.")
+    index = _index_of()
+    shared = index.collections().get(args.name, {}).get("server")
+    index.remove_collection(args.name, on_server=args.on_server)
+    if shared and not args.on_server:
+        print(f"Removed {args.name} here; it stays on {shared} for the others (--on-server deletes it there).")
+    else:
+        print(f"Removed {args.name}; your files were not touched.")
     return 0

@@ -21,14 +21,26 @@ def resolve_embedder(name: str) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
+#: Texts embedded per turn of the tokenizer lock: a search waits for at most this many texts of
+#: an indexing run, not for its whole batch.
+TEXTS_PER_TURN = 128
+
+
 class Embedder:
-    """One sentence-transformers model. ``name`` identifies it: vectors of different names never mix."""
+    """One sentence-transformers model. ``name`` identifies it: vectors of different names never mix.
+
+    Safe to share between threads (an indexing run and a search): the tokenizer is used by one
+    caller at a time. Hugging Face's fast tokenizers keep padding and truncation settings in
+    shared state that each call sets, so two calls at once can tokenize with the other's
+    settings and fail ("Unable to create tensor...").
+    """
 
     def __init__(self, name: str = DEFAULT_EMBEDDER, batch_size: int = 32):
         self.name = name or DEFAULT_EMBEDDER
         self.batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
+        self._use = threading.Lock()
 
     @property
     def model(self) -> Any:
@@ -59,8 +71,8 @@ class Embedder:
 
     @property
     def tokenizer(self) -> Any:
-        """The model's tokenizer (chunks are measured in its tokens)."""
-        return self.model.tokenizer
+        """The model's tokenizer (chunks are measured in its tokens), one caller at a time."""
+        return _OneAtATime(self.model.tokenizer, self._use)
 
     @property
     def max_tokens(self) -> int:
@@ -69,6 +81,31 @@ class Embedder:
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         """Unit-length embeddings of ``texts``."""
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    show_progress_bar=False, convert_to_numpy=True)
-        return vectors.tolist()
+        model = self.model
+        # Longest first, as sentence-transformers orders them itself, so the batches (and their
+        # padding) are the same as in one call; the lock is taken per turn, not for the whole list.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(order), TEXTS_PER_TURN):
+            turn = order[start:start + TEXTS_PER_TURN]
+            with self._use:
+                vectors = model.encode([texts[i] for i in turn], batch_size=self.batch_size,
+                                       normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
+            for i, vector in zip(turn, vectors.tolist()):
+                out[i] = vector
+        return out
+
+
+class _OneAtATime:
+    """A tokenizer whose calls take a lock (see :class:`Embedder`); anything else passes through."""
+
+    def __init__(self, tokenizer: Any, lock: threading.Lock):
+        self._tokenizer = tokenizer
+        self._lock = lock
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)

@@ -1,19 +1,18 @@
-"""Collections of the user's folders, indexed incrementally into chromadb (vectors) and SQLite
-FTS5 (keywords), searched with both and fused.
+"""Collections of the user's folders, indexed incrementally into vectors (chromadb, embedded or on
+a Chroma server) and keywords (SQLite FTS5), searched with both and fused.
 
-Bookkeeping lives in ``docs.db`` next to chroma's folder: the collections, every file seen
-(size, modification time, content hash, indexed or skipped with the reason) and the chunks'
-text for keyword search. A file is marked done only after all its chunks are stored, and
-chunk ids are derived from the file's path and the chunk's content, so an interrupted run
-resumes without duplicates and a run with nothing changed does no work.
+Bookkeeping lives in ``docs.db`` next to chroma's folder (:mod:`.bookkeeping`): the collections,
+every file seen (size, modification time, content hash, indexed or skipped with the reason) and
+the chunks' text for keyword search. Where the vectors live is the collection's store
+(:mod:`.embedded_store`, :mod:`.server_store`). A file is marked done only after all its chunks
+are stored, and chunk ids are derived from the file's path and the chunk's content, so an
+interrupted run resumes without duplicates and a run with nothing changed does no work.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sqlite3
 import stat
 import threading
 import time
@@ -21,26 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from desktop_app_local_docs.bookkeeping import Bookkeeping
 from desktop_app_local_docs.chunking import chunk_sections
+from desktop_app_local_docs.embedded_store import EmbeddedChroma, EmbeddedStore
 from desktop_app_local_docs.embedder import Embedder
+from desktop_app_local_docs.errors import DocsError, ServerUnavailable
 from desktop_app_local_docs.extract import SUPPORTED_SUFFIXES, SkipFile, extract
+from desktop_app_local_docs.store import STALL_FOR_TEST_ENV, CollectionStore, PreparedFile, stall_marker
 
-__all__ = ["DocsIndex", "DocsError", "Hit", "IndexReport", "Progress"]
+__all__ = ["DocsIndex", "DocsError", "ServerUnavailable", "Hit", "IndexReport", "Progress", "STALL_FOR_TEST_ENV"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS collections (
-    name TEXT PRIMARY KEY, paths TEXT NOT NULL, embedder TEXT NOT NULL DEFAULT '', created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS files (
-    collection TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, mtime REAL, hash TEXT,
-    status TEXT NOT NULL, reason TEXT, chunks INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (collection, path)
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
-    id UNINDEXED, collection UNINDEXED, path UNINDEXED, page UNINDEXED, heading UNINDEXED,
-    start UNINDEXED, text
-);
-"""
 RRF_K = 60
 STOP_WORDS = frozenset("""
 a about after all also an and any are as at be been before but by can could did do does for from had has
@@ -52,14 +41,6 @@ why will with would you your tell give show explain describe please know find mu
 #: once this many chunks or files are waiting; a stopped run redoes at most that much.
 FLUSH_CHUNKS = 512
 FLUSH_FILES = 64
-#: Test-only, never set otherwise: when this environment variable names a file, a run creates
-#: that file and stalls half-way through storing its second batch (one file's vectors written,
-#: its row not), so a test can kill it at exactly that point, however fast the machine.
-STALL_FOR_TEST_ENV = "PARLEY_DOCS_TEST_STALL_FILE"
-
-
-class DocsError(ValueError):
-    """A documents operation cannot be done; the message says why."""
 
 
 @dataclass
@@ -111,38 +92,64 @@ class DocsIndex:
         self.chunk_tokens = chunk_tokens
         self.overlap = overlap
         self.max_bytes = max_bytes
-        self._lock = threading.RLock()
-        self.db = sqlite3.connect(str(root / "docs.db"), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
-        self._client: Any = None
+        self.books = Bookkeeping(root / "docs.db")
+        self.db = self.books.db  # for checks and benchmarks that read the tables directly
+        self.chroma = EmbeddedChroma(root / "chroma")
+        self._servers: dict[str, Any] = {}
+        self._stores: dict[tuple, CollectionStore] = {}
+        self._lock = threading.Lock()
 
-    # -- chroma --------------------------------------------------------------------------
+    # -- stores ---------------------------------------------------------------------------
     @property
     def client(self) -> Any:
-        """chromadb's persistent client (imported on first use), telemetry off."""
-        if self._client is None:
-            os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-            try:
-                import chromadb
-                from chromadb.config import Settings
-            except ImportError as exc:
-                raise DocsError(f"Searching documents needs chromadb, which is not installed here ({exc}). "
-                                "Install Parley with pip (see the README).") from exc
-
-            self._client = chromadb.PersistentClient(path=str(self.root / "chroma"),
-                                                     settings=Settings(anonymized_telemetry=False))
-        return self._client
+        """chromadb's persistent client of the embedded store (imported on first use)."""
+        return self.chroma.client
 
     def _vectors(self, collection: str, embedder: str | None = None) -> Any:
-        # One chroma collection per (collection, embedder): vectors of two models never mix.
-        key = hashlib.sha1(f"{collection}\0{embedder or self.embedder.name}".encode()).hexdigest()[:24]
-        return self.client.get_or_create_collection(f"parley_{key}", embedding_function=None,
-                                                    metadata={"hnsw:space": "cosine"})
+        """The embedded chroma collection of ``collection`` (used by benchmarks)."""
+        return self.chroma.vectors(collection, embedder or self.embedder.name)
+
+    def _server(self, url: str) -> Any:
+        from desktop_app_local_docs.server_store import ChromaServer
+
+        with self._lock:
+            if url not in self._servers:
+                self._servers[url] = ChromaServer(url)
+            return self._servers[url]
+
+    def store(self, name: str) -> CollectionStore:
+        """The store holding a collection's vectors (embedded or on its server)."""
+        info = self._require(name)
+        # The current embedder's vectors: after a change of embedder the next index run re-embeds.
+        embedder = self.embedder.name
+        key = (name, info["server"], info["remote"], embedder)
+        with self._lock:
+            found = self._stores.get(key)
+        if found is not None:
+            return found
+        if info["server"]:
+            from desktop_app_local_docs.server_store import ServerStore
+
+            made: CollectionStore = ServerStore(self._server(info["server"]), self.books, name, info["remote"],
+                                                self.embedder.name)
+        else:
+            made = EmbeddedStore(self.chroma, self.books, name, embedder)
+        with self._lock:
+            return self._stores.setdefault(key, made)
+
+    def _forget_stores(self, name: str) -> None:
+        with self._lock:
+            for key in [k for k in self._stores if k[0] == name]:
+                del self._stores[key]
 
     # -- collections ----------------------------------------------------------------------
-    def add_collection(self, name: str, paths: list[str]) -> None:
-        """Create a collection, or add folders and files to an existing one."""
+    def add_collection(self, name: str, paths: list[str], server: str | None = None) -> None:
+        """Create a collection, or add folders and files to an existing one.
+
+        With ``server`` (a Chroma server's URL) the collection lives on that server and is shared
+        with every Parley that adds the same name there; it needs no folders of its own then
+        (this instance only searches it). Without, it lives in the embedded store.
+        """
         name = name.strip()
         if not name:
             raise DocsError("A collection needs a name.")
@@ -150,76 +157,78 @@ class DocsIndex:
         for p in resolved:
             if not Path(p).exists():
                 raise DocsError(f"{p} does not exist.")
-        with self._lock:
-            row = self.db.execute("SELECT paths FROM collections WHERE name=?", (name,)).fetchone()
-            if row is None:
-                self.db.execute("INSERT INTO collections(name, paths, created) VALUES (?, ?, ?)",
-                                (name, json.dumps(resolved), time.time()))
-            else:
-                merged = list(dict.fromkeys(json.loads(row[0]) + resolved))
-                self.db.execute("UPDATE collections SET paths=? WHERE name=?", (json.dumps(merged), name))
+        existing = self.books.collection(name)
+        if server is not None:
+            from desktop_app_local_docs.server_store import ServerStore, normalize_server_url, remote_name
+
+            url = normalize_server_url(server)
+            if existing is not None and existing["server"] != url:
+                where = f"on {existing['server']}" if existing["server"] else "on this computer"
+                raise DocsError(f"There is already a collection called {name!r}, kept {where}. Choose another "
+                                "name, or remove that one first.")
+            if existing is None:
+                # Reach the server before anything is recorded: a wrong address leaves nothing behind.
+                store = ServerStore(self._server(url), self.books, name, remote_name(name), self.embedder.name)
+                store.open(create=True, shared_name=name)
+                self.books.add_collection(name, resolved, server=url, remote=store.remote,
+                                          embedder=self.embedder.name)
+                return
+        elif not resolved:
+            raise DocsError("Give at least one folder or file for the collection.")
+        self.books.add_collection(name, resolved)
 
     def collections(self) -> dict[str, dict[str, Any]]:
-        """Every collection with its paths and counts."""
-        out = {}
-        with self._lock:
-            for name, paths, embedder in self.db.execute("SELECT name, paths, embedder FROM collections ORDER BY name"):
-                counts = dict(self.db.execute(
-                    "SELECT status, COUNT(*) FROM files WHERE collection=? GROUP BY status", (name,)).fetchall())
-                chunks = self.db.execute("SELECT COALESCE(SUM(chunks), 0) FROM files WHERE collection=?",
-                                         (name,)).fetchone()[0]
-                out[name] = {"paths": json.loads(paths), "embedder": embedder, "files": counts.get("indexed", 0),
-                             "skipped": counts.get("skipped", 0), "chunks": chunks}
-        return out
+        """Every collection with its paths, counts and server (None: the embedded store).
+
+        Never talks to a server: a shared collection's counts are as of its last sync.
+        """
+        return self.books.collections()
 
     def _require(self, name: str) -> dict[str, Any]:
-        found = self.collections().get(name)
+        found = self.books.collection(name)
         if found is None:
             names = ", ".join(self.collections()) or "none"
             raise DocsError(f"There is no collection called {name!r}. Collections: {names}.")
         return found
 
+    def sync(self, name: str) -> None:
+        """Catch a shared collection's local cache up with its server (nothing to do when embedded)."""
+        self.store(name).sync()
+
     def rename_collection(self, old: str, new: str) -> None:
-        """Rename a collection (its index is kept)."""
+        """Rename a collection (its index is kept; a shared one keeps its name on the server)."""
         new = new.strip()
-        info = self._require(old)
+        self._require(old)
         if not new:
             raise DocsError("A collection needs a name.")
         if new in self.collections():
             raise DocsError(f"There is already a collection called {new!r}.")
-        self.add_collection(new, info["paths"])
-        with self._lock:
-            self.db.execute("UPDATE files SET collection=? WHERE collection=?", (new, old))
-            self.db.execute("UPDATE chunks SET collection=? WHERE collection=?", (new, old))
-            self.db.execute("UPDATE collections SET embedder=? WHERE name=?", (info["embedder"], new))
-            self.db.execute("DELETE FROM collections WHERE name=?", (old,))
-        old_vectors = self._vectors(old, info["embedder"] or None)
-        data = old_vectors.get(include=["embeddings", "documents", "metadatas"])
-        if data["ids"]:
-            new_vectors = self._vectors(new, info["embedder"] or None)
-            for batch in range(0, len(data["ids"]), 1000):
-                part = slice(batch, batch + 1000)
-                new_vectors.upsert(ids=data["ids"][part], embeddings=data["embeddings"][part],
-                                   documents=data["documents"][part], metadatas=data["metadatas"][part])
-        self.client.delete_collection(old_vectors.name)
+        store = self.store(old)
+        self.books.rename_collection(old, new)
+        self._forget_stores(old)
+        store.rename(new)
 
-    def remove_collection(self, name: str) -> None:
-        """Forget a collection and its index (the user's files are never touched)."""
+    def remove_collection(self, name: str, on_server: bool = False) -> None:
+        """Forget a collection and its index (the user's files are never touched).
+
+        A shared collection stays on its server for the other instances unless ``on_server``.
+        """
         info = self._require(name)
-        with self._lock:
-            self.db.execute("DELETE FROM files WHERE collection=?", (name,))
-            self.db.execute("DELETE FROM chunks WHERE collection=?", (name,))
-            self.db.execute("DELETE FROM collections WHERE name=?", (name,))
+        store = self.store(name)
+        if on_server:
+            store.delete_on_server()
+        self.books.remove_collection(name)
+        self._forget_stores(name)
         try:
-            self.client.delete_collection(self._vectors(name, info["embedder"] or None).name)
+            store.forget()
+            if not info["server"] and info["embedder"] and info["embedder"] != self.embedder.name:
+                self.chroma.drop(name, info["embedder"])  # vectors of an embedder used before
         except Exception:
-            pass
+            pass  # the collection is forgotten either way; leftover vectors only take space
 
     def skipped(self, name: str) -> dict[str, str]:
         """The collection's skip report: path -> reason."""
-        with self._lock:
-            return dict(self.db.execute(
-                "SELECT path, reason FROM files WHERE collection=? AND status='skipped' ORDER BY path", (name,)))
+        return self.books.skipped(name)
 
     # -- indexing -------------------------------------------------------------------------
     def _walk(self, paths: list[str], report: IndexReport, unreachable: list[str]) -> Iterator[Path]:
@@ -257,21 +266,34 @@ class DocsIndex:
 
     def index(self, name: str, progress: Callable[[Progress], None] | None = None,
               cancel: threading.Event | None = None) -> IndexReport:
-        """Bring a collection's index up to date with its folders; only changed files are re-embedded."""
+        """Bring a collection's index up to date with its folders; only changed files are re-embedded.
+
+        A shared collection is caught up with its server first; this instance then adds, updates
+        and removes only files under its own folders (other instances' files are theirs).
+        """
         info = self._require(name)
+        if not info["server"] and info["embedder"] and info["embedder"] != self.embedder.name:
+            self._drop_index(name, info["embedder"])  # a new embedder: everything is re-embedded
+        store = self.store(name)
+        store.sync()  # a shared collection's server is reached here, or the run stops with why
+        self.books.set_embedder(name, self.embedder.name)
+        try:
+            return self._index(name, info["paths"], store, progress, cancel)
+        finally:
+            try:
+                store.commit()
+            except DocsError:
+                pass  # the run's own error says why; the next sync announces what was written
+
+    def _index(self, name: str, roots: list[str], store: CollectionStore,
+               progress: Callable[[Progress], None] | None, cancel: threading.Event | None) -> IndexReport:
         report = IndexReport()
         started = time.perf_counter()
-        if info["embedder"] and info["embedder"] != self.embedder.name:
-            self._drop_index(name, info["embedder"])  # a new embedder: everything is re-embedded
-        with self._lock:
-            self.db.execute("UPDATE collections SET embedder=? WHERE name=?", (self.embedder.name, name))
         unreachable: list[str] = []
-        files = list(self._walk(info["paths"], report, unreachable))
-        known = {row[0]: row for row in self.db.execute(
-            "SELECT path, size, mtime, hash, status FROM files WHERE collection=?", (name,))}
-        vectors = self._vectors(name)
+        files = list(self._walk(roots, report, unreachable))
+        known = self.books.files(name)
         present = set()
-        pending: list[tuple] = []
+        pending: list[PreparedFile] = []
         pending_chunks = 0
         for number, path in enumerate(files, 1):
             if cancel is not None and cancel.is_set():
@@ -279,62 +301,59 @@ class DocsIndex:
                 break
             key = str(path)
             present.add(key)
+            old = known.get(key)
             try:
                 st = path.stat()
             except OSError as exc:
-                self._remove_file(name, key, vectors)
-                self._mark_skipped(name, key, f"cannot be read ({exc.strerror})", report)
+                self._skip(store, key, f"cannot be read ({exc.strerror})", report)
                 continue
             if not stat.S_ISREG(st.st_mode) or path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 # Pipes and devices would block a read; other types are not read at all.
                 reason = "not a regular file" if not stat.S_ISREG(st.st_mode) else \
                     f"unsupported file type {path.suffix.lower() or '(none)'}"
-                if known.get(key, (None,) * 5)[4] != "skipped":
-                    self._remove_file(name, key, vectors)
-                    self._mark_skipped(name, key, reason, report, st)
+                if old is None or old.status != "skipped" or old.reason != reason:
+                    self._skip(store, key, reason, report, st)
                 else:
                     report.unchanged += 1
                 continue
-            old = known.get(key)
-            if old is not None and old[1] == st.st_size and old[2] == st.st_mtime:
+            if old is not None and old.status != "incomplete" and old.size == st.st_size and old.mtime == st.st_mtime:
                 report.unchanged += 1
             else:
                 try:
                     digest = hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size <= self.max_bytes else ""
                 except OSError as exc:
-                    self._remove_file(name, key, vectors)
-                    self._mark_skipped(name, key, f"cannot be read ({exc.strerror})", report)
+                    self._skip(store, key, f"cannot be read ({exc.strerror})", report)
                     continue
-                if old is not None and digest and old[3] == digest and old[4] == "indexed":
-                    with self._lock:
-                        self.db.execute("UPDATE files SET size=?, mtime=? WHERE collection=? AND path=?",
-                                        (st.st_size, st.st_mtime, name, key))
+                if old is not None and digest and old.hash == digest and old.status == "indexed":
+                    self.books.touch_file(name, key, st.st_size, st.st_mtime)
                     report.unchanged += 1
                 else:
-                    prepared = self._prepare_file(name, path, st, digest, vectors, report)
+                    prepared = self._prepare_file(store, path, st, digest, report)
                     if prepared is not None:
                         pending.append(prepared)
-                        pending_chunks += len(prepared[3])
+                        pending_chunks += len(prepared.chunks)
                     if pending_chunks >= FLUSH_CHUNKS or len(pending) >= FLUSH_FILES:
-                        self._flush(name, pending, vectors, report)
+                        self._flush(store, pending, report)
                         pending_chunks = 0
             if progress is not None:
                 elapsed = time.perf_counter() - started
                 rate = report.chunks / elapsed if elapsed > 0 else 0.0
                 eta = elapsed / number * (len(files) - number) if number else None
                 progress(Progress(number, len(files), report.chunks, key, rate, eta))
-        self._flush(name, pending, vectors, report)
+        self._flush(store, pending, report)
         if not report.cancelled:
             for path in set(known) - present:
-                if any(path == u or path.startswith(u.rstrip(os.sep) + os.sep) for u in unreachable):
+                if not _under_any(path, roots):
+                    continue  # another instance's folder, on a shared collection: theirs to keep up to date
+                if _under_any(path, unreachable):
                     continue  # not seen because its folder could not be read, not because it is gone
-                self._remove_file(name, path, vectors)
+                store.remove_file(path)
                 report.removed += 1
         report.seconds = time.perf_counter() - started
         return report
 
-    def _prepare_file(self, name: str, path: Path, st: os.stat_result, digest: str, vectors: Any,
-                      report: IndexReport) -> tuple | None:
+    def _prepare_file(self, store: CollectionStore, path: Path, st: os.stat_result, digest: str,
+                      report: IndexReport) -> PreparedFile | None:
         """Read and chunk one file; None when it is skipped (recorded with the reason)."""
         key = str(path)
         try:
@@ -342,78 +361,43 @@ class DocsIndex:
             max_tokens = min(self.chunk_tokens, self.embedder.max_tokens - 2)
             chunks = chunk_sections(sections, self.embedder.tokenizer, max_tokens, self.overlap)
         except SkipFile as exc:
-            self._remove_file(name, key, vectors)
-            self._mark_skipped(name, key, str(exc), report, st, digest)
+            self._skip(store, key, str(exc), report, st, digest)
             return None
         except Exception as exc:  # a damaged file must not stop the whole run
-            self._remove_file(name, key, vectors)
-            self._mark_skipped(name, key, f"could not be read ({type(exc).__name__}: {exc})", report, st, digest)
+            self._skip(store, key, f"could not be read ({type(exc).__name__}: {exc})", report, st, digest)
             return None
-        ids = [hashlib.sha1(f"{key}\0{i}\0{c.text}".encode()).hexdigest() for i, c in enumerate(chunks)]
-        return key, st, digest, chunks, ids
+        ids = store.chunk_ids_for(key, digest, [c.text for c in chunks])
+        return PreparedFile(key, st.st_size, st.st_mtime, digest, chunks, ids)
 
-    def _flush(self, name: str, pending: list[tuple], vectors: Any, report: IndexReport) -> None:
+    def _flush(self, store: CollectionStore, pending: list[PreparedFile], report: IndexReport) -> None:
         """Embed the chunks of several files in one go (bigger batches run faster), then store each file."""
         if not pending:
             return
-        texts = [c.text for _, _, _, chunks, _ in pending for c in chunks]
+        texts = [c.text for file in pending for c in file.chunks]
         embeddings = self.embedder.encode(texts) if texts else []
-        stall_marker = os.environ.get(STALL_FOR_TEST_ENV) if report.indexed else None
+        stall = stall_marker(report.indexed)
         position = 0
-        for key, st, digest, chunks, ids in pending:
-            vectors_of_file = embeddings[position:position + len(chunks)]
-            position += len(chunks)
-            # Old chunks of this file go first; the new ones are written before the file is marked
-            # done, so a run stopped half-way redoes this file (same ids) instead of leaving a mix.
-            self._remove_file(name, key, vectors)
-            if ids:
-                vectors.upsert(ids=ids, embeddings=vectors_of_file, documents=[c.text for c in chunks],
-                               metadatas=[{"path": key, "page": c.page or 0, "heading": c.heading or "",
-                                           "start": c.start} for c in chunks])
-            if stall_marker:  # test-only, see STALL_FOR_TEST_ENV
-                Path(stall_marker).touch()
-                time.sleep(3600)
-            with self._lock:
-                self.db.execute("BEGIN")
-                self.db.executemany(
-                    "INSERT INTO chunks(id, collection, path, page, heading, start, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(i, name, key, c.page, c.heading, c.start, c.text) for i, c in zip(ids, chunks)])
-                self.db.execute(
-                    "INSERT OR REPLACE INTO files(collection, path, size, mtime, hash, status, reason, chunks)"
-                    " VALUES (?, ?, ?, ?, ?, 'indexed', NULL, ?)",
-                    (name, key, st.st_size, st.st_mtime, digest, len(ids)))
-                self.db.execute("COMMIT")
+        for file in pending:
+            store.put_file(file, embeddings[position:position + len(file.chunks)], stall=stall)
+            position += len(file.chunks)
             report.indexed += 1
-            report.chunks += len(ids)
+            report.chunks += len(file.ids)
         pending.clear()
+        store.commit()
 
-    def _mark_skipped(self, name: str, key: str, reason: str, report: IndexReport,
-                      st: os.stat_result | None = None, digest: str = "") -> None:
+    def _skip(self, store: CollectionStore, key: str, reason: str, report: IndexReport,
+              st: os.stat_result | None = None, digest: str = "") -> None:
         report.skipped[key] = reason
-        with self._lock:
-            self.db.execute(
-                "INSERT OR REPLACE INTO files(collection, path, size, mtime, hash, status, reason, chunks)"
-                " VALUES (?, ?, ?, ?, ?, 'skipped', ?, 0)",
-                (name, key, st.st_size if st else None, st.st_mtime if st else None, digest, reason))
-
-    def _remove_file(self, name: str, key: str, vectors: Any) -> None:
-        vectors.delete(where={"path": key})
-        with self._lock:
-            self.db.execute("DELETE FROM chunks WHERE collection=? AND path=?", (name, key))
-            self.db.execute("DELETE FROM files WHERE collection=? AND path=?", (name, key))
+        store.mark_skipped(key, reason, st.st_size if st else None, st.st_mtime if st else None, digest)
 
     def _drop_index(self, name: str, embedder: str) -> None:
-        try:
-            self.client.delete_collection(self._vectors(name, embedder).name)
-        except Exception:
-            pass
-        with self._lock:
-            self.db.execute("DELETE FROM chunks WHERE collection=?", (name,))
-            self.db.execute("DELETE FROM files WHERE collection=?", (name,))
+        self.chroma.drop(name, embedder)
+        self.books.clear_files(name)
+        self._forget_stores(name)
 
     def chunk_ids(self, name: str) -> list[str]:
         """Every chunk id of a collection in the vector store (used to check for duplicates)."""
-        return list(self._vectors(name).get(include=[])["ids"])
+        return self.store(name).chunk_ids()
 
     # -- search ---------------------------------------------------------------------------
     def search(self, names: list[str], query: str, k: int = 5, min_similarity: float = 0.2) -> list[Hit]:
@@ -421,27 +405,22 @@ class DocsIndex:
 
         Passages whose vector similarity is below ``min_similarity`` count only when the
         keyword search also found them. Results are de-duplicated and at most two come from
-        the same file, so several documents get a say.
+        the same file, so several documents get a say. A shared collection is caught up with
+        its server first (one request when nothing changed).
         """
         if not query.strip():
             return []
+        stores = [self.store(name) for name in names]
         [vector] = self.embedder.encode([query])
         fused: dict[str, float] = {}
         hits: dict[str, Hit] = {}
         keyword_ids: set[str] = set()
-        for name in names:
-            self._require(name)
-            vectors = self._vectors(name)
-            count = vectors.count()
-            if count:
-                result = vectors.query(query_embeddings=[vector], n_results=min(count, k * 4),
-                                       include=["documents", "metadatas", "distances"])
-                for rank, (cid, text, meta, distance) in enumerate(zip(
-                        result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0])):
-                    similarity = 1.0 - float(distance)
-                    fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
-                    hits[cid] = Hit(cid, text, meta["path"], meta.get("page") or None, meta.get("heading") or None,
-                                    0.0, similarity)
+        for name, store in zip(names, stores):
+            store.sync()
+            for rank, found in enumerate(store.query(vector, k * 4)):
+                fused[found.id] = fused.get(found.id, 0.0) + 1.0 / (RRF_K + rank + 1)
+                hits[found.id] = Hit(found.id, found.text, found.path, found.page, found.heading, 0.0,
+                                     1.0 - found.distance)
             for rank, row in enumerate(self._keyword(name, query, k * 4)):
                 cid, path, page, heading, text = row
                 keyword_ids.add(cid)
@@ -470,13 +449,14 @@ class DocsIndex:
                  if len(t) > 2 and t not in STOP_WORDS]
         if not terms:
             return []
-        match = " OR ".join(f'"{t}"' for t in terms)
-        with self._lock:
-            return self.db.execute(
-                "SELECT id, path, page, heading, text FROM chunks WHERE chunks MATCH ? AND collection=?"
-                " ORDER BY bm25(chunks) LIMIT ?", (match, name, limit)).fetchall()
+        return self.books.keyword(name, " OR ".join(f'"{t}"' for t in terms), limit)
 
     def close(self) -> None:
         """Close the bookkeeping database."""
-        with self._lock:
-            self.db.close()
+        self.books.close()
+
+
+def _under_any(path: str, roots: list[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or inside one of them."""
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+

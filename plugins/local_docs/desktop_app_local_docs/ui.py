@@ -9,8 +9,13 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
     QFileDialog,
+    QFormLayout,
     QInputDialog,
+    QLineEdit,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -20,19 +25,64 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.ui.api import add_button_row, add_job_controls
+from desktop_app.ui.api import add_button_row, add_job_controls, run_task
 from desktop_app_local_docs import state
 
-__all__ = ["DocumentsPanel", "WATCH_INTERVAL_MS"]
+__all__ = ["AddCollectionDialog", "DocumentsPanel", "WATCH_INTERVAL_MS"]
 
 #: How often the folders are checked for changes while the app runs (a quick stat of each file).
 WATCH_INTERVAL_MS = 30_000
 
 
 class _Bridge(QObject):
+    """Reports from background work, delivered on the GUI thread.
+
+    Signals: ``progressed(Progress)``, ``finished(name, IndexReport)`` and ``failed(name,
+    message, kind)`` of indexing runs (``kind`` stays the same for the same trouble, e.g. a
+    server away, while the message's details may change); ``collection_added(name)`` and
+    ``add_failed(name, message)`` of adding a collection on a server.
+    """
+
     progressed = Signal(object)
     finished = Signal(str, object)
-    failed = Signal(str, str)
+    failed = Signal(str, str, str)
+    collection_added = Signal(str)
+    add_failed = Signal(str, str)
+
+
+class AddCollectionDialog(QDialog):
+    """Name the collection a folder goes to, and choose where it is kept: this computer (the
+    default) or a Chroma server shared with other Parleys."""
+
+    def __init__(self, folder: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        from pathlib import Path
+
+        self.setWindowTitle("Add a folder")
+        form = QFormLayout(self)
+        form.addRow(QLabel(folder))
+        self.name = QLineEdit(Path(folder).name)
+        self.name.setAccessibleName("Collection name")
+        form.addRow("Collection name:", self.name)
+        self.shared = QCheckBox("Keep it on a Chroma server, shared with other Parleys")
+        form.addRow(self.shared)
+        self.server = QLineEdit()
+        self.server.setAccessibleName("Chroma server address")
+        self.server.setPlaceholderText("http://127.0.0.1:8000")
+        self.server.setEnabled(False)
+        self.server.setToolTip("A server started with: chroma run --path FOLDER --port 8000. Everyone who adds "
+                               "the same collection name there shares it.")
+        form.addRow("Server:", self.server)
+        self.shared.toggled.connect(self.server.setEnabled)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def choice(self) -> tuple[str, str | None]:
+        """(collection name, server URL or None for this computer)."""
+        server = self.server.text().strip() if self.shared.isChecked() else ""
+        return self.name.text().strip(), server or None
 
 
 class DocumentsPanel(QWidget):
@@ -65,6 +115,8 @@ class DocumentsPanel(QWidget):
         self.bridge.progressed.connect(self._on_progress)
         self.bridge.finished.connect(self._on_finished)
         self.bridge.failed.connect(self._on_failed)
+        self.bridge.collection_added.connect(self._on_collection_added)
+        self.bridge.add_failed.connect(self._on_add_failed)
         self.add_button.clicked.connect(self.add_folder_dialog)
         self.index_button.clicked.connect(lambda: self.start_index(self.current_name()))
         self.remove_button.clicked.connect(self.remove_current)
@@ -77,6 +129,8 @@ class DocumentsPanel(QWidget):
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._queue: list[str] = []
+        #: The last failure shown per collection, until it indexes again.
+        self._failures: dict[str, str] = {}
         self.last_report: Any = None
         #: Set by Stop: the periodic check does not restart indexing until the user does.
         self.paused = False
@@ -99,9 +153,11 @@ class DocumentsPanel(QWidget):
         self.list.clear()
         for name, info in state.index.collections().items():
             item = QListWidgetItem(f"{name}\n{info['files']} files, {info['chunks']} chunks"
-                                   + (f", {info['skipped']} skipped" if info["skipped"] else ""))
+                                   + (f", {info['skipped']} skipped" if info["skipped"] else "")
+                                   + (f"\nshared on {info['server']}" if info["server"] else ""))
             item.setData(Qt.UserRole, name)
-            item.setToolTip("\n".join(info["paths"]))
+            item.setToolTip("\n".join(info["paths"] + ([f"On the Chroma server {info['server']}"]
+                                                        if info["server"] else [])))
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Checked if name in chosen else Qt.Unchecked)
             self.list.addItem(item)
@@ -127,25 +183,51 @@ class DocumentsPanel(QWidget):
         state.remember(self.window.current_conversation, chosen)
 
     def add_folder_dialog(self) -> None:
-        """Pick a folder and a collection name, then index it."""
+        """Pick a folder, then the collection's name and where it is kept; then index it."""
         folder = QFileDialog.getExistingDirectory(self, "Add a folder of documents")
         if not folder:
             return
-        from pathlib import Path
+        dialog = AddCollectionDialog(folder, self)
+        if dialog.exec() == QDialog.Accepted:
+            name, server = dialog.choice()
+            if name:
+                self.add_folder(name, folder, server)
 
-        name, ok = QInputDialog.getText(self, "Collection", "Collection name:", text=Path(folder).name)
-        if ok and name.strip():
-            self.add_folder(name.strip(), folder)
+    def add_folder(self, name: str, folder: str, server: str | None = None) -> None:
+        """Add a folder to a collection (created if needed, on ``server`` if given), tick it, and index it.
 
-    def add_folder(self, name: str, folder: str) -> None:
-        """Add a folder to a collection (created if needed), tick it, and index it."""
+        A server is reached off the GUI thread (it may be slow or away); ``collection_added`` or
+        ``add_failed`` says how it went.
+        """
         from desktop_app_local_docs.index import DocsError
 
-        try:
-            state.index.add_collection(name, [folder])
-        except DocsError as exc:
-            self.window.show_error(str(exc))
+        if server is None:
+            try:
+                state.index.add_collection(name, [folder])
+            except DocsError as exc:
+                self.window.show_error(str(exc))
+                return
+            self._on_collection_added(name)
             return
+        index, bridge = state.index, self.bridge
+        self.status.setText(f"Connecting to {server}…")
+
+        def add() -> str | None:
+            try:
+                index.add_collection(name, [folder], server=server)
+            except DocsError as exc:
+                return str(exc)
+            return None
+
+        def done(problem: str | None) -> None:
+            if problem is None:
+                bridge.collection_added.emit(name)
+            else:
+                bridge.add_failed.emit(name, problem)
+
+        run_task(add, done, lambda message: bridge.add_failed.emit(name, message))
+
+    def _on_collection_added(self, name: str) -> None:
         self.refresh()
         for i in range(self.list.count()):
             if self.list.item(i).data(Qt.UserRole) == name:
@@ -207,11 +289,18 @@ class DocumentsPanel(QWidget):
         self.status.setText(f"Indexing {name}…")
         bridge, cancel, index = self.bridge, self._cancel, state.index
 
+        from desktop_app_local_docs.index import DocsError, ServerUnavailable
+
         def run() -> None:
             try:
                 report = index.index(name, progress=bridge.progressed.emit, cancel=cancel)
+            except ServerUnavailable as exc:
+                bridge.failed.emit(name, str(exc), f"server unavailable {exc.server}")
+            except DocsError as exc:  # its message is for the user as it is
+                bridge.failed.emit(name, str(exc), str(exc))
             except Exception as exc:  # reported in the panel; the app goes on
-                bridge.failed.emit(name, f"{type(exc).__name__}: {exc}")
+                message = f"{type(exc).__name__}: {exc}"
+                bridge.failed.emit(name, message, message)
             else:
                 bridge.finished.emit(name, report)
 
@@ -243,15 +332,33 @@ class DocumentsPanel(QWidget):
                             f"{len(report.skipped)} skipped, {report.removed} removed ({report.seconds:.1f} s).")
         self.report_button.setVisible(bool(state.index.skipped(name)))
         self._report_name = name
+        self._failures.pop(name, None)
         self.refresh()
+        self._next_in_queue()
+
+    def _next_in_queue(self) -> None:
+        if self._thread is not None:
+            # The run sent its last signal and is returning; until it has, ``indexing`` is
+            # still true and the next name would only be queued again, never started.
+            self._thread.join(timeout=5)
         if self._queue:
             self.start_index(self._queue.pop(0))
 
-    def _on_failed(self, name: str, message: str) -> None:
+    def _on_add_failed(self, name: str, message: str) -> None:
+        self.status.setText(f"{name} was not added.")
+        self.window.show_error(message)
+
+    def _on_failed(self, name: str, message: str, kind: str) -> None:
         self.progress.hide()
         self.cancel_button.hide()
-        self.status.setText(f"{name}: indexing failed.")
-        self.window.show_error(f"Indexing {name} failed: {message}")
+        self.status.setText(f"{name}: indexing failed. {message}")
+        self.status.setToolTip(message)
+        # A server that stays down fails the periodic check every half minute: say it once.
+        if self._failures.get(name) != kind:
+            self._failures[name] = kind
+            self.window.show_error(f"Indexing {name} failed: {message}")
+        # The other collections are still brought up to date.
+        self._next_in_queue()
 
     def show_report(self) -> None:
         """List the files the last indexed collection skipped, and why."""
