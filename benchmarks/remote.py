@@ -14,7 +14,10 @@ says how much of the server's speed reaches the user through Parley. The added t
 token is Parley's wait minus the server's prompt time. It also counts Parley's HTTP requests
 per turn and the bytes per streamed token, for docs/scaling.md.
 
-Run: ``.venv/bin/python benchmarks/remote.py [--tokens N] [--runs N] [--threads N]``.
+Then it runs ``benchmarks/remote_docs.py`` (document search over 10,000 chunks on a Chroma
+server against the embedded store), unless ``--no-docs``.
+
+Run: ``.venv/bin/python benchmarks/remote.py [--tokens N] [--runs N] [--threads N] [--no-docs]``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--no-docs", action="store_true", help="skip the document search against a Chroma server")
     args = parser.parse_args()
     threads = args.threads or physical_cores()
 
@@ -126,6 +130,11 @@ def main() -> None:
           "context's budget add a /tokenize)")
     per_token = [r["bytes"] / max(r["tokens"], 1) for r in raw]
     print(f"bytes per streamed token (llama-server's /completion events, HTTP chunking included): {med(per_token):.0f}")
+    if not args.no_docs:
+        import subprocess
+
+        print(flush=True)
+        subprocess.run([sys.executable, str(Path(__file__).with_name("remote_docs.py"))], check=True)
 
 
 def lean_stream(http, prompt_text: str, tokens: int) -> dict:
