@@ -102,7 +102,17 @@ def request_body(model: str, prompt: str, tokens: int, extra: dict | None) -> di
 
 def lean_run(client, model: str, prompt: str, tokens: int, extra: dict | None) -> Run:
     """One streamed answer read line by line from the Server-Sent Events (``client`` is an
-    ``httpx.Client`` whose base URL is the server's)."""
+    ``httpx.Client`` whose base URL is the server's). llama-server closes a connection a moment
+    after a stream ends, so a kept-alive one may be gone: then once more, on a new one."""
+    import httpx
+
+    try:
+        return _lean_run(client, model, prompt, tokens, extra)
+    except httpx.RemoteProtocolError:
+        return _lean_run(client, model, prompt, tokens, extra)
+
+
+def _lean_run(client, model: str, prompt: str, tokens: int, extra: dict | None) -> Run:
     usage: dict = {}
 
     def pieces():
