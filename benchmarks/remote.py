@@ -68,7 +68,7 @@ def main() -> None:
     threads = args.threads or physical_cores()
 
     import httpx
-    from conftest import LlamaServer  # the remote tests' llama-server starter
+    from remote_servers import LlamaServer  # the remote tests' llama-server starter
 
     from desktop_app_remote.backend import RemoteBackend
     from desktop_app_remote.engines import EngineStore

@@ -28,7 +28,7 @@ def main() -> None:
     out = ROOT / "docs" / "screenshot-remote.png"
     with tempfile.TemporaryDirectory() as home:
         os.environ["PARLEY_HOME"] = str(Path(home) / "parley")
-        from conftest import LlamaServer  # the tests' server starter
+        from remote_servers import LlamaServer  # the tests' server starter
 
         if NEUTRAL_HOME.exists():
             sys.exit(f"{NEUTRAL_HOME} exists; this script copies a handbook there and removes it after.")

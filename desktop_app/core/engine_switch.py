@@ -186,7 +186,11 @@ class EngineSwitch:
 
     def __getattr__(self, name: str) -> Any:
         # Only for names this class lacks (tokenize, count_tokens, fit_messages…): the backend's own.
-        if name.startswith("_"):
+        if name.startswith("__") or name in _OWN:  # its own, before __init__ set them
             raise AttributeError(name)
         return getattr(self._active, name)
+
+
+#: EngineSwitch's own attributes, never looked up on the backend.
+_OWN = frozenset({"_default", "_active", "_factories", "_settings", "_made", "_failed", "_lock", "_configs"})
 

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import ALIAS, free_port
+from remote_servers import ALIAS, free_port
 
 
 class Garbage(http.server.BaseHTTPRequestHandler):

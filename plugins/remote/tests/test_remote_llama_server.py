@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALIAS, ENGINE, REF
+from remote_servers import ALIAS, ENGINE, REF
 
 pytestmark = pytest.mark.model
 

@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from conftest import ALIAS, ENGINE, REF  # noqa: E402
+from remote_servers import ALIAS, ENGINE, REF  # noqa: E402
 
 pytestmark = pytest.mark.model
 
@@ -94,7 +94,7 @@ def test_a_key_typed_in_the_dialog_goes_to_the_keyring_and_is_used(qtbot, window
 
 
 def test_a_remote_model_whose_engine_is_down_at_start_gives_way_to_the_built_in_one(qtbot, paths):
-    from conftest import free_port
+    from remote_servers import free_port
 
     from desktop_app.context import build_context
     from desktop_app.ui.app import create_window
