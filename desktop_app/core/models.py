@@ -108,6 +108,8 @@ class GGUFHeader:
     tensor_shapes: dict[str, tuple[int, ...]] | None = None
     #: The GGUF value type of each metadata key (e.g. 6 for a 32-bit float).
     scalar_types: dict[str, int] | None = None
+    #: Bytes of tensor data, without alignment padding: what llama.cpp puts in its weight buffers.
+    tensor_bytes: int = 0
 
 
 @dataclass
@@ -270,6 +272,7 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
     block_sizes = gguf.GGML_QUANT_SIZES
     data_end_rel = 0
     parameters = 0
+    tensor_bytes = 0
     tensor_types: dict[str, int] = {}
     tensor_shapes: dict[str, tuple[int, ...]] = {}
     for _ in range(tensor_count):
@@ -288,7 +291,9 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
             block, type_size = block_sizes[quant]
         except (ValueError, KeyError):
             raise ValueError(f"unknown tensor type {kind}") from None
-        data_end_rel = max(data_end_rel, offset + elements // block * type_size)
+        nbytes = elements // block * type_size
+        data_end_rel = max(data_end_rel, offset + nbytes)
+        tensor_bytes += nbytes
         parameters += elements
         tensor_types[quant.name] = tensor_types.get(quant.name, 0) + 1
         tensor_shapes[tensor_name] = tuple(dims)
@@ -298,7 +303,7 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
     if not architecture:
         raise ValueError("no general.architecture key")
     return GGUFHeader(version, architecture, tensor_count, data_start + data_end_rel, size, scalars,
-                      parameters, tensor_types, tensor_shapes, scalar_types)
+                      parameters, tensor_types, tensor_shapes, scalar_types, tensor_bytes)
 
 
 #: Tensor types llama.cpp can use in a LoRA adapter on the CPU (others crash it, not refuse).

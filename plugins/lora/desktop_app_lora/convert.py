@@ -314,14 +314,28 @@ def _base_header(base_model: Path) -> GGUFHeader:
 
 
 def _pattern_regex(key: str) -> str:
-    """The regular expression of a PEFT per-module key: the module's name or a dotted suffix."""
-    return rf"(.*\.)?{key}"
+    """The regular expression PEFT builds from a per-module key (peft.utils.other.get_pattern_key).
+
+    The key is grouped, so an alternation (``q_proj|k_proj``) stays inside the suffix, and it is
+    used with ``re.match`` and ``$``, so an anchor (``^model.layers.3…``) means what it does in PEFT.
+    """
+    return rf"(.*\.)?({key})$"
+
+
+#: What PEFT's saved tensor names add in front of the base model's own module names.
+_SAVED_PREFIX = "base_model.model."
 
 
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
-    """PEFT's per-module override: a key matches the module's name or a dotted suffix of it."""
+    """PEFT's per-module override for ``module`` (a saved name, with or without the PEFT prefix).
+
+    PEFT matches the keys, first match wins in the file's order, against the module's name in
+    the base model, which has no ``base_model.model.`` in front: an anchored key would never
+    match the prefixed name.
+    """
+    name = module.removeprefix(_SAVED_PREFIX)
     for key, value in patterns.items():
-        if re.fullmatch(_pattern_regex(key), module):
+        if re.match(_pattern_regex(key), name):
             return value
     return default
 

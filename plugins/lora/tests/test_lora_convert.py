@@ -132,6 +132,58 @@ def test_rslora_and_per_module_alpha_are_folded_into_lora_b(tmp_path):
                                source[peft_key(0, "o_proj", "B")] * 4, rtol=1e-6)
 
 
+# PEFT's module names (no "base_model.model." in front), each with the keys that should and
+# should not pick it; the comparison with PEFT's own function below is what decides.
+PATTERN_NAMES = [f"model.layers.{layer}.{part}.{module}" for layer in (0, 3, 13)
+                 for part, module in (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "o_proj"),
+                                      ("mlp", "down_proj"))]
+PATTERN_SETS = [
+    {"q_proj": 16},
+    {"q_proj|k_proj": 16},  # alternation: both modules, not "…q_proj" or "k_proj…"
+    {"^model.layers.3.self_attn.k_proj": 32},  # anchored at the module name PEFT sees
+    {"model.layers.3.self_attn.k_proj": 32},
+    {"layers.3.self_attn.k_proj": 32, "k_proj": 4},  # first match wins, in the file's order
+    {"k_proj": 4, "layers.3.self_attn.k_proj": 32},
+    {r"layers\.(0|3)\.self_attn\.q_proj": 12},
+    {"proj": 2},  # a bare suffix that is not a whole dotted part matches nothing in PEFT
+    {"self_attn.o_proj|mlp.down_proj": 6, "^model.layers.13.*": 7},
+    {".*_proj": 9},
+    {"layers.1": 3},  # "layers.1" must not pick "layers.13…"
+]
+
+
+@pytest.mark.parametrize("patterns", PATTERN_SETS, ids=lambda p: "+".join(p))
+def test_per_module_keys_resolve_as_in_peft(patterns):
+    from peft.utils.other import get_pattern_key  # PEFT's own choice (LoraModel._create_and_replace)
+
+    from desktop_app_lora.convert import _pattern_value
+
+    for name in PATTERN_NAMES:
+        expected = patterns.get(get_pattern_key(patterns.keys(), name), "default")
+        # Parley sees the names as saved, with PEFT's prefix; both forms must resolve the same.
+        assert _pattern_value(patterns, f"base_model.model.{name}", "default") == expected, name
+        assert _pattern_value(patterns, name, "default") == expected, name
+
+
+def test_alternation_and_anchored_alpha_keys_scale_the_right_modules(tmp_path):
+    folder = make_peft(tmp_path / "peft", rank=4, alpha=8, layers=4, modules=("q_proj", "k_proj", "v_proj"),
+                       config={"alpha_pattern": {"^model.layers.3.self_attn.k_proj": 32, "q_proj|k_proj": 16}})
+    source, _ = read_safetensors(folder / "adapter_model.safetensors")
+    out = tmp_path / "a.gguf"
+    convert_peft_adapter(folder, out, default_model_path(), outtype="f32")
+    tensors = gguf_tensors(out)
+    heads = {"q_proj": SMOLLM["heads"], "k_proj": SMOLLM["heads_kv"]}
+    # llama.cpp scales by alpha/rank = 2: the factor folded into lora_b is PEFT's alpha / 8.
+    for layer in range(4):
+        for module, kind, factor in (("q_proj", "attn_q", 2), ("k_proj", "attn_k", 4 if layer == 3 else 2),
+                                     ("v_proj", "attn_v", 1)):
+            expected = source[peft_key(layer, module, "B")] * factor
+            if module in heads:
+                expected = expected[llama_cpp_row_order(expected.shape[0], heads[module])]
+            np.testing.assert_allclose(tensors[f"blk.{layer}.{kind}.weight.lora_b"], expected, rtol=1e-6,
+                                       err_msg=f"layer {layer} {module}")
+
+
 # -- refusals ------------------------------------------------------------------------------
 @pytest.mark.parametrize("config, reason", [
     ({"use_dora": True}, "DoRA"),
