@@ -8,14 +8,13 @@ without duplicates.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from desktop_app_local_docs.bookkeeping import Bookkeeping, ChunkRow, FileRow
 from desktop_app_local_docs.errors import DocsError
-from desktop_app_local_docs.store import PreparedFile, VectorHit, stall_for_test
+from desktop_app_local_docs.store import PreparedFile, VectorHit, import_chromadb, stall_for_test
 
 __all__ = ["EmbeddedChroma", "EmbeddedStore"]
 
@@ -33,13 +32,7 @@ class EmbeddedChroma:
         """chromadb's persistent client (imported on first use), telemetry off."""
         with self._lock:
             if self._client is None:
-                os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-                try:
-                    import chromadb
-                    from chromadb.config import Settings
-                except ImportError as exc:
-                    raise DocsError(f"Searching documents needs chromadb, which is not installed here ({exc}). "
-                                    "Install Parley with pip (see the README).") from exc
+                chromadb, Settings = import_chromadb("Searching documents")
 
                 self._client = chromadb.PersistentClient(path=str(self.path),
                                                          settings=Settings(anonymized_telemetry=False))

@@ -27,7 +27,6 @@ search, never mixed — and the next index run of an instance that has the file 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 import time
@@ -38,7 +37,7 @@ from urllib.parse import urlsplit
 
 from desktop_app_local_docs.bookkeeping import Bookkeeping, ChunkRow, FileRow
 from desktop_app_local_docs.errors import DocsError, ServerUnavailable
-from desktop_app_local_docs.store import PreparedFile, VectorHit, stall_for_test
+from desktop_app_local_docs.store import PreparedFile, VectorHit, import_chromadb, stall_for_test
 
 __all__ = ["ChromaServer", "ServerStore", "normalize_server_url", "remote_name"]
 
@@ -103,13 +102,7 @@ class ChromaServer:
         """The connected client; ServerUnavailable when the server cannot be reached."""
         with self._lock:
             if self._client is None:
-                os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-                try:
-                    import chromadb
-                    from chromadb.config import Settings
-                except ImportError as exc:
-                    raise DocsError(f"Shared collections need chromadb, which is not installed here ({exc}). "
-                                    "Install Parley with pip (see the README).") from exc
+                chromadb, Settings = import_chromadb("Shared collections")
                 parts = urlsplit(self.url)
                 self._heartbeat()
                 with self.talking():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["CollectionStore", "PreparedFile", "VectorHit", "STALL_FOR_TEST_ENV", "stall_for_test"]
+__all__ = ["CollectionStore", "PreparedFile", "VectorHit", "STALL_FOR_TEST_ENV", "import_chromadb", "stall_for_test"]
 
 #: Test-only, never set otherwise: when this environment variable names a file, a run creates
 #: that file and stalls half-way through storing its second batch (one file's vectors written,
@@ -88,6 +88,21 @@ class CollectionStore(Protocol):
 
     def delete_on_server(self) -> None:
         """Delete the collection on its server, for every instance (a DocsError when embedded)."""
+
+
+def import_chromadb(purpose: str) -> tuple[Any, Any]:
+    """chromadb and its Settings, imported on first use with telemetry off; DocsError saying
+    what ``purpose`` needs when it is not installed."""
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    try:
+        import chromadb
+        from chromadb.config import Settings
+    except ImportError as exc:
+        from desktop_app_local_docs.errors import DocsError
+
+        raise DocsError(f"{purpose} needs chromadb, which is not installed here ({exc}). "
+                        "Install Parley with pip (see the README).") from exc
+    return chromadb, Settings
 
 
 def stall_for_test(marker: str | None) -> None:
