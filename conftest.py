@@ -33,3 +33,34 @@ def paths(isolated_dirs):
     from desktop_app.core.paths import AppPaths
 
     return AppPaths.default().ensure()
+
+
+@pytest.fixture
+def open_window(qtbot, paths):
+    """Open Parley's real window, shown, once its model has loaded; closed after the test.
+
+    ``open_window(settings)`` builds a context on the test's folders with these settings and
+    closes it afterwards too; ``open_window(context=ctx)`` uses the caller's context.
+    """
+    opened: list[tuple] = []
+
+    def open_(settings: dict | None = None, context=None):
+        from desktop_app.context import build_context
+        from desktop_app.ui.app import create_window
+
+        owned = context is None
+        context = build_context(paths) if owned else context
+        for key, value in (settings or {}).items():
+            context.settings.set(key, value)
+        window = create_window(context)
+        opened.append((window, context if owned else None))
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitUntil(lambda: context.engine.loaded and not window.model_loading, timeout=60_000)
+        return window
+
+    yield open_
+    for window, context in reversed(opened):
+        window.close()
+        if context is not None:
+            context.close()

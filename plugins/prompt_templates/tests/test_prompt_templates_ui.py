@@ -12,21 +12,8 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 
 @pytest.fixture
-def window(qtbot, paths):
-    from desktop_app.context import build_context
-    from desktop_app.ui.app import create_window
-
-    context = build_context(paths)
-    context.settings.set("generation.temperature", 0.0)
-    context.settings.set("generation.max_tokens", 48)
-    context.settings.set("model.context_length", 2048)
-    w = create_window(context)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: context.engine.loaded and not w.model_loading, timeout=60_000)
-    yield w
-    w.close()
-    context.close()
+def window(open_window):
+    return open_window({"generation.temperature": 0.0, "generation.max_tokens": 48, "model.context_length": 2048})
 
 
 def bar(window):

@@ -15,21 +15,8 @@ pytestmark = pytest.mark.model
 
 
 @pytest.fixture
-def window(qtbot, paths):
-    from desktop_app.context import build_context
-    from desktop_app.ui.app import create_window
-
-    context = build_context(paths)
-    for key, value in {"generation.temperature": 0.0, "generation.max_tokens": 16,
-                       "model.context_length": 2048}.items():
-        context.settings.set(key, value)
-    w = create_window(context)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: context.engine.loaded and not w.model_loading, timeout=60_000)
-    yield w
-    w.close()
-    context.close()
+def window(open_window):
+    return open_window({"generation.temperature": 0.0, "generation.max_tokens": 16, "model.context_length": 2048})
 
 
 def open_dialog(window):
