@@ -367,7 +367,8 @@ def read_gguf_info(path: Path | str) -> ModelInfo:
 
 @dataclass
 class ModelEntry:
-    """A model in the library. ``copied`` files live in the library folder and are deleted with it."""
+    """A model in the library. ``copied`` files (and downloaded ones) live in the library folder and
+    are deleted with it."""
 
     name: str
     path: str
@@ -375,6 +376,10 @@ class ModelEntry:
     builtin: bool = False
     added: float = 0.0
     info: dict[str, Any] | None = None
+    #: where a downloaded model came from: {"repo_id", "revision", "files": [{"path", "sha256", "size"}]}
+    origin: dict[str, Any] | None = None
+    #: the user's settings for this model (context, GPU layers, sampling, system prompt); None = defaults
+    settings: dict[str, Any] | None = None
 
 
 class ModelLibrary:
