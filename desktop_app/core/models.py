@@ -33,11 +33,13 @@ __all__ = [
     "recommended_sampling",
     "DEFAULT_MODEL_SYSTEM_PROMPT",
     "GGUFHeader",
+    "GGUFHeaderIncompleteError",
     "ModelEntry",
     "ModelInfo",
     "ModelLibrary",
     "check_gguf_file",
     "default_model_path",
+    "read_gguf_header",
     "read_gguf_info",
 ]
 
@@ -216,7 +218,54 @@ def _check_gguf_file(path: Path) -> GGUFHeader:
     return header
 
 
-def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
+class GGUFHeaderIncompleteError(ModelFileError):
+    """The bytes given end inside the GGUF header: read more of the file and try again.
+
+    ``have`` is how many bytes were given.
+    """
+
+    def __init__(self, message: str, have: int):
+        super().__init__(message)
+        self.have = have
+
+
+class _PastTheEnd(ValueError):
+    """The header walk ran past the bytes it was given (a cut-short header, not a damaged one)."""
+
+
+def read_gguf_header(data: bytes, file_size: int | None = None, *, name: str = "the file") -> GGUFHeader:
+    """Read the GGUF header at the start of ``data``, the first bytes of a file.
+
+    For a model not on disk, e.g. the first megabytes fetched with an HTTP Range request.
+    ``file_size`` is the whole file's size (kept in the header's ``file_size``). Raises
+    :class:`GGUFHeaderIncompleteError` when the header goes on past ``data`` (fetch more and call
+    again), :class:`ModelFileError` when the bytes are not GGUF or are damaged. The architecture
+    is not checked against llama.cpp's: :func:`check_gguf_file` does that before a load.
+    """
+    if data[:4] != _GGUF_MAGIC[:len(data[:4])]:
+        raise ModelFileError(_sentence(f"{name} is not a GGUF model file."))
+    try:
+        if len(data) < 24:
+            raise _PastTheEnd("the fixed header")
+        header = _parse_header(data, len(data))
+    except (struct.error, _PastTheEnd):
+        if file_size is not None and len(data) >= file_size:
+            raise ModelFileError(_sentence(f"{name} is damaged: its header runs past the end of the file.")) from None
+        raise GGUFHeaderIncompleteError(
+            f"The first {len(data):,} bytes of {name} end inside its GGUF header; read more of it.", len(data)
+        ) from None
+    except (IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(_sentence(f"{name} is damaged ({exc}).")) from None
+    if file_size is not None:
+        header.file_size = file_size
+    return header
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _parse_header(data: mmap.mmap | bytes, size: int) -> GGUFHeader:
     pos = 4
     (version,) = struct.unpack_from("<I", data, pos)
     pos += 4
@@ -231,7 +280,7 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
         (n,) = struct.unpack_from("<Q", data, p)
         p += 8
         if p + n > size:
-            raise ValueError("string runs past the end of the file")
+            raise _PastTheEnd("string runs past the end of the file")
         return bytes(data[p:p + n]).decode("utf-8"), p + n
 
     def skip_value(p: int, kind: int) -> int:
@@ -248,7 +297,7 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
             for _ in range(count):
                 p = skip_value(p, item_kind)
                 if p > size:
-                    raise ValueError("array runs past the end of the file")
+                    raise _PastTheEnd("array runs past the end of the file")
             return p
         raise ValueError(f"unknown value type {kind}")
 
@@ -265,7 +314,7 @@ def _parse_header(data: mmap.mmap, size: int) -> GGUFHeader:
             scalars[key], _ = read_string(pos)
         pos = skip_value(pos, kind)
         if pos > size:
-            raise ValueError("metadata runs past the end of the file")
+            raise _PastTheEnd("metadata runs past the end of the file")
 
     import gguf
 
