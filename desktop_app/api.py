@@ -18,7 +18,26 @@ from desktop_app.core.chat_template import ChatTemplate, bounded_sandbox
 from desktop_app.core.context_fit import fit_to_context
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
 from desktop_app.core.events import DoneEvent, ErrorEvent, GenerationStats, TokenEvent
-from desktop_app.core.models import GGUFHeader, check_gguf_file, check_lora_file
+from desktop_app.core.hub import (
+    Hub,
+    HubError,
+    HubGatedError,
+    HubRepoNotFoundError,
+    HubTokenError,
+    HubUnreachableError,
+    RepoDetails,
+    RepoSummary,
+    hub_endpoint,
+)
+from desktop_app.core.hub_files import HubFile, HubModelFile
+from desktop_app.core.hub_fit import FitVerdict, fit_verdict
+from desktop_app.core.models import (
+    GGUFHeader,
+    GGUFHeaderIncompleteError,
+    check_gguf_file,
+    check_lora_file,
+    read_gguf_header,
+)
 from desktop_app.core.paths import atomic_write_text, move_aside
 from desktop_app.core.plugin_context import (
     ConversationChoice,
@@ -67,9 +86,19 @@ __all__ = [
     "DoneEvent",
     "EngineError",
     "ErrorEvent",
+    "FitVerdict",
     "GGUFHeader",
+    "GGUFHeaderIncompleteError",
     "GenerationOptions",
     "GenerationStats",
+    "Hub",
+    "HubError",
+    "HubFile",
+    "HubGatedError",
+    "HubModelFile",
+    "HubRepoNotFoundError",
+    "HubTokenError",
+    "HubUnreachableError",
     "Message",
     "ModelAccess",
     "ModelFileError",
@@ -79,6 +108,8 @@ __all__ = [
     "PluginContext",
     "PluginSettings",
     "Registered",
+    "RepoDetails",
+    "RepoSummary",
     "TokenEvent",
     "Tool",
     "ToolCall",
@@ -93,9 +124,12 @@ __all__ = [
     "check_gguf_file",
     "check_lora_file",
     "fit_to_context",
+    "fit_verdict",
     "hookimpl",
+    "hub_endpoint",
     "move_aside",
     "public_schema",
+    "read_gguf_header",
     "run_tool",
     "tool_from_function",
     "validate_arguments",

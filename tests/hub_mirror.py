@@ -9,7 +9,7 @@
 It is a real HTTP server (Starlette under uvicorn, in a thread), driven through
 ``huggingface_hub`` itself. Its routes live in two modules:
 
-- :mod:`tests.hub_mirror_api`: the JSON API (search, a repository's details and files);
+- :mod:`tests.hub_mirror_api`: the JSON API (search, a repository's details and files, whoami);
 - :mod:`tests.hub_mirror_files`: ``/{repo}/resolve/{revision}/{path}``, the file bytes, with
   HEAD, Range, ETag and the LFS headers (``X-Linked-Etag`` is the SHA-256).
 
@@ -38,7 +38,7 @@ class MirrorRepo:
 
     repo_id: str
     files: dict[str, bytes | Path] = field(default_factory=dict)
-    card: str = ""  # README.md; its front matter carries license, base_model and tags
+    card: str = ""  # README.md (served as that file too); its front matter carries license, base_model and tags
     gated: bool | str = False  # False, "auto" or "manual", as the hub reports it
     license: str | None = None
     tags: list[str] = field(default_factory=lambda: ["gguf"])
@@ -50,9 +50,15 @@ class MirrorRepo:
     sha: str = "0123456789abcdef0123456789abcdef01234567"  # the commit a revision resolves to
     #: files whose reported SHA-256 is wrong (the bytes served are unchanged)
     wrong_sha256: set[str] = field(default_factory=set)
+    #: the token ("Bearer TOKEN") this repository's files want: a gated repository refuses its
+    #: files without it (its API entry stays open, as on the hub); any other becomes private
+    token: str | None = None
+    last_modified: str = "2024-11-21T10:00:00.000Z"
 
     def __post_init__(self) -> None:
         self._sha256: dict[str, str] = {}
+        if self.card and "README.md" not in self.files:
+            self.files["README.md"] = self.card.encode("utf-8")
 
     def size(self, path: str) -> int:
         """Bytes of one file."""
@@ -97,6 +103,8 @@ class Faults:
     chunk_size: int = 64 * 1024
     #: repositories that answer 401/403 without a token ("Bearer TOKEN" accepted)
     token: str | None = None
+    #: answer 404 to /api/whoami-v2, as mirrors that serve only models do
+    whoami_missing: bool = False
 
 
 class HubMirror:

@@ -40,7 +40,8 @@ def routes(mirror: Any) -> list:
         repo, _revision, path = find(request)
         if repo is None:
             return Response("Entry not found", status_code=404, headers={"X-Error-Code": "EntryNotFound"})
-        if faults.token is not None and request.headers.get("authorization") != f"Bearer {faults.token}":
+        token = repo.token or faults.token
+        if token is not None and request.headers.get("authorization") != f"Bearer {token}":
             code = "GatedRepo" if repo.gated else "RepoNotFound"
             return Response("Access to this repository is restricted.", status_code=401 if not repo.gated else 403,
                             headers={"X-Error-Code": code, "X-Error-Message": "Access restricted"})

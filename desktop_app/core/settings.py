@@ -103,6 +103,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("generation.min_p", float, 0.05, "Drop tokens less likely than min_p x the likeliest.", minimum=0.0, maximum=1.0),
     Option("generation.repeat_penalty", float, 1.1, "Penalty for repeating recent tokens; 1 = none.", minimum=0.0),
     Option("generation.max_tokens", int, 1024, "Longest answer in tokens.", minimum=1),
+    Option("hub.endpoint", str, "", "The model hub to search and download from, e.g. a Hugging Face mirror; "
+           "empty = the HF_ENDPOINT environment variable, else https://huggingface.co."),
     Option("ui.theme", str, "system", "Colour theme.", choices=("system", "light", "dark")),
     Option("ui.font_size", int, 11, "Chat font size in points.", minimum=6, maximum=40),
     Option("plugins.disabled", list, [], "Plugins that are installed but switched off."),

@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # remote_servers, unde
 
 from remote_servers import ENGINE, REF, LlamaServer  # noqa: E402
 
+from tests.memory_keyring import memory_keyring  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def lora_adapter(tmp_path_factory) -> Path:
@@ -45,38 +47,11 @@ def keyed_server(tmp_path_factory):
     server.stop()
 
 
-class MemoryKeyring:
-    """A keyring in memory for the tests (a test machine has no desktop keyring; the user's is never touched)."""
-
-    priority = 1
-
-    def __init__(self):
-        self.secrets: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service, username):
-        return self.secrets.get((service, username))
-
-    def set_password(self, service, username, password):
-        self.secrets[(service, username)] = password
-
-    def delete_password(self, service, username):
-        import keyring.errors
-
-        if self.secrets.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError("no such password")
-
-
 @pytest.fixture(autouse=True)
 def file_keyring():
     """The tests' keyring (named for what it stands in for: the system's)."""
-    import keyring
-    from keyring.backend import KeyringBackend
-
-    ring = type("TestKeyring", (MemoryKeyring, KeyringBackend), {})()
-    previous = keyring.get_keyring()
-    keyring.set_keyring(ring)
-    yield ring
-    keyring.set_keyring(previous)
+    with memory_keyring() as ring:
+        yield ring
 
 
 @pytest.fixture
