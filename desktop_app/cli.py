@@ -156,6 +156,7 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     p = models.add_parser("use", help="make a model the default")
     p.add_argument("name")
     p.set_defaults(handler=_cmd_models_use)
+    _add_hub_catalog_parsers(models)
 
     plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(title="actions", metavar="ACTION", required=True)
     p = plugins.add_parser("list", help="list plugins with their source and status")
@@ -408,6 +409,173 @@ def _cmd_models_use(args: argparse.Namespace, context: Any) -> int:
     context.settings.set("model.path", "" if entry.builtin else entry.name if in_library else entry.path)
     context.settings.save()
     print(f"{entry.name} is now the default model.")
+    return 0
+
+
+# -- models on the hub -----------------------------------------------------------------------
+def _add_hub_catalog_parsers(models: argparse._SubParsersAction) -> None:
+    """``parley models search / files / login / logout``: the hub catalogue (core/hub.py)."""
+    where = ("The hub is huggingface.co, or the hub.endpoint setting (settings.toml), or the HF_ENDPOINT "
+             "environment variable.")
+    p = models.add_parser("search", help="search the model hub for GGUF models", description=where)
+    p.add_argument("query", nargs="+", help="words in the repository's name, e.g. qwen 0.5b")
+    p.add_argument("--limit", type=_positive_int, default=30, help="at most this many repositories (default 30)")
+    p.set_defaults(handler=_cmd_models_search)
+    p = models.add_parser("files", help="a hub repository's models: sizes, fit on this machine, licence",
+                          description=where)
+    p.add_argument("repo", help="the repository, owner/name, as `parley models search` shows it")
+    p.add_argument("--revision", help="a branch, tag or commit (default: main)")
+    p.add_argument("--context", type=_positive_int, metavar="TOKENS",
+                   help="the context length to estimate the fit at (default: the model.context_length setting)")
+    p.set_defaults(handler=_cmd_models_files)
+    p = models.add_parser("login", help="save your hub access token in the system keyring",
+                          description="Reads the token from standard input (hidden when it is a terminal), checks "
+                                      "it with the hub when the hub can say, and keeps it in the system keyring, "
+                                      "never in a file. " + where)
+    p.set_defaults(handler=_cmd_models_login)
+    p = models.add_parser("logout", help="forget the hub access token saved for the hub", description=where)
+    p.set_defaults(handler=_cmd_models_logout)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None:
+    """Columns padded to their widest cell (the last one is not padded); ``right`` ones right-aligned."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells[-1] = str(row[-1])
+        print("  ".join(cells).rstrip())
+
+
+def _licence_text(license: str | None, gated: str | bool) -> str:
+    text = license or "licence not stated"
+    return f"{text}, gated ({gated})" if gated else text
+
+
+def _cmd_models_search(args: argparse.Namespace, context: Any) -> int:
+    from desktop_app.core.hub import Hub
+
+    hub = Hub.from_settings(context.settings)
+    query = " ".join(args.query)
+    found = hub.search(query, limit=args.limit)
+    if not found:
+        print(f"No GGUF repositories on {hub.endpoint} match {query!r}.", file=sys.stderr)
+        return 1
+    _print_table(("REPOSITORY", "DOWNLOADS", "LIKES", "LICENCE"),
+                 [(r.repo_id, f"{r.downloads:,}", f"{r.likes:,}", _licence_text(r.license, r.gated)) for r in found],
+                 right=(1, 2))
+    print("\nSee a repository's models with `parley models files REPOSITORY`.", file=sys.stderr)
+    return 0
+
+
+def _cmd_models_files(args: argparse.Namespace, context: Any) -> int:
+    import textwrap
+
+    from desktop_app.core.errors import ModelFileError
+    from desktop_app.core.hub import Hub, HubGatedError, HubTokenError
+    from desktop_app.core.hub_fit import fit_verdict, format_bytes
+    from desktop_app.core.memory_fit import available_memory
+
+    hub = Hub.from_settings(context.settings)
+    details = hub.details(args.repo, revision=args.revision)
+    print(f"{details.repo_id} at {details.revision[:12]}  {details.url}")
+    licence = _licence_text(details.license, details.gated)
+    print(f"Licence: {licence}" + (f" ({details.license_url})" if details.license_url else ""))
+    if details.base_model:
+        print(f"Base model: {', '.join(details.base_models)}")
+    if details.summary:
+        print()
+        for paragraph in details.summary.split("\n\n"):
+            print(textwrap.fill(paragraph, width=100))
+    if details.gate_message:
+        print()
+        print(textwrap.fill(details.gate_message, width=100))
+    if not details.models:
+        why = (f"only incomplete split models ({', '.join(m.name for m in details.incomplete)})"
+               if details.incomplete else "no GGUF model files")
+        print(f"\n{details.repo_id} has {why}; Parley runs GGUF models. Find others with `parley models search`.",
+              file=sys.stderr)
+        return 1
+
+    # One header serves every quantisation; the smallest files are tried first.
+    header, note = None, None
+    for model in details.models[:3]:
+        try:
+            header = hub.read_header(model)
+            break
+        except (HubGatedError, HubTokenError) as exc:
+            note = "the repository is gated (see above)." if isinstance(exc, HubGatedError) and details.gated \
+                else str(exc)
+            break
+        except ModelFileError as exc:
+            note = str(exc)
+    context_length = args.context or context.settings.get("model.context_length")
+    ram = available_memory()
+    print(f"\nFit on this machine at {context_length:,} tokens of context ({format_bytes(ram)} of RAM free):")
+    rows = []
+    for model in details.models:
+        verdict = fit_verdict(model, header, available_ram=ram, context_length=context_length)
+        parts = str(len(model.parts))
+        rows.append((model.name, format_bytes(model.size), parts, model.first.path, verdict.text))
+    _print_table(("MODEL", "SIZE", "PARTS", "FILE", "FIT"), rows, right=(1, 2))
+    if note:
+        print()
+        print(textwrap.fill(f"The model's header could not be read, so only the weights are counted: {note}", 100))
+    for model in details.incomplete:
+        missing = ", ".join(str(n) for n in model.extra.get("missing_parts", ()))
+        print(f"Not offered: {model.name} is incomplete on the hub (part {missing} of "
+              f"{model.extra.get('part_count')} missing).")
+    if details.projectors:
+        print("Vision projectors (not models of their own): " + ", ".join(f.path for f in details.projectors))
+    print(f"\nDownload one with `parley models download {details.repo_id} FILE`.", file=sys.stderr)
+    return 0
+
+
+def _cmd_models_login(args: argparse.Namespace, context: Any) -> int:
+    import getpass
+
+    from desktop_app.core.hub import Hub, save_hub_token
+    from desktop_app.core.hub_tokens import keyring_user
+
+    hub = Hub.from_settings(context.settings)
+    host = keyring_user(hub.endpoint)
+    if sys.stdin.isatty():
+        token = getpass.getpass(f"Access token for {host} (create one in your account's settings; "
+                                "input is hidden): ")
+    else:
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        print("parley: no token given; nothing was saved.", file=sys.stderr)
+        return 1
+    account = Hub(hub.endpoint, token).whoami()  # a refused token stops here, unsaved
+    save_hub_token(hub.endpoint, token)
+    if account:
+        print(f"Saved the token for {host} (account {account}) in the system keyring.")
+    else:
+        print(f"Saved the token for {host} in the system keyring; this hub does not say whose a token is, "
+              "so it was not checked.")
+    return 0
+
+
+def _cmd_models_logout(args: argparse.Namespace, context: Any) -> int:
+    from desktop_app.core.hub import Hub, forget_hub_token
+    from desktop_app.core.hub_tokens import keyring_user
+
+    hub = Hub.from_settings(context.settings)
+    if forget_hub_token(hub.endpoint):
+        print(f"Forgot the token for {keyring_user(hub.endpoint)}.")
+    else:
+        print(f"No token was saved for {keyring_user(hub.endpoint)}.")
     return 0
 
 
