@@ -480,9 +480,8 @@ def _cmd_models_search(args: argparse.Namespace, context: Any) -> int:
 def _cmd_models_files(args: argparse.Namespace, context: Any) -> int:
     import textwrap
 
-    from desktop_app.core.errors import ModelFileError
-    from desktop_app.core.hub import Hub, HubGatedError, HubTokenError
-    from desktop_app.core.hub_fit import fit_verdict, format_bytes
+    from desktop_app.core.hub import Hub
+    from desktop_app.core.hub_fit import format_bytes, repo_fit
     from desktop_app.core.memory_fit import available_memory
 
     hub = Hub.from_settings(context.settings)
@@ -506,30 +505,16 @@ def _cmd_models_files(args: argparse.Namespace, context: Any) -> int:
               file=sys.stderr)
         return 1
 
-    # One header serves every quantisation; the smallest files are tried first.
-    header, note = None, None
-    for model in details.models[:3]:
-        try:
-            header = hub.read_header(model)
-            break
-        except (HubGatedError, HubTokenError) as exc:
-            note = "the repository is gated (see above)." if isinstance(exc, HubGatedError) and details.gated \
-                else str(exc)
-            break
-        except ModelFileError as exc:
-            note = str(exc)
-    context_length = args.context or context.settings.get("model.context_length")
+    context_length = args.context or context.settings.get("model.context_length") or 4096
     ram = available_memory()
+    fit = repo_fit(hub, details, available_ram=ram, context_length=context_length)
     print(f"\nFit on this machine at {context_length:,} tokens of context ({format_bytes(ram)} of RAM free):")
-    rows = []
-    for model in details.models:
-        verdict = fit_verdict(model, header, available_ram=ram, context_length=context_length)
-        parts = str(len(model.parts))
-        rows.append((model.name, format_bytes(model.size), parts, model.first.path, verdict.text))
+    rows = [(model.name, format_bytes(model.size), str(len(model.parts)), model.first.path, fit.verdicts[model.name].text)
+            for model in details.models]
     _print_table(("MODEL", "SIZE", "PARTS", "FILE", "FIT"), rows, right=(1, 2))
-    if note:
+    if fit.note:
         print()
-        print(textwrap.fill(f"The model's header could not be read, so only the weights are counted: {note}", 100))
+        print(textwrap.fill(f"The model's header could not be read, so only the weights are counted: {fit.note}", 100))
     for model in details.incomplete:
         missing = ", ".join(str(n) for n in model.extra.get("missing_parts", ()))
         print(f"Not offered: {model.name} is incomplete on the hub (part {missing} of "

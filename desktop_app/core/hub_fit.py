@@ -15,13 +15,14 @@ The levels follow :func:`~desktop_app.core.memory_fit.choose_context_length`'s m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from desktop_app.core.hub_files import HubModelFile
 from desktop_app.core.memory_fit import ESTIMATE_TOLERANCE, RESERVE_BYTES, MemoryEstimate, estimate_memory
 from desktop_app.core.models import GGUFHeader
 
-__all__ = ["FIT_LEVELS", "FitVerdict", "fit_verdict", "format_bytes"]
+__all__ = ["FIT_LEVELS", "FitVerdict", "RepoFit", "fit_verdict", "format_bytes", "repo_fit"]
 
 #: The verdicts, best first.
 FIT_LEVELS = ("fits", "tight", "too large")
@@ -89,6 +90,38 @@ def fit_verdict(
     else:
         text = f"too large: needs about {what}, but only {where}"
     return FitVerdict(level, needed, available, text, estimate)
+
+
+@dataclass(frozen=True)
+class RepoFit:
+    """The verdicts for every model of one repository, by model name. ``note`` says why only the
+    weights were counted, when the repository's header could not be read."""
+
+    verdicts: dict[str, FitVerdict] = field(default_factory=dict)
+    note: str | None = None
+
+
+def repo_fit(hub: Any, details: Any, *, available_ram: int, available_vram: int | None = None,
+             context_length: int = 4096) -> RepoFit:
+    """Read one GGUF header of ``details``' repository (the smallest files first; one serves
+    every quantisation) and give each of its models a verdict. Network: run it off the GUI thread."""
+    from desktop_app.core.errors import ModelFileError
+    from desktop_app.core.hub_errors import HubGatedError, HubTokenError
+
+    header, note = None, None
+    for model in details.models[:3]:
+        try:
+            header = hub.read_header(model)
+            break
+        except (HubGatedError, HubTokenError) as exc:
+            note = ("the repository is gated: accept its licence and add your access token"
+                    if isinstance(exc, HubGatedError) and details.gated else str(exc))
+            break
+        except ModelFileError as exc:
+            note = str(exc)
+    verdicts = {model.name: fit_verdict(model, header, available_ram=available_ram, available_vram=available_vram,
+                                        context_length=context_length) for model in details.models}
+    return RepoFit(verdicts, note if header is None else None)
 
 
 def format_bytes(size: int) -> str:
