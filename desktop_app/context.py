@@ -144,6 +144,12 @@ class AppContext:
             if self.engine.loaded:
                 self.plugins.hook.model_loaded(engine=self.engine)
 
+    def hub(self) -> Any:
+        """The model hub the settings point at (``hub.endpoint``), with the keyring's token."""
+        from desktop_app.core.hub import Hub
+
+        return Hub.from_settings(self.settings)
+
     def close(self) -> None:
         """Let plugins stop their work, free the model and close the store."""
         self.plugins.hook.app_closing(context=self)
