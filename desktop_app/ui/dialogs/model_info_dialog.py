@@ -75,11 +75,12 @@ def read_model_details(context: Any, name_or_path: str | None = None) -> ModelDe
     loaded = loaded_entry is not None and loaded_entry.name == entry.name
     if not loaded and loaded_entry is None and context.engine.loaded and context.engine.model_path is not None:
         loaded = Path(context.engine.model_path) == Path(entry.path)  # a file outside the library
-    if loaded and context.engine.fit_explanation:
-        memory = f"Loaded with: {context.engine.fit_explanation}"
+    plan = context.engine.load_plan if loaded else None
+    if plan is not None:
+        memory = f"Loaded with: {plan.context.explanation}\n{plan.gpu.explanation}"
     else:
         plan = context.plan_load(entry.name if context.in_library(entry) else entry.path)
-        memory = f"If it loaded now: {plan.explanation}"
+        memory = f"If it loaded now: {plan.context.explanation}\n{plan.gpu.explanation}"
     return ModelDetails(entry, context.in_library(entry), info, context.resolved_settings(entry),
                         context.resolved_settings(replace(entry, settings=None)), loaded, memory)
 
@@ -138,6 +139,11 @@ class ModelInfoDialog(QDialog):
         for index, name in enumerate(MODEL_SETTINGS):
             self._add_row(grid, index, name)
         group_layout.addLayout(grid)
+        reload_note = QLabel("⟳ = saving a change loads the model again, if it is the one loaded; the others "
+                             "apply from the next answer.")
+        reload_note.setWordWrap(True)
+        reload_note.setStyleSheet("color: palette(placeholder-text); font-size: small;")
+        group_layout.addWidget(reload_note)
         self.library_hint = QLabel(
             "This file is not in the library, so it cannot keep settings of its own: it uses the global "
             "settings. Add it with Settings → Add model… to give it its own.")
