@@ -132,3 +132,23 @@ def test_a_file_outside_the_library_shows_its_info_but_no_form_to_keep(qtbot, op
     assert dialog.library_hint.isVisibleTo(dialog) and "Add model…" in dialog.library_hint.text()
     assert not dialog.save_button.isEnabled() and not dialog.reset_button.isEnabled()
     assert all(not row.editor.isEnabled() for row in dialog.rows.values())
+
+
+def test_the_settings_dialog_shows_auto_and_takes_the_words(qtbot, open_window, paths):
+    window = open_window()
+    dialog = window.open_settings()
+    context_editor = dialog.forms[0].editors["model.context_length"]
+    layers = dialog.forms[0].editors["model.gpu_layers"]
+    assert context_editor.text() == "auto" and layers.text() == "auto"
+    layers.lineEdit().selectAll()
+    qtbot.keyClicks(layers.lineEdit(), "all")
+    layers.interpretText()
+    assert layers.value() == -1 and layers.text() == "all"
+    context_editor.stepUp()  # from auto, one step of 256 tokens
+    assert context_editor.value() == 256
+    context_editor.setValue(2048)
+    with qtbot.waitSignal(window.model_ready, timeout=60_000):
+        dialog.accept()  # both need a reload, which follows at once
+    text = paths.settings_file.read_text()
+    assert 'gpu_layers = "all"' in text and "context_length = 2048" in text
+    assert window.context.engine.context_length == 2048

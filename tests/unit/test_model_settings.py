@@ -184,3 +184,9 @@ def test_cli_refuses_settings_for_a_file_outside_the_library(capsys, tmp_path):
     assert "When loaded: Context" in out and "cannot keep settings of its own" in out
     if "gpu offload supported  False" in out:
         assert "CPU only: this build of llama.cpp has no GPU support." in out
+
+
+def test_the_adapters_on_the_current_model_count_in_the_next_loads_fit(context, tmp_path):
+    adapter = tmp_path / "style.gguf"
+    context.engine.active_adapters = [(adapter, 0.8)]  # what the engine reports once the LoRA plugin applied one
+    assert context.load_config("Precise").adapters == (str(adapter),)
