@@ -73,6 +73,7 @@ bench: $(STAMP) bench-native
 # Renders the window with a real conversation, light and dark, into docs/.
 screenshots: $(STAMP)
 	$(PY) scripts/screenshots.py
+	$(PY) scripts/screenshot_model_settings.py
 
 # llama.cpp's own llama-server and llama-bench, built from the sources vendored in the pinned
 # llama-cpp-python release, for a native baseline (benchmarks; tests that start a real server).

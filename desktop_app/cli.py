@@ -147,9 +147,22 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     p.add_argument("--copy", action="store_true", help="copy the file into Parley's data folder")
     p.add_argument("--name")
     p.set_defaults(handler=_cmd_models_add)
-    p = models.add_parser("info", help="show a model's metadata")
+    p = models.add_parser("info", help="show a model's metadata, its settings and what loading it would choose")
     p.add_argument("name", nargs="?", help="name or path (default: the configured model)")
     p.set_defaults(handler=_cmd_models_info)
+    p = models.add_parser("set", help="give a library model a setting of its own",
+                          description="Give a library model a setting of its own, used instead of the global "
+                                      "one whenever that model is loaded. Settings: context_length, gpu_layers "
+                                      "(both also auto), temperature, top_p, top_k, min_p, repeat_penalty, "
+                                      "max_tokens, system_prompt.")
+    p.add_argument("name", help="the model's name in the library")
+    p.add_argument("key", help="the setting, e.g. temperature or context_length")
+    p.add_argument("value", help="its value, e.g. 0.6, 8192 or auto")
+    p.set_defaults(handler=_cmd_models_set)
+    p = models.add_parser("reset", help="put a library model's settings back to the defaults")
+    p.add_argument("name", help="the model's name in the library")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="only these settings (default: all of them)")
+    p.set_defaults(handler=_cmd_models_reset)
     p = models.add_parser("remove", help="remove a model from the library")
     p.add_argument("name")
     p.set_defaults(handler=_cmd_models_remove)
@@ -391,6 +404,71 @@ def _cmd_models_info(args: argparse.Namespace, context: Any) -> int:
     width = max(len(k) for k in data)
     for key, value in data.items():
         print(f"{key.replace('_', ' '):<{width}}  {value}")
+    entry = context.model_entry(target)
+    print(f"\nWhen loaded: {context.plan_load(target).explanation}")
+    _print_model_settings(context, entry)
+    return 0
+
+
+def _print_model_settings(context: Any, entry: Any) -> None:
+    from desktop_app.core.model_settings import model_option
+
+    stored = context.in_library(entry)
+    print(f"\nSettings of {entry.name}" + (" (change them with `parley models set NAME KEY VALUE`):" if stored else ":"))
+    resolved = context.resolved_settings(entry)
+    width = max(len(name) for name in resolved)
+    for name, setting in resolved.items():
+        value = model_option(context.settings, name).label(setting.value)
+        text = str(value).replace("\n", " ")
+        if len(text) > 60:
+            text = text[:59] + "…"
+        print(f"  {name:<{width}}  {text}  ({setting.source_text})")
+    if not stored:
+        print("This file is not in the library, so it cannot keep settings of its own; add it with "
+              "`parley models add PATH` first.")
+
+
+def _library_entry(context: Any, name: str) -> Any:
+    """The library's model ``name``; a clear error for a file outside the library."""
+    from desktop_app.core.errors import ModelFileError
+
+    entry = context.model_entry(name)
+    if not context.in_library(entry):
+        raise ModelFileError(f"{name} is not in the library, so it has nowhere to keep settings of its own; "
+                             "add it with `parley models add PATH` first.")
+    return entry
+
+
+def _cmd_models_set(args: argparse.Namespace, context: Any) -> int:
+    from desktop_app.core.model_settings import (LOAD_SETTINGS, model_option, setting_name, stored_settings,
+                                                 validate_model_settings)
+
+    entry = _library_entry(context, args.name)
+    name = setting_name(args.key)
+    own = dict(context.model_settings(entry))
+    new = validate_model_settings(context.settings, {name: args.value})
+    if name in new:
+        own[name] = new[name]
+    else:  # an empty system prompt: back to the default
+        own.pop(name, None)
+    context.models.set_settings(entry.name, stored_settings(context.settings, own))
+    when = "the next time it is loaded" if name in LOAD_SETTINGS else "from its next answer"
+    shown = model_option(context.settings, name).label(own[name]) if name in own else "the default"
+    print(f"{entry.name}: {name} = {shown} (used {when}).")
+    return 0
+
+
+def _cmd_models_reset(args: argparse.Namespace, context: Any) -> int:
+    from desktop_app.core.model_settings import setting_name, stored_settings
+
+    entry = _library_entry(context, args.name)
+    own = dict(context.model_settings(entry))
+    names = [setting_name(key) for key in args.keys] or list(own)
+    for name in names:
+        own.pop(name, None)
+    context.models.set_settings(entry.name, stored_settings(context.settings, own) or None)
+    which = ", ".join(names) if args.keys else "all its settings"
+    print(f"{entry.name}: {which} back to the defaults.")
     return 0
 
 

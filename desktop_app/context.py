@@ -15,7 +15,9 @@ from desktop_app.core.backend import missing_backend_members
 from desktop_app.core.chat import ChatService
 from desktop_app.core.engine import Engine, LoadConfig
 from desktop_app.core.engine_switch import EngineSwitch
-from desktop_app.core.models import ModelLibrary, default_model_path
+from desktop_app.core.errors import ModelFileError
+from desktop_app.core.model_settings import read_model_settings
+from desktop_app.core.models import DEFAULT_MODEL_NAME, ModelEntry, ModelLibrary, default_model_path
 from desktop_app.core.paths import AppPaths
 from desktop_app.core.plugin_context import AppServices, EngineRunnerSlot, PluginContext
 from desktop_app.core.settings import Settings
@@ -40,6 +42,9 @@ class AppContext:
     plugins: PluginHost
     chat: ChatService
     warnings: list[str] = field(default_factory=list)
+    #: The library entry the loaded model was loaded as, by name (two entries may share one
+    #: file, each with its own settings); None for a file outside the library or a backend's model.
+    loaded_model_name: str | None = None
     #: Where plugins' model calls run (the window points it at its engine worker).
     engine_runner: EngineRunnerSlot = field(default_factory=EngineRunnerSlot)
     _plugin_contexts: dict[str, PluginContext] = field(default_factory=dict)
@@ -77,8 +82,14 @@ class AppContext:
     def library(self) -> list[dict[str, Any]]:
         """The model library, the loaded model first: ``{"name", "path", "loaded"}`` each."""
         loaded = self.engine.model_path if self.engine.loaded else None
-        entries = [{"name": e.name, "path": e.path, "loaded": loaded is not None and Path(e.path) == Path(loaded)}
-                   for e in self.models.entries()]
+        current = self.loaded_entry()
+
+        def is_loaded(e: ModelEntry) -> bool:
+            if current is not None:
+                return e.name == current.name
+            return loaded is not None and Path(e.path) == Path(loaded)
+
+        entries = [{"name": e.name, "path": e.path, "loaded": is_loaded(e)} for e in self.models.entries()]
         entries += [{"name": m.ref, "path": m.ref, "loaded": loaded is not None and str(loaded) == m.ref,
                      "engine": m.engine} for m in self.backend_models()]
         if loaded is not None and not any(e["loaded"] for e in entries):
@@ -101,18 +112,84 @@ class AppContext:
             self._tools = self.plugins.tools()
         return self._tools
 
-    def load_config(self) -> LoadConfig:
-        """The engine's load options from the settings."""
+    def load_config(self, name_or_path: str | None = None) -> LoadConfig:
+        """The engine's load options for a model (None: the configured one): its own context and
+        GPU layers, else the global settings ("auto" by default: chosen when it loads).
+
+        The LoRA adapters on the current model are counted in the memory fit: plugins put
+        them back on the new model when they fit it.
+        """
         s = self.settings
+        try:
+            own = self.model_settings(self.model_entry(name_or_path))
+        except ModelFileError:  # an unknown name: the load refuses it with the reason
+            own = {}
+        active = getattr(self.engine, "active_adapters", None) if self.engine.loaded else None
         return LoadConfig(
-            context_length=s.get("model.context_length"),
-            gpu_layers=s.get("model.gpu_layers"),
+            context_length=own.get("context_length", s.get("model.context_length")),
+            gpu_layers=own.get("gpu_layers", s.get("model.gpu_layers")),
             threads=s.get("model.threads"),
             batch_size=s.get("model.batch_size"),
             flash_attention=s.get("model.flash_attention"),
             mmap=s.get("model.mmap"),
             seed=s.get("model.seed"),
+            adapters=tuple(str(path) for path, _ in active or ()),
         )
+
+    def model_entry(self, name_or_path: str | None = None) -> ModelEntry:
+        """The library's entry for a model name or file (None: the configured model); a file not in
+        the library gets an entry of its own that is not stored (:meth:`in_library` tells).
+        Raises ModelFileError for a name the library does not know."""
+        wanted = name_or_path or self.settings.get("model.path") or DEFAULT_MODEL_NAME
+        return self.models.find(wanted) or self.models.get(wanted)
+
+    def in_library(self, entry: ModelEntry) -> bool:
+        """Whether ``entry`` is the library's (so it can keep settings of its own)."""
+        return any(e.name == entry.name and e.path == entry.path for e in self.models.entries())
+
+    def model_settings(self, entry: ModelEntry | None) -> dict[str, object]:
+        """A model's own settings, checked (see :mod:`desktop_app.core.model_settings`); {} for none."""
+        if entry is None or not entry.settings:
+            return {}
+        return read_model_settings(self.settings, entry.settings, entry.name)
+
+    def loaded_entry(self) -> ModelEntry | None:
+        """The library entry of the loaded model, as it is now (its settings may have been edited)."""
+        if not self.engine.loaded or self.loaded_model_name is None:
+            return None
+        entry = self.models.find(self.loaded_model_name)
+        loaded = self.engine.model_path
+        if entry is None or entry.name != self.loaded_model_name or loaded is None or Path(entry.path) != Path(loaded):
+            return None
+        return entry
+
+    def resolved_settings(self, entry: ModelEntry) -> dict[str, Any]:
+        """Every model setting's value for ``entry`` and where it comes from (ResolvedSetting each):
+        its own, the global settings, or what its file recommends. Reads the file's header."""
+        from desktop_app.core.model_settings import resolve_model_settings
+        from desktop_app.core.models import check_gguf_file, recommended_sampling
+
+        path = Path(entry.path)
+        recommended = recommended_sampling(check_gguf_file(path).scalars, path)
+        builtin = entry.builtin or _is_builtin_file(path)
+        return resolve_model_settings(self.settings, self.model_settings(entry), recommended, builtin=builtin,
+                                      system_prompt=self.chat.default_system_prompt(path))
+
+    def plan_load(self, name_or_path: str | None = None) -> Any:
+        """What loading a model (None: the configured one) would choose now (a memory_fit.LoadPlan),
+        from its header and its settings, without loading it."""
+        from desktop_app.core.memory_fit import adapter_headers, available_memory, available_vram, plan_load
+        from desktop_app.core.models import check_gguf_file
+
+        config = self.load_config(name_or_path)
+        return plan_load(check_gguf_file(self.model_entry(name_or_path).path), context_length=config.context_length,
+                         gpu_layers=config.gpu_layers, available=available_memory(), vram=available_vram(),
+                         batch_size=config.batch_size, flash_attention=config.flash_attention,
+                         adapters=adapter_headers(config.adapters))
+
+    def loaded_model_settings(self) -> dict[str, object]:
+        """The loaded model's own settings ({} outside the library); each turn asks again."""
+        return self.model_settings(self.loaded_entry())
 
     def model_path(self, name_or_path: str | None = None) -> Path:
         """Resolve a model name or path; None means the configured model, else the built-in one."""
@@ -131,15 +208,20 @@ class AppContext:
         from desktop_app.core.models import check_gguf_file
 
         wanted = name_or_path or self.settings.get("model.path")
+        entry = None
         if self.is_backend_model(wanted):
             path: Any = wanted  # the backend checks it (a remote engine asks its server)
         else:
             path = self.model_path(name_or_path)
             check_gguf_file(path)  # refuse a bad file before anyone lets go of the current model
+            entry = self.model_entry(name_or_path)
+        config = self.load_config(name_or_path)
         if self.engine.loaded:
             self.plugins.hook.model_unloading(engine=self.engine)
         try:
-            return self.engine.load(path, self.load_config())
+            warnings = self.engine.load(path, config)
+            self.loaded_model_name = entry.name if entry is not None and self.in_library(entry) else None
+            return warnings
         finally:
             if self.engine.loaded:
                 self.plugins.hook.model_loaded(engine=self.engine)
@@ -158,6 +240,13 @@ class AppContext:
             self.plugins.hook.model_unloading(engine=self.engine)
         self.engine.unload()
         self.store.close()
+
+
+def _is_builtin_file(path: Path) -> bool:
+    try:
+        return path == default_model_path()
+    except ModelFileError:
+        return False
 
 
 def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = None,
@@ -181,6 +270,7 @@ def build_context(paths: AppPaths | None = None, *, host: PluginHost | None = No
     context = AppContext(paths, settings, store, ModelLibrary(paths), engine, host, chat, warnings)
     host.context_factory = context.plugin_context
     chat.tools = lambda: context.tools().tools
+    chat.model_settings = context.loaded_model_settings
     host.hook.app_started.call_historic(kwargs={"context": context})
     return context
 

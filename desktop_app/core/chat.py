@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from desktop_app.core.engine import DoneEvent, Engine, ErrorEvent, TokenEvent
 from desktop_app.core.errors import EngineError, ModelFileError
+from desktop_app.core.model_settings import resolve_model_settings
 from desktop_app.core.models import DEFAULT_MODEL_SYSTEM_PROMPT, default_model_path
 from desktop_app.core.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from desktop_app.core.store import Message, Store
@@ -96,19 +97,18 @@ class TurnFailed:
 ChatEvent = TurnStarted | TokenEvent | ToolCallStarted | ToolCallFinished | TurnFinished | TurnFailed
 
 
-def options_from_settings(settings: Settings, recommended: dict[str, float] | None = None) -> GenerationOptions:
+def options_from_settings(settings: Settings, recommended: dict[str, float] | None = None,
+                          own: dict[str, Any] | None = None) -> GenerationOptions:
     """Build generation options from the user's sampling settings.
 
-    ``recommended`` is what the loaded model recommends (its GGUF file, or the measured preset
-    of the built-in model); it is used for every sampling option the user has not changed.
+    ``own`` is the model's own settings (they win); ``recommended`` what the loaded model
+    recommends (its GGUF file, or the measured preset of the built-in model), used for every
+    sampling option the user has not changed (see :mod:`desktop_app.core.model_settings`).
     """
-    recommended = recommended or {}
+    resolved = resolve_model_settings(settings, own, recommended)
 
     def value(option: str) -> Any:
-        key = f"generation.{option}"
-        if option in recommended and not settings.is_changed(key):
-            return recommended[option]
-        return settings.get(key)
+        return resolved[option].value
 
     return GenerationOptions(
         temperature=value("temperature"),
@@ -116,7 +116,7 @@ def options_from_settings(settings: Settings, recommended: dict[str, float] | No
         top_k=value("top_k"),
         min_p=value("min_p"),
         repeat_penalty=value("repeat_penalty"),
-        max_tokens=settings.get("generation.max_tokens"),
+        max_tokens=value("max_tokens"),
         seed=settings.get("model.seed"),
     )
 
@@ -156,6 +156,9 @@ class ChatService:
         self.hooks = hooks if hooks is not None else _NoHooks()
         #: The tools the plugins registered, by name (the app context sets it; none by default).
         self.tools: Callable[[], dict[str, Tool]] = dict
+        #: The loaded model's own settings (``ModelEntry.settings``, converted), asked at every
+        #: turn so an edit applies to the next one; the app context sets it (none by default).
+        self.model_settings: Callable[[], dict[str, Any]] = dict
 
     def default_system_prompt(self, model_path: Path | None = None) -> str:
         """The system prompt used when neither the conversation nor the user set one.
@@ -170,6 +173,12 @@ class ChatService:
         except ModelFileError:
             pass
         return DEFAULT_SYSTEM_PROMPT
+
+    def system_prompt(self) -> str:
+        """The system prompt of a conversation without its own: the loaded model's own, else the
+        user's global one, else the model's recommended one."""
+        own = self.model_settings().get("system_prompt")
+        return own or self.settings.get("chat.system_prompt") or self.default_system_prompt()
 
     def send(
         self,
@@ -220,7 +229,7 @@ class ChatService:
         """The settings' generation options, with the loaded model's recommended sampling for the
         sampling settings the user left alone."""
         recommend = getattr(self.engine, "recommended_sampling", None)  # a backend may not know
-        return options_from_settings(self.settings, recommend() if recommend else None)
+        return options_from_settings(self.settings, recommend() if recommend else None, self.model_settings())
 
     def answer_messages(self, messages: list[ChatMessage], setup: dict[str, Any],
                         overrides: dict[str, Any] | None = None, on_token: Callable[[str], None] | None = None,
@@ -307,9 +316,10 @@ class ChatService:
         conversation = self.store.get_conversation(user.conversation_id)
         earlier = self.store.history(user.conversation_id, user.parent_id) if user.parent_id else []
         options = self.default_options()
+        own = self.model_settings()
         if another and options.temperature <= 0 and not self.settings.is_changed("generation.temperature") \
-                and "temperature" not in (overrides or {}):
-            options = options_from_settings(self.settings)
+                and "temperature" not in (overrides or {}) and "temperature" not in own:
+            options = options_from_settings(self.settings, own=own)
         for key, value in (overrides or {}).items():
             setattr(options, key, value)
         turn = Turn(
@@ -321,7 +331,7 @@ class ChatService:
         )
         system = conversation.system_prompt
         if system is None:
-            system = self.settings.get("chat.system_prompt") or self.default_system_prompt()
+            system = self.system_prompt()
         if system:
             turn.set_base_system(system)
 

@@ -85,7 +85,13 @@ def physical_cores() -> int:
 
 @dataclass
 class LoadConfig:
-    """How to load a model. ``gpu_layers`` 0 = CPU only, -1 = all layers; ``threads`` 0 = physical cores."""
+    """How to load a model. ``gpu_layers`` 0 = CPU only, -1 = all layers; ``threads`` 0 = physical cores.
+
+    ``context_length`` 0 (``memory_fit.AUTO_CONTEXT``) and ``gpu_layers`` -2
+    (``memory_fit.AUTO_GPU_LAYERS``) are chosen at load time to fit the free memory
+    (:func:`memory_fit.plan_load`); ``adapters`` are LoRA files that will be applied to the
+    model after it loads, counted in that choice.
+    """
 
     context_length: int = 4096
     gpu_layers: int = 0
@@ -94,7 +100,7 @@ class LoadConfig:
     flash_attention: bool = True
     mmap: bool = True
     seed: int = -1
-
+    adapters: tuple[str, ...] = ()
 
 
 
@@ -107,6 +113,8 @@ class _Loaded:
     vocab: Any
     n_ctx: int
     add_bos: bool
+    #: How the context and GPU layers were chosen (None for a model loaded without a plan).
+    plan: Any = None
     cached_tokens: list[int] = field(default_factory=list)
     pieces: dict[int, bytes] = field(default_factory=dict)
     #: Whether a token ends generation, by token (asked of llama.cpp once per token).
@@ -171,8 +179,19 @@ class Engine:
 
     @property
     def config(self) -> LoadConfig | None:
-        """The load options of the loaded model."""
+        """The load options of the loaded model (with the context and GPU layers chosen)."""
         return self._loaded.config if self._loaded else None
+
+    @property
+    def load_plan(self) -> Any:
+        """How the loaded model's context and GPU layers were chosen (a ``memory_fit.LoadPlan``), or None."""
+        return self._loaded.plan if self._loaded else None
+
+    @property
+    def fit_explanation(self) -> str:
+        """Why the loaded model has its context and GPU layers, for the model's info ("" when none is loaded)."""
+        plan = self.load_plan
+        return plan.explanation if plan is not None else ""
 
     @property
     def chat_template(self) -> ChatTemplate | None:
@@ -186,32 +205,59 @@ class Engine:
         it, the previous model is loaded again and :class:`ModelLoadError` is raised.
         Returns warnings for the user (e.g. GPU layers asked for on a CPU-only build).
         """
+        from desktop_app.core.memory_fit import AUTO_GPU_LAYERS
         from desktop_app.core.models import check_gguf_file
 
         config = config or LoadConfig()
         path = Path(path)
         info = check_gguf_file(path)  # raises ModelFileError with a clear message
         warnings: list[str] = []
-        if config.gpu_layers != 0 and not self.gpu_offload_supported():
+        if config.gpu_layers not in (0, AUTO_GPU_LAYERS) and not self.gpu_offload_supported():
             warnings.append(
                 "This build of llama.cpp has no GPU support, so the model runs on the CPU. "
                 "Rebuild llama-cpp-python with CUDA, Metal or Vulkan to offload layers."
             )
         with self._lock:
-            previous = (self._loaded.path, self._loaded.config) if self._loaded else None
+            previous = (self._loaded.path, self._loaded.config, self._loaded.plan) if self._loaded else None
+            # Measured with the current model let go of: its memory is free for the new one.
             self.unload()
+            plan, config = self._plan(info, config)
+            warning = plan.warning(path.name) if plan is not None else None
+            if warning:
+                warnings.append(warning)
             try:
                 self._loaded = self._open(path, config, info.scalars.get("tokenizer.chat_template"))
+                self._loaded.plan = plan
             except Exception as exc:
                 message = f"llama.cpp could not load {path.name}: {exc}"
                 if previous is not None:
                     try:
                         self._loaded = self._open(previous[0], previous[1], None)
+                        self._loaded.plan = previous[2]
                         message += f". Still using {previous[0].name}."
                     except Exception:  # the old file vanished meanwhile: nothing to go back to
                         log.exception("could not reload the previous model")
                 raise ModelLoadError(message) from exc
         return warnings
+
+    def _plan(self, header: Any, config: LoadConfig) -> tuple[Any, LoadConfig]:
+        """Choose the context and GPU layers the settings leave to Parley, and say why.
+
+        Returns the plan (None if it could not be made) and ``config`` with the chosen numbers.
+        """
+        from desktop_app.core.memory_fit import (AUTO_CONTEXT, AUTO_GPU_LAYERS, adapter_headers, available_memory,
+                                                 available_vram, plan_load)
+
+        try:
+            plan = plan_load(header, context_length=config.context_length, gpu_layers=config.gpu_layers,
+                             available=available_memory(), vram=available_vram(), batch_size=config.batch_size,
+                             flash_attention=config.flash_attention, adapters=adapter_headers(config.adapters))
+        except Exception:  # an odd header must not cost the user the load: the usual numbers then
+            log.exception("could not plan the memory of %s", header.architecture)
+            context = 4096 if config.context_length == AUTO_CONTEXT else config.context_length
+            layers = 0 if config.gpu_layers == AUTO_GPU_LAYERS else config.gpu_layers
+            return None, replace(config, context_length=context, gpu_layers=layers)
+        return plan, replace(config, context_length=plan.context_length, gpu_layers=plan.gpu_layers)
 
     def _open(self, path: Path, config: LoadConfig, template_source: str | None) -> _Loaded:
         import llama_cpp

@@ -162,6 +162,16 @@ class EngineSwitch:
     def cancel_event(self) -> threading.Event:
         return self._active.cancel_event
 
+    @property
+    def load_plan(self) -> Any:
+        """How the loaded model's context and GPU layers were chosen (None on a backend that does not say)."""
+        return getattr(self._active, "load_plan", None)
+
+    @property
+    def fit_explanation(self) -> str:
+        """Why the loaded model has its context and GPU layers ("" on a backend that does not say)."""
+        return getattr(self._active, "fit_explanation", "") or ""
+
     def render(self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
         return self._active.render(messages, tools)
 

@@ -112,6 +112,8 @@ class GGUFHeader:
     scalar_types: dict[str, int] | None = None
     #: Bytes of tensor data, without alignment padding: what llama.cpp puts in its weight buffers.
     tensor_bytes: int = 0
+    #: Each tensor's bytes, by name (what a GPU offload of its layer moves).
+    tensor_sizes: dict[str, int] | None = None
 
 
 @dataclass
@@ -324,6 +326,7 @@ def _parse_header(data: mmap.mmap | bytes, size: int) -> GGUFHeader:
     tensor_bytes = 0
     tensor_types: dict[str, int] = {}
     tensor_shapes: dict[str, tuple[int, ...]] = {}
+    tensor_sizes: dict[str, int] = {}
     for _ in range(tensor_count):
         tensor_name, pos = read_string(pos)
         (n_dims,) = struct.unpack_from("<I", data, pos)
@@ -346,13 +349,14 @@ def _parse_header(data: mmap.mmap | bytes, size: int) -> GGUFHeader:
         parameters += elements
         tensor_types[quant.name] = tensor_types.get(quant.name, 0) + 1
         tensor_shapes[tensor_name] = tuple(dims)
+        tensor_sizes[tensor_name] = nbytes
     alignment = int(scalars.get("general.alignment", 32)) or 32
     data_start = (pos + alignment - 1) // alignment * alignment
     architecture = str(scalars.get("general.architecture", ""))
     if not architecture:
         raise ValueError("no general.architecture key")
     return GGUFHeader(version, architecture, tensor_count, data_start + data_end_rel, size, scalars,
-                      parameters, tensor_types, tensor_shapes, scalar_types, tensor_bytes)
+                      parameters, tensor_types, tensor_shapes, scalar_types, tensor_bytes, tensor_sizes)
 
 
 #: Tensor types llama.cpp can use in a LoRA adapter on the CPU (others crash it, not refuse).
@@ -432,11 +436,16 @@ class ModelEntry:
 
 
 class ModelLibrary:
-    """The user's models, indexed in ``models.json``, plus the built-in default model."""
+    """The user's models, indexed in ``models.json``, plus the built-in default model.
+
+    The built-in model is not stored (it comes with Parley), but its own settings are:
+    ``{"models": [...], "builtin": {"settings": {...}}}``.
+    """
 
     def __init__(self, paths: AppPaths):
         self.paths = paths
         self._entries: list[ModelEntry] = []
+        self._builtin_settings: dict[str, Any] | None = None
         self._load()
 
     def _load(self) -> None:
@@ -446,22 +455,65 @@ class ModelLibrary:
         try:
             raw = json.loads(file.read_text(encoding="utf-8"))
             self._entries = [ModelEntry(**item) for item in raw.get("models", [])]
-        except (ValueError, TypeError, OSError):
+            builtin = raw.get("builtin") or {}
+            self._builtin_settings = dict(builtin["settings"]) if builtin.get("settings") else None
+        except (ValueError, TypeError, OSError, AttributeError):
             move_aside(file)
             self._entries = []
+            self._builtin_settings = None
 
     def _save(self) -> None:
-        data = {"models": [asdict(e) for e in self._entries]}
+        data: dict[str, Any] = {"models": [asdict(e) for e in self._entries]}
+        if self._builtin_settings:
+            data["builtin"] = {"settings": self._builtin_settings}
         atomic_write_text(self.paths.models_file, json.dumps(data, indent=2))
 
     def entries(self) -> list[ModelEntry]:
         """Return the built-in model first, then the user's models in the order they were added."""
         out: list[ModelEntry] = []
         try:
-            out.append(ModelEntry(DEFAULT_MODEL_NAME, str(default_model_path()), builtin=True))
+            out.append(ModelEntry(DEFAULT_MODEL_NAME, str(default_model_path()), builtin=True,
+                                  settings=dict(self._builtin_settings) if self._builtin_settings else None))
         except ModelFileError:
             pass
         return out + list(self._entries)
+
+    def find(self, name_or_path: str | Path) -> ModelEntry | None:
+        """The library's entry named ``name_or_path``, else the first whose file it is; None if neither."""
+        entries = self.entries()
+        for entry in entries:
+            if entry.name == str(name_or_path):
+                return entry
+        try:
+            wanted = Path(name_or_path).expanduser().resolve()
+        except (OSError, RuntimeError):
+            return None
+        for entry in entries:
+            if Path(entry.path) == wanted:
+                return entry
+        return None
+
+    def set_settings(self, name: str, settings: dict[str, Any] | None) -> ModelEntry:
+        """Replace the own settings of the library's model ``name`` (None or empty: back to the
+        defaults) and write models.json. The values must be checked already
+        (:func:`model_settings.validate_model_settings`)."""
+        value = dict(settings) if settings else None
+        if name == DEFAULT_MODEL_NAME:
+            builtin = next((e for e in self.entries() if e.builtin), None)
+            if builtin is None:
+                raise ModelFileError("The built-in model is not installed, so it has no settings to change.")
+            self._builtin_settings = value
+            self._save()
+            builtin.settings = value
+            return builtin
+        for entry in self._entries:
+            if entry.name == name:
+                entry.settings = value
+                self._save()
+                return entry
+        raise ModelFileError(f"There is no model called {name!r} in the library, so it has nowhere to keep "
+                             "settings of its own; add it first (`parley models add PATH`, or Add model… "
+                             "in the window).")
 
     def get(self, name_or_path: str) -> ModelEntry:
         """Find a model by name, or wrap a path to a GGUF file that is not in the library."""

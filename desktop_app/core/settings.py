@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from desktop_app.core.memory_fit import ALL_GPU_LAYERS, AUTO_CONTEXT, AUTO_CONTEXT_MAX, AUTO_GPU_LAYERS
 from desktop_app.core.paths import atomic_write_text, move_aside
 
 __all__ = ["Option", "Settings", "SettingsError", "CORE_OPTIONS"]
@@ -31,7 +32,12 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    """One setting: ``key`` is ``section.name``; ``choices`` limits a str option."""
+    """One setting: ``key`` is ``section.name``; ``choices`` limits a str option.
+
+    ``named`` gives words to special values, e.g. ``(("auto", 0),)``: the word is accepted
+    wherever a value is (the TOML file, the command line), is written to the file instead of
+    the number, and the value is exempt from ``minimum`` and ``maximum``.
+    """
 
     key: str
     type: type
@@ -41,9 +47,15 @@ class Option:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    named: tuple[tuple[str, Any], ...] = ()
 
     def coerce(self, value: Any) -> Any:
         """Return ``value`` converted to this option's type, or raise :class:`SettingsError`."""
+        if isinstance(value, str):
+            word = value.strip().lower()
+            for name, special in self.named:
+                if word == name:
+                    return special
         try:
             if self.type is bool:
                 if isinstance(value, str):
@@ -65,15 +77,28 @@ class Option:
             else:
                 value = self.type(value)
         except (TypeError, ValueError):
-            raise SettingsError(
-                f"{self.key} must be a {self.type.__name__}, not {value!r}"
-            ) from None
+            kind = self.type.__name__
+            kind = ("an " if kind[0] in "aeiou" else "a ") + kind
+            if self.named:
+                words = [name for name, _ in self.named]
+                kind = ", ".join([kind, *words[:-1]]) + f" or {words[-1]}"
+            raise SettingsError(f"{self.key} must be {kind}, not {value!r}") from None
+        if any(value == special and type(value) is type(special) for _, special in self.named):
+            return value
         if self.choices is not None and value not in self.choices:
             raise SettingsError(f"{self.key} must be one of {', '.join(map(str, self.choices))}")
+        words = f" (or {', '.join(name for name, _ in self.named)})" if self.named else ""
         if self.minimum is not None and value < self.minimum:
-            raise SettingsError(f"{self.key} must be at least {self.minimum}")
+            raise SettingsError(f"{self.key} must be at least {self.minimum}{words}")
         if self.maximum is not None and value > self.maximum:
-            raise SettingsError(f"{self.key} must be at most {self.maximum}")
+            raise SettingsError(f"{self.key} must be at most {self.maximum}{words}")
+        return value
+
+    def label(self, value: Any) -> Any:
+        """``value`` as the file and the user see it: its word when it has one ("auto"), else itself."""
+        for name, special in self.named:
+            if value == special and type(value) is type(special):
+                return name
         return value
 
 
@@ -86,8 +111,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("model.path", str, "", "GGUF model to load; empty means the built-in default model.", True),
     Option("model.backend", str, "llama.cpp", "What runs the model: llama.cpp inside Parley, or a backend "
            "a plugin adds (see `parley plugins list`).", True),
-    Option("model.context_length", int, 4096, "Context window in tokens.", True, minimum=256),
-    Option("model.gpu_layers", int, 0, "Layers to offload to the GPU: 0 = CPU only, -1 = all.", True, minimum=-1),
+    Option("model.context_length", int, AUTO_CONTEXT, "Context window in tokens. auto = the largest that fits in "
+           f"the free memory, up to the model's trained context and at most {AUTO_CONTEXT_MAX:,} (a longer one "
+           "is allocated in full at every load, for chats that rarely need it); the model's info says why.",
+           True, minimum=256, named=(("auto", AUTO_CONTEXT),)),
+    Option("model.gpu_layers", int, AUTO_GPU_LAYERS, "Layers to offload to the GPU. auto = as many as fit in the "
+           "GPU's free memory (none on a build of llama.cpp without GPU support), 0 = CPU only, all = every layer.",
+           True, minimum=0, named=(("auto", AUTO_GPU_LAYERS), ("all", ALL_GPU_LAYERS))),
     Option("model.threads", int, 0, "CPU threads; 0 = all physical cores.", True, minimum=0),
     Option("model.batch_size", int, 512, "Prompt tokens evaluated per batch.", True, minimum=1),
     Option("model.flash_attention", bool, True, "Use flash attention: faster, and the context takes less "
@@ -163,7 +193,7 @@ class Settings:
         for option in options:
             key = f"plugins.{plugin}.{option.key}"
             full = Option(key, option.type, option.default, option.description, option.reload_model,
-                          option.choices, option.minimum, option.maximum)
+                          option.choices, option.minimum, option.maximum, option.named)
             self.options[key] = full
             saved = self._raw_plugins.get(plugin, {})
             if option.key in saved:
@@ -213,7 +243,7 @@ class Settings:
             table = out
             for part in parts[:-1]:
                 table = table.setdefault(part, {})
-            table[parts[-1]] = value
+            table[parts[-1]] = option.label(value)
         return out
 
     def save(self) -> None:

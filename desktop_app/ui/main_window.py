@@ -152,6 +152,12 @@ class MainWindow(QMainWindow):
         self.model_combo.setAccessibleName("Model")
         self.model_combo.setMinimumWidth(240)
         bar.addWidget(self.model_combo)
+        self.model_info_button = QToolButton(text="ⓘ")
+        self.model_info_button.setObjectName("modelInfoButton")
+        self.model_info_button.setAccessibleName("Model info and settings")
+        self.model_info_button.setToolTip("The model's info and its own settings")
+        self.model_info_button.setAutoRaise(True)
+        bar.addWidget(self.model_info_button)
         self.model_progress = QProgressBar()
         self.model_progress.setObjectName("modelProgress")
         self.model_progress.setAccessibleName("Model loading")
@@ -220,6 +226,7 @@ class MainWindow(QMainWindow):
         menu_action(self, self.settings_menu, "&Preferences…", self.open_settings, "Ctrl+,")
         menu_action(self, self.settings_menu, "P&lugins…", self.open_plugins)
         menu_action(self, self.settings_menu, "&Add model…", self.add_model_dialog)
+        menu_action(self, self.settings_menu, "&Model info and settings…", lambda: self.open_model_info(None))
         self.view_menu = menu.addMenu("&View")
         self.plugins_menu = menu.addMenu("&Plugins")
         menu_action(self, self.plugins_menu, "&Install plugin…", self.open_install_plugin)
@@ -261,6 +268,11 @@ class MainWindow(QMainWindow):
     def add_model(self, path: str) -> None:
         """Add ``path`` to the library (in the background) and switch to it."""
         self.model_controller.add_model(path)
+
+    def open_model_info(self, name: str | None = None) -> None:
+        """Show a model's info and its own settings (None: the loaded model); the dialog opens once
+        the file's header is read (``model_controller.model_info_opened``)."""
+        self.model_controller.open_model_info(name)
 
     # -- conversations --------------------------------------------------------------------
     def new_conversation(self) -> None:

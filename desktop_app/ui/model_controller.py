@@ -1,5 +1,6 @@
 """The model controller: the toolbar's model picker, loading a model in the background,
-adding a GGUF file to the library, and what the window shows while a model loads."""
+adding a GGUF file to the library, the model's info and settings, and what the window shows
+while a model loads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import QFileDialog
 
 from desktop_app.core.models import DEFAULT_MODEL_NAME
+from desktop_app.ui.dialogs.model_info_dialog import ModelInfoDialog, read_model_details
 from desktop_app.ui.workers import run_task
 
 if TYPE_CHECKING:
@@ -31,10 +33,12 @@ class ModelController(QObject):
     Signals:
         model_ready(str): a model finished loading (its path).
         model_failed(str): a model could not be loaded (the reason).
+        model_info_opened(object): the model info dialog opened (the dialog).
     """
 
     model_ready = Signal(str)
     model_failed = Signal(str)
+    model_info_opened = Signal(object)
 
     def __init__(self, window: MainWindow):
         super().__init__(window)
@@ -46,6 +50,7 @@ class ModelController(QObject):
         self.gpu_supported: bool | None = None
         self.fill_picker()
         window.model_combo.activated.connect(self._on_model_combo_activated)
+        window.model_info_button.clicked.connect(lambda: self.open_model_info(self.picked_model()))
         w = window.client.worker
         w.model_load_started.connect(self._on_worker_model_load_started)
         w.model_loaded.connect(self._on_worker_model_loaded)
@@ -90,6 +95,35 @@ class ModelController(QObject):
             settings.set("model.path", data)
             settings.save()
             self.load_model(data)
+
+    def picked_model(self) -> str | None:
+        """The model the picker shows: a library name, a path, or a backend's reference."""
+        data = self._window.model_combo.currentData()
+        if data == ADD_MODEL or data is None:
+            return None
+        return data or DEFAULT_MODEL_NAME
+
+    def open_model_info(self, name: str | None = None) -> None:
+        """Show a model's info and its own settings (None: the loaded model), read in the background."""
+        context, window = self._context, self._window
+        if context.is_backend_model(name):
+            where = context.engine.describe() if hasattr(context.engine, "describe") else ""
+            window.show_error(f"{name} runs on another engine{' (' + where + ')' if where else ''}; its settings "
+                              "are that engine's. Model info and settings are for the library's GGUF files.")
+            return
+
+        def done(details) -> None:
+            dialog = ModelInfoDialog(context, details, window)
+            dialog.settings_saved.connect(self._on_model_info_settings_saved)
+            window.open_dialog(dialog)
+            self.model_info_opened.emit(dialog)
+
+        run_task(lambda: read_model_details(context, name), done, window.show_error)
+
+    @Slot(str, bool)
+    def _on_model_info_settings_saved(self, name: str, reload: bool) -> None:
+        if reload and self._context.loaded_model_name == name and not self.model_loading:
+            self.load_model(name)
 
     def load_model(self, name: str | None) -> None:
         """Load a model in the background (None or "": the configured one)."""
@@ -140,6 +174,8 @@ class ModelController(QObject):
         window.model_progress_action.setVisible(False)
         self.gpu_supported = window.client.worker.gpu_supported
         n_ctx = self._context.engine.context_length
+        explanation = getattr(self._context.engine, "fit_explanation", "") or ""
+        window.model_info.setToolTip(explanation)
         if info is not None:
             window.model_info.setText(
                 f"  {info.architecture} · {info.parameter_count / 1e6:,.0f}M parameters · {info.quantization} · "
@@ -166,11 +202,11 @@ class ModelController(QObject):
         settings = self._context.settings
         loaded = self._context.engine.model_path if self._context.engine.loaded else None
         wanted = None
-        if loaded is not None and self._context.is_backend_model(str(loaded)):
+        current = self._context.loaded_entry()  # by name: two entries may share one file
+        if current is not None:
+            wanted = "" if current.builtin else current.name
+        elif loaded is not None and self._context.is_backend_model(str(loaded)):
             wanted = str(loaded)  # a remote engine's model, say
-        for entry in self._context.models.entries():
-            if loaded is not None and Path(entry.path) == loaded:
-                wanted = "" if entry.builtin else entry.name
         if wanted is not None and settings.get("model.path") != wanted:
             settings.set("model.path", wanted)
             if save:

@@ -1,5 +1,8 @@
+import re
+
 import pytest
 
+from desktop_app.core.memory_fit import ALL_GPU_LAYERS, AUTO_CONTEXT, AUTO_GPU_LAYERS
 from desktop_app.core.settings import CORE_OPTIONS, Option, Settings, SettingsError
 
 
@@ -14,7 +17,7 @@ def test_every_option_is_fully_declared():
 
 def test_defaults_without_a_file(paths):
     s = Settings.load(paths.settings_file)
-    assert s.get("model.gpu_layers") == 0
+    assert s.get("model.gpu_layers") == AUTO_GPU_LAYERS and s.get("model.context_length") == AUTO_CONTEXT
     assert s.get("model.threads") == 0
     assert s.warnings == []
 
@@ -51,7 +54,7 @@ def test_unknown_setting_is_a_clear_error(paths):
 def test_corrupt_file_is_backed_up_and_replaced_by_defaults(paths):
     paths.settings_file.write_text("[model\nthis is = = not toml")
     s = Settings.load(paths.settings_file)
-    assert s.get("model.context_length") == 4096
+    assert s.get("model.context_length") == AUTO_CONTEXT
     assert s.warnings and "could not be read" in s.warnings[0]
     backups = list(paths.config_dir.glob("settings.toml.corrupt-*"))
     assert len(backups) == 1 and "not toml" in backups[0].read_text()
@@ -102,3 +105,40 @@ def test_the_built_in_model_gets_its_measured_preset():
 
     assert recommended_sampling({}, default_model_path()) == BUILTIN_MODEL_SAMPLING
     assert recommended_sampling({}, None) == {}
+
+
+def test_context_and_gpu_layers_are_auto_by_default_and_read_as_words_in_the_file(paths):
+    s = Settings.load(paths.settings_file)
+    assert not s.is_changed("model.context_length") and not s.is_changed("model.gpu_layers")
+    s.set("model.gpu_layers", "all")
+    s.set("model.context_length", "8192")
+    s.save()
+    text = paths.settings_file.read_text()
+    assert 'gpu_layers = "all"' in text and "context_length = 8192" in text
+    again = Settings.load(paths.settings_file)
+    assert again.get("model.gpu_layers") == ALL_GPU_LAYERS and again.get("model.context_length") == 8192
+    again.set("model.context_length", "Auto")
+    again.set("model.gpu_layers", " auto ")
+    again.save()
+    assert "context_length" not in paths.settings_file.read_text()  # back to the default: not written
+
+
+def test_settings_files_of_earlier_versions_keep_their_numbers(paths):
+    # Written by hand or by an earlier Parley: an explicit 4096 stays 4096, -1 still means all layers.
+    paths.settings_file.write_text("[model]\ncontext_length = 4096\ngpu_layers = -1\n")
+    s = Settings.load(paths.settings_file)
+    assert (s.get("model.context_length"), s.get("model.gpu_layers")) == (4096, ALL_GPU_LAYERS)
+    assert s.is_changed("model.context_length") and s.warnings == []
+    paths.settings_file.write_text('[model]\ncontext_length = "auto"\ngpu_layers = "auto"\n')
+    assert Settings.load(paths.settings_file).get("model.context_length") == AUTO_CONTEXT
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("model.context_length", 100, "at least 256 (or auto)"),
+    ("model.context_length", "big", "must be an int or auto, not 'big'"),
+    ("model.gpu_layers", -5, "at least 0 (or auto, all)"),
+    ("model.gpu_layers", "most", "must be an int, auto or all, not 'most'"),
+])
+def test_a_bad_context_or_layer_count_says_what_it_may_be(paths, key, value, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.load(paths.settings_file).set(key, value)
