@@ -16,6 +16,7 @@ Everything here is kept stable: names are only added, never renamed.
 from desktop_app.core.backend import Backend, BackendModel
 from desktop_app.core.chat_template import ChatTemplate, bounded_sandbox
 from desktop_app.core.context_fit import fit_to_context
+from desktop_app.core.downloads import DownloadError, DownloadManager, DownloadState, DownloadStatus
 from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError, ParleyError
 from desktop_app.core.events import DoneEvent, ErrorEvent, GenerationStats, TokenEvent
 from desktop_app.core.hub import (
@@ -84,6 +85,10 @@ __all__ = [
     "ConversationChoice",
     "Conversations",
     "DoneEvent",
+    "DownloadError",
+    "DownloadManager",
+    "DownloadState",
+    "DownloadStatus",
     "EngineError",
     "ErrorEvent",
     "FitVerdict",

@@ -381,7 +381,8 @@ def _cmd_models_list(args: argparse.Namespace, context: Any) -> int:
     current = context.settings.get("model.path")
     for entry in context.models.entries():
         mark = "*" if (entry.name == current or (not current and entry.builtin)) else " "
-        kind = "built-in" if entry.builtin else ("copied" if entry.copied else "referenced")
+        kind = "built-in" if entry.builtin else "downloaded" if entry.origin else (
+            "copied" if entry.copied else "referenced")
         print(f"{mark} {entry.name}\t{kind}\t{entry.path}")
     return 0
 
@@ -506,6 +507,16 @@ def _add_hub_catalog_parsers(models: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=_positive_int, metavar="TOKENS",
                    help="the context length to estimate the fit at (default: the model.context_length setting)")
     p.set_defaults(handler=_cmd_models_files)
+    p = models.add_parser("download", help="download a model from the hub into the library, checked against the "
+                                           "hub's SHA-256",
+                          description="Shows progress; Ctrl-C pauses, and the same command again resumes from the "
+                                      "bytes already downloaded. The model joins the library only once every byte "
+                                      "matches the hub's checksum. " + where)
+    p.add_argument("repo", help="the repository, owner/name, as `parley models search` shows it")
+    p.add_argument("file", help="the model's file name as `parley models files` shows it (for a split model, its "
+                                "first part), or its quantisation, e.g. Q4_K_M")
+    p.add_argument("--revision", help="a branch, tag or commit (default: main)")
+    p.set_defaults(handler=_cmd_models_download)
     p = models.add_parser("login", help="save your hub access token in the system keyring",
                           description="Reads the token from standard input (hidden when it is a terminal), checks "
                                       "it with the hub when the hub can say, and keeps it in the system keyring, "
@@ -601,6 +612,139 @@ def _cmd_models_files(args: argparse.Namespace, context: Any) -> int:
         print("Vision projectors (not models of their own): " + ", ".join(f.path for f in details.projectors))
     print(f"\nDownload one with `parley models download {details.repo_id} FILE`.", file=sys.stderr)
     return 0
+
+
+def _hub_model(hub: Any, repo: str, wanted: str, revision: str | None) -> Any:
+    """The model ``wanted`` names in ``repo``: a file name (any part of a split model) or a quantisation."""
+    from desktop_app.core.hub import HubError
+
+    details = hub.details(repo, revision=revision)
+    key = wanted.strip().lower().removesuffix(".gguf")
+
+    def names(model: Any) -> set[str]:
+        found = {model.name.lower()}
+        for part in model.parts:
+            found |= {part.path.lower().removesuffix(".gguf"), Path(part.path).name.lower().removesuffix(".gguf")}
+        return found
+
+    by_file = [m for m in details.models if key in names(m) - {m.name.lower()}]
+    matches = by_file or [m for m in details.models if m.name.lower() == key]
+    if len(matches) == 1:
+        return matches[0]
+    offered = ", ".join(f"{m.name} ({m.first.path})" for m in details.models) or "none"
+    if matches:
+        raise HubError(f"{wanted!r} names several models in {details.repo_id}: "
+                       f"{', '.join(m.first.path for m in matches)}. Give the file name.")
+    for model in details.incomplete:
+        if key in names(model):
+            missing = ", ".join(str(n) for n in model.extra.get("missing_parts", ()))
+            raise HubError(f"{model.name} in {details.repo_id} is incomplete on the hub (part {missing} of "
+                           f"{model.extra.get('part_count')} missing), so it could not be loaded; pick another. "
+                           f"Its models: {offered}.")
+    if any(f.path.lower().removesuffix(".gguf") == key or Path(f.path).name.lower().removesuffix(".gguf") == key
+           for f in details.files):
+        raise HubError(f"{wanted} in {details.repo_id} is not a GGUF model Parley can run. Its models: {offered}.")
+    raise HubError(f"{details.repo_id} has no model {wanted!r}. Its models: {offered}. "
+                   f"See them with `parley models files {details.repo_id}`.")
+
+
+def _cmd_models_download(args: argparse.Namespace, context: Any) -> int:
+    import threading
+
+    from desktop_app.core.downloads import DownloadManager, DownloadState
+    from desktop_app.core.hub import Hub
+    from desktop_app.core.hub_fit import format_bytes
+
+    hub = Hub.from_settings(context.settings)
+    model = _hub_model(hub, args.repo, args.file, args.revision)
+    present = context.models.find_downloaded(model.repo_id, model.first.path, model.first.sha256)
+    if present is not None:
+        print(f"{model.first.path} is already in the library as {present.name} ({present.path}).")
+        return 0
+    woke = threading.Event()
+    manager = DownloadManager(context.paths, context.models, endpoint=hub.endpoint, token=hub.token,
+                              max_parallel=1, on_change=lambda status: woke.set())
+    bar = _DownloadProgress(sys.stdout)
+    try:
+        earlier = manager.find(model)
+        status = manager.add(model)
+        if earlier is not None and earlier.done_bytes and not earlier.finished:
+            print(f"Resuming {status.label} from {format_bytes(earlier.done_bytes)} of "
+                  f"{format_bytes(earlier.total_bytes)}.", file=sys.stderr)
+        try:
+            while not (status.finished or status.state == DownloadState.PAUSED):
+                woke.wait(0.5)
+                woke.clear()
+                status = manager.status(status.id)
+                bar.show(status)
+            status = manager.wait(status.id)
+        except KeyboardInterrupt:
+            manager.pause(status.id)
+            status = manager.wait(status.id, timeout=30)
+            bar.end()
+            print(f"Paused at {status.fraction:.0%} ({format_bytes(status.done_bytes)} of "
+                  f"{format_bytes(status.total_bytes)}). The bytes downloaded are kept: run the same command again "
+                  "to resume.", file=sys.stderr)
+            return 1
+        bar.end()
+    finally:
+        manager.close()
+    if status.state == DownloadState.DONE:
+        print(f"Downloaded {status.label}: it is in the library as {status.entry_name} ({status.path}), checked "
+              f"against the hub's checksum. Chat with it: parley chat -m '{status.entry_name}'")
+        return 0
+    print(f"parley: {status.error or f'the download is {status.state.value}.'}", file=sys.stderr)
+    return 1
+
+
+class _DownloadProgress:
+    """A download's progress on the terminal: one redrawn bar on a tty, plain lines otherwise."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._drawn = False
+        self._last: tuple = ()
+
+    def show(self, status: Any) -> None:
+        from desktop_app.core.hub_fit import format_bytes
+
+        done, total = format_bytes(status.done_bytes), format_bytes(status.total_bytes)
+        speed = f"{format_bytes(int(status.speed))}/s" if status.speed else ""
+        left = f"{_duration(status.eta)} left" if status.eta is not None else ""
+        if self.tty:
+            import shutil
+
+            width = shutil.get_terminal_size((80, 24)).columns
+            tail = "  ".join(t for t in (f"{status.fraction:6.1%}", f"{done} of {total}", speed, left,
+                                         status.message or status.state.value) if t)
+            room = max(10, min(40, width - len(tail) - len(status.label) - 6))
+            filled = int(room * status.fraction)
+            line = f"{status.label} [{'#' * filled}{'-' * (room - filled)}] {tail}"
+            self.stream.write("\r" + line[:width - 1].ljust(width - 1))
+            self._drawn = True
+        else:
+            # One line per tenth of the way, per state and per message: a log, not a flood.
+            key = (status.state, int(status.fraction * 10), status.message)
+            if key == self._last:
+                return
+            self._last = key
+            parts = [status.label, status.state.value, f"{status.fraction:.0%}", f"{done} of {total}", speed, left,
+                     status.message or ""]
+            self.stream.write("  ".join(p for p in parts if p) + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _cmd_models_login(args: argparse.Namespace, context: Any) -> int:

@@ -60,6 +60,11 @@ class MirrorRepo:
         if self.card and "README.md" not in self.files:
             self.files["README.md"] = self.card.encode("utf-8")
 
+    def replace_file(self, path: str, data: bytes | Path) -> None:
+        """Change a file's bytes, as a new commit on the hub would (its SHA-256 and ETag follow)."""
+        self.files[path] = data
+        self._sha256.pop(path, None)
+
     def size(self, path: str) -> int:
         """Bytes of one file."""
         data = self.files[path]
@@ -95,11 +100,18 @@ class Faults:
     drops_left: int = 0
     #: answer a Range request with 200 and the whole file, as a broken server would
     ignore_range: bool = False
+    #: answer a Range request with 206 from this many bytes later than asked (and say so in Content-Range)
+    misplaced_range: int = 0
     #: answer the next N file requests with this status (e.g. 503) before serving
     fail_status: int = 503
     failures_left: int = 0
     #: sleep this long between chunks (lets a test pause or cancel mid-file)
     chunk_delay: float = 0.0
+    #: stop sending after this many bytes of a file (once), set ``held``, and go on when the test sets
+    #: ``release``: a download caught mid-file, at a known byte, on any machine's speed
+    hold_after_bytes: int | None = None
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     chunk_size: int = 64 * 1024
     #: repositories that answer 401/403 without a token ("Bearer TOKEN" accepted)
     token: str | None = None

@@ -4,6 +4,8 @@ Like the hub it answers HEAD and GET with the headers ``huggingface_hub`` reads:
 ``X-Repo-Commit``, an ``ETag`` and, for an LFS file, ``X-Linked-Etag`` (the SHA-256) and
 ``X-Linked-Size``. A ``Range: bytes=START-[END]`` request gets 206 with ``Content-Range``
 (416 past the end), unless ``faults.ignore_range`` says to answer 200 with the whole file.
+``If-Range`` is honoured as HTTP says: a range is served only while the file's ETag is the
+one given, otherwise the whole file comes back with 200 (a file that changed on the hub).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def routes(mirror: Any) -> list:
             headers["ETag"] = f'"{repo.sha256(path)[:40]}"'
         start, end, status = 0, size - 1, 200
         wanted = request.headers.get("range")
+        if_range = request.headers.get("if-range")
+        if if_range is not None and if_range != headers["ETag"]:
+            wanted = None  # the validator is stale: the client's bytes are of another file
         if wanted and not faults.ignore_range:
             match = _RANGE.match(wanted.strip())
             if match is None:
@@ -66,6 +71,8 @@ def routes(mirror: Any) -> list:
             if start >= size or start > end:
                 return Response("range not satisfiable", status_code=416, headers={"Content-Range": f"bytes */{size}"})
             status = 206
+            if faults.misplaced_range:
+                start = min(end, start + faults.misplaced_range)  # a broken server: another part than asked
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         headers["Content-Length"] = str(end - start + 1)
         if request.method == "HEAD":
@@ -86,6 +93,14 @@ async def _body(mirror: Any, data: bytes | Path, start: int, end: int) -> AsyncI
             handle.seek(start)
         while position <= end:
             n = min(faults.chunk_size, end - position + 1)
+            if faults.hold_after_bytes is not None:
+                n = min(n, max(0, faults.hold_after_bytes - sent))
+                if n == 0:
+                    faults.hold_after_bytes = None
+                    faults.held.set()
+                    while not faults.release.is_set():
+                        await asyncio.sleep(0.01)
+                    continue
             if faults.drops_left > 0 and faults.drop_after_bytes is not None:
                 n = min(n, max(0, faults.drop_after_bytes - sent))
                 if n == 0:

@@ -19,6 +19,7 @@ import json
 import mmap
 import shutil
 import struct
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -439,13 +440,15 @@ class ModelLibrary:
     """The user's models, indexed in ``models.json``, plus the built-in default model.
 
     The built-in model is not stored (it comes with Parley), but its own settings are:
-    ``{"models": [...], "builtin": {"settings": {...}}}``.
+    ``{"models": [...], "builtin": {"settings": {...}}}``. Safe to use from several threads: a
+    download finishing on a worker thread adds its model while the window reads the list.
     """
 
     def __init__(self, paths: AppPaths):
         self.paths = paths
         self._entries: list[ModelEntry] = []
         self._builtin_settings: dict[str, Any] | None = None
+        self._lock = threading.RLock()
         self._load()
 
     def _load(self) -> None:
@@ -463,10 +466,11 @@ class ModelLibrary:
             self._builtin_settings = None
 
     def _save(self) -> None:
-        data: dict[str, Any] = {"models": [asdict(e) for e in self._entries]}
-        if self._builtin_settings:
-            data["builtin"] = {"settings": self._builtin_settings}
-        atomic_write_text(self.paths.models_file, json.dumps(data, indent=2))
+        with self._lock:
+            data: dict[str, Any] = {"models": [asdict(e) for e in self._entries]}
+            if self._builtin_settings:
+                data["builtin"] = {"settings": self._builtin_settings}
+            atomic_write_text(self.paths.models_file, json.dumps(data, indent=2))
 
     def entries(self) -> list[ModelEntry]:
         """Return the built-in model first, then the user's models in the order they were added."""
@@ -476,7 +480,8 @@ class ModelLibrary:
                                   settings=dict(self._builtin_settings) if self._builtin_settings else None))
         except ModelFileError:
             pass
-        return out + list(self._entries)
+        with self._lock:
+            return out + list(self._entries)
 
     def find(self, name_or_path: str | Path) -> ModelEntry | None:
         """The library's entry named ``name_or_path``, else the first whose file it is; None if neither."""
@@ -506,11 +511,12 @@ class ModelLibrary:
             self._save()
             builtin.settings = value
             return builtin
-        for entry in self._entries:
-            if entry.name == name:
-                entry.settings = value
-                self._save()
-                return entry
+        with self._lock:
+            for entry in self._entries:
+                if entry.name == name:
+                    entry.settings = value
+                    self._save()
+                    return entry
         raise ModelFileError(f"There is no model called {name!r} in the library, so it has nowhere to keep "
                              "settings of its own; add it first (`parley models add PATH`, or Add model… "
                              "in the window).")
@@ -531,10 +537,6 @@ class ModelLibrary:
         source = Path(path).expanduser().resolve()
         info = read_gguf_info(source)
         base = name or source.stem
-        taken = {e.name for e in self.entries()}
-        unique, n = base, 2
-        while unique in taken:
-            unique, n = f"{base} ({n})", n + 1
         target = source
         if copy:
             self.paths.models_dir.mkdir(parents=True, exist_ok=True)
@@ -546,20 +548,70 @@ class ModelLibrary:
             shutil.copyfile(source, partial)
             partial.replace(target)
             info.path = str(target)
-        entry = ModelEntry(unique, str(target), copied=copy, added=time.time(), info=asdict(info))
-        self._entries.append(entry)
-        self._save()
+        with self._lock:
+            entry = ModelEntry(self._unique_name(base), str(target), copied=copy, added=time.time(),
+                               info=asdict(info))
+            self._entries.append(entry)
+            self._save()
         return entry
+
+    def add_downloaded(self, path: Path | str, *, origin: dict[str, Any], name: str | None = None) -> ModelEntry:
+        """Add a downloaded model whose files are already in the library folder, and own them.
+
+        Only the downloader calls this, once every file is complete and matches the hub's
+        checksum. ``origin`` says where it came from: ``{"repo_id", "revision", "files": [{"path",
+        "sha256", "size"}]}`` (more keys are kept). The entry is ``copied``: removing it deletes
+        its files (every part of a split model) and their folder.
+        """
+        target = Path(path)
+        info = read_gguf_info(target)
+        with self._lock:
+            entry = ModelEntry(self._unique_name(name or target.stem), str(target), copied=True, added=time.time(),
+                               info=asdict(info), origin=dict(origin))
+            self._entries.append(entry)
+            self._save()
+        return entry
+
+    def find_downloaded(self, repo_id: str, file_path: str, sha256: str | None = None) -> ModelEntry | None:
+        """The library's entry downloaded from ``file_path`` (its first part) in ``repo_id``, if any.
+
+        With ``sha256``, only an entry whose first file has that checksum (the same version).
+        Entries whose file is gone do not count.
+        """
+        with self._lock:
+            entries = list(self._entries)
+        for entry in entries:
+            origin = entry.origin or {}
+            files = origin.get("files") or []
+            if origin.get("repo_id") != repo_id or not files or files[0].get("path") != file_path:
+                continue
+            if sha256 is not None and files[0].get("sha256") not in (None, sha256):
+                continue
+            if Path(entry.path).exists():
+                return entry
+        return None
+
+    def _names(self) -> set[str]:
+        return {e.name for e in self.entries()}
+
+    def _unique_name(self, base: str) -> str:
+        taken = self._names()
+        unique, n = base, 2
+        while unique in taken:
+            unique, n = f"{base} ({n})", n + 1
+        return unique
 
     def remove(self, name: str) -> ModelEntry:
         """Remove a model from the library; a copied file is deleted too, a referenced one is kept."""
-        for i, entry in enumerate(self._entries):
-            if entry.name == name:
-                del self._entries[i]
+        with self._lock:
+            found = next((i for i, e in enumerate(self._entries) if e.name == name), None)
+            if found is not None:
+                entry = self._entries.pop(found)
                 self._save()
-                if entry.copied:
-                    Path(entry.path).unlink(missing_ok=True)
-                return entry
+        if found is not None:
+            if entry.copied:
+                _delete_owned_files(entry)
+            return entry
         if name == DEFAULT_MODEL_NAME:
             raise ModelFileError("The built-in model cannot be removed.")
         raise ModelFileError(f"There is no model called {name!r} in the library.")
@@ -570,7 +622,25 @@ class ModelLibrary:
         if entry.info and Path(entry.path).exists() and entry.info.get("file_size") == Path(entry.path).stat().st_size:
             return ModelInfo(**entry.info)
         info = read_gguf_info(entry.path)
-        if entry in self._entries:
-            entry.info = asdict(info)
-            self._save()
+        with self._lock:
+            if entry in self._entries:
+                entry.info = asdict(info)
+                self._save()
         return info
+
+
+def _delete_owned_files(entry: ModelEntry) -> None:
+    """Delete a library-owned model's file; for a download, all its parts, and their folder once empty."""
+    main = Path(entry.path)
+    files = [main]
+    for item in (entry.origin or {}).get("files") or []:
+        name = Path(str(item.get("path", ""))).name
+        if name:
+            files.append(main.with_name(name))
+    for file in files:
+        file.unlink(missing_ok=True)
+    if entry.origin:
+        try:
+            main.parent.rmdir()  # only when empty: never someone else's files
+        except OSError:
+            pass
