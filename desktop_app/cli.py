@@ -679,9 +679,10 @@ def _cmd_models_download(args: argparse.Namespace, context: Any) -> int:
                 bar.show(status)
             status = manager.wait(status.id)
         except KeyboardInterrupt:
+            bar.end()
+            print("Pausing…", file=sys.stderr, flush=True)
             manager.pause(status.id)
             status = manager.wait(status.id, timeout=30)
-            bar.end()
             print(f"Paused at {status.fraction:.0%} ({format_bytes(status.done_bytes)} of "
                   f"{format_bytes(status.total_bytes)}). The bytes downloaded are kept: run the same command again "
                   "to resume.", file=sys.stderr)

@@ -46,7 +46,15 @@ from desktop_app.core.errors import ParleyError
 from desktop_app.core.hub_files import HubFile, HubModelFile, split_part
 from desktop_app.core.paths import AppPaths, atomic_write_text
 
-__all__ = ["DISK_MARGIN", "DownloadError", "DownloadManager", "DownloadState", "DownloadStatus", "Installer"]
+__all__ = [
+    "DISK_MARGIN",
+    "DownloadError",
+    "DownloadManager",
+    "DownloadState",
+    "DownloadStatus",
+    "Installer",
+    "download_id_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +302,10 @@ class DownloadManager:
                 self._downloads[download_id] = record
             else:
                 stale = None
-                if record is None or record.state in (DownloadState.DONE, DownloadState.CANCELLED):
+                # A cancelled one whose thread is still stopping is taken up again rather than replaced:
+                # that thread would otherwise delete the new download's folder on its way out.
+                if record is None or (record.state in (DownloadState.DONE, DownloadState.CANCELLED)
+                                      and record.run is None):
                     record = _Download(download_id, model, self.folder / download_id)
                     self._downloads[download_id] = record
                 else:

@@ -417,3 +417,19 @@ def test_progress_reports_bytes_speed_and_time_left_at_most_ten_times_a_second(m
     # Whatever the machine's speed: no more reports than the interval allows (plus the state change).
     assert len(progress) <= elapsed / PROGRESS_INTERVAL + 2
     assert all(s.speed >= 0 and (s.eta is None or s.eta >= 0) for s in progress)
+
+
+def test_asking_again_for_a_download_still_being_cancelled_takes_it_up_again(mirror, managers, paths):
+    mirror.faults.chunk_size = 16 * 1024
+    mirror.faults.hold_after_bytes = 32 * 1024
+    manager = managers()
+    model = hub_model(mirror, SMALL, "tiny-Q4_0.gguf")
+    status = manager.add(model)
+    assert mirror.faults.held.wait(30)
+    manager.cancel(status.id)  # its thread is still waiting for the held connection
+    again = manager.add(model)
+    assert again.id == status.id and again.state == DownloadState.QUEUED
+    mirror.faults.release.set()
+    done = manager.wait(status.id, 30)
+    assert done.state == DownloadState.DONE, done.error
+    assert Path(done.path).read_bytes() == tiny_gguf(0) and downloaded_names(paths) == ["tiny-Q4_0"]
