@@ -50,6 +50,8 @@ class AppContext:
     _plugin_contexts: dict[str, PluginContext] = field(default_factory=dict)
     _shared: AppServices | None = None
     _tools: Any = None
+    _downloads: Any = None
+    _download_listeners: list = field(default_factory=list)
 
     def plugin_context(self, name: str) -> PluginContext:
         """The context plugin ``name`` is given (one per plugin, made on first use).
@@ -232,9 +234,42 @@ class AppContext:
 
         return Hub.from_settings(self.settings)
 
+    @property
+    def downloads(self) -> Any:
+        """The app's one :class:`~desktop_app.core.downloads.DownloadManager` (made on first use;
+        downloads left unfinished last time come back paused). It follows the hub settings and
+        token as they are when it is asked for."""
+        from desktop_app.core.downloads import DownloadManager
+
+        hub = self.hub()
+        if self._downloads is None:
+            self._downloads = DownloadManager(self.paths, self.models, endpoint=hub.endpoint, token=hub.token,
+                                              on_change=self._download_changed)
+        else:
+            self._downloads.endpoint, self._downloads.token = hub.endpoint.rstrip("/"), hub.token
+        return self._downloads
+
+    def add_download_listener(self, listener: Any) -> None:
+        """Call ``listener(status)`` on every download change (from the downloads' threads)."""
+        self._download_listeners.append(listener)
+
+    def remove_download_listener(self, listener: Any) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._download_listeners:
+            self._download_listeners.remove(listener)
+
+    def _download_changed(self, status: Any) -> None:
+        for listener in list(self._download_listeners):
+            try:
+                listener(status)
+            except Exception:  # one broken listener must not stop a download's reports
+                log.exception("a download listener failed")
+
     def close(self) -> None:
         """Let plugins stop their work, free the model and close the store."""
         self.plugins.hook.app_closing(context=self)
+        if self._downloads is not None:
+            self._downloads.close()  # running downloads keep their bytes and come back paused
         self.engine.cancel()
         if self.engine.loaded:
             self.plugins.hook.model_unloading(engine=self.engine)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QSplitter,
+    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -40,6 +41,7 @@ from desktop_app.ui.dialogs.inspector import PromptInspector
 from desktop_app.ui.dialogs.plugins_dialog import PluginsDialog
 from desktop_app.ui.dialogs.settings_dialog import SettingsDialog
 from desktop_app.ui.markdown import render_markdown
+from desktop_app.ui.dialogs.download_list import DownloadBridge
 from desktop_app.ui.model_controller import ModelController
 from desktop_app.ui.plugin_ui import PluginUI
 from desktop_app.ui.sidebar import Sidebar
@@ -118,6 +120,9 @@ class MainWindow(QMainWindow):
         # The jobs of the window, each in its own object; they work on the widgets built above.
         self.turn_controller = TurnController(self)
         self.model_controller = ModelController(self)
+        # Downloads report from their own threads; the bridge's signal brings them to this one.
+        self.download_bridge = DownloadBridge(self)
+        context.add_download_listener(self.download_bridge.report)
         self.plugin_ui = PluginUI(self)
         self.window_state = WindowState(self, context.paths.config_dir / "window.json")
         self.turn_controller.turn_starting.connect(self.turn_starting)
@@ -152,7 +157,9 @@ class MainWindow(QMainWindow):
         self.model_combo.setAccessibleName("Model")
         self.model_combo.setMinimumWidth(240)
         bar.addWidget(self.model_combo)
-        self.model_info_button = QToolButton(text="ⓘ")
+        self.model_info_button = QToolButton()
+        # Qt's own icon: the "ⓘ" character is missing from many systems' fonts.
+        self.model_info_button.setIcon(self.style().standardIcon(QStyle.SP_MessageBoxInformation))
         self.model_info_button.setObjectName("modelInfoButton")
         self.model_info_button.setAccessibleName("Model info and settings")
         self.model_info_button.setToolTip("The model's info and its own settings")
@@ -213,6 +220,8 @@ class MainWindow(QMainWindow):
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
         menu_action(self, file_menu, "&New chat", self.new_conversation, QKeySequence.New)
+        menu_action(self, file_menu, "&Get models…", self.open_models_window, "Ctrl+Shift+M")
+        file_menu.addSeparator()
         menu_action(self, file_menu, "&Import conversation…", self.import_conversation)
         menu_action(self, file_menu, "&Export conversation…", self.export_conversation, "Ctrl+E")
         file_menu.addSeparator()
@@ -260,6 +269,12 @@ class MainWindow(QMainWindow):
     def load_model(self, name: str | None) -> None:
         """Load a model in the background (None or "": the configured one)."""
         self.model_controller.load_model(name)
+
+    def open_models_window(self) -> None:
+        """File → Get models…: search the model hub, download, and use a model."""
+        from desktop_app.ui.dialogs.models_window import open_models_window
+
+        open_models_window(self)
 
     def add_model_dialog(self) -> None:
         """Pick a GGUF file, check it and read its metadata in the background, then load it."""
@@ -450,6 +465,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         """Stop any answer (it is kept, marked incomplete), stop the worker, remember the layout."""
         self.save_state()
+        self.context.remove_download_listener(self.download_bridge.report)
         if not self.client.shutdown():
             log.error("the engine thread did not stop in time")
         super().closeEvent(event)

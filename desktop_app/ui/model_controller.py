@@ -17,9 +17,10 @@ from desktop_app.ui.workers import run_task
 if TYPE_CHECKING:
     from desktop_app.ui.main_window import MainWindow
 
-__all__ = ["ADD_MODEL", "ModelController"]
+__all__ = ["ADD_MODEL", "GET_MODELS", "ModelController"]
 
-#: The picker's last entry, which opens the file dialog instead of naming a model.
+#: The picker's last entries: the Models window (search and download), and the file dialog.
+GET_MODELS = "Get models…"
 ADD_MODEL = "Add model…"
 
 
@@ -73,6 +74,7 @@ class ModelController(QObject):
         if configured and combo.findData(configured) < 0:
             combo.addItem(Path(configured).name, configured)
         combo.insertSeparator(combo.count())
+        combo.addItem(GET_MODELS, GET_MODELS)
         combo.addItem(ADD_MODEL, ADD_MODEL)
         index = combo.findData(configured)
         combo.setCurrentIndex(max(index, 0))
@@ -81,9 +83,12 @@ class ModelController(QObject):
     @Slot(int)
     def _on_model_combo_activated(self, index: int) -> None:
         data = self._window.model_combo.itemData(index)
-        if data == ADD_MODEL:
+        if data in (ADD_MODEL, GET_MODELS):
             self.fill_picker()  # put the selection back; the dialog decides
-            self.add_model_dialog()
+            if data == ADD_MODEL:
+                self.add_model_dialog()
+            else:
+                self._window.open_models_window()
             return
         self.choose(data)
 

@@ -122,7 +122,8 @@ class EngineWorker(QObject):
                 advice = ("pick it again in the picker once its engine is up (Settings → Engines… checks it), "
                           "or choose another model")
             else:
-                advice = "choose another model in the picker, or add one with “Add model…” at its end"
+                advice = ("choose another model in the picker, download one with “Get models…”, or add a file "
+                          "with “Add model…”")
             return [f"The model “{configured}” could not be loaded: {exc} Parley is using its built-in "
                     f"model for now; {advice}.", *warnings]
 

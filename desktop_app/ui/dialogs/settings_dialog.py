@@ -21,7 +21,7 @@ from desktop_app.ui.dialogs.settings_form import SettingsForm
 
 __all__ = ["SettingsDialog"]
 
-_SECTIONS = (("model", "Model"), ("generation", "Sampling"), ("chat", "Chat"), ("ui", "Appearance"))
+_SECTIONS = (("model", "Model"), ("generation", "Sampling"), ("chat", "Chat"), ("hub", "Model hub"), ("ui", "Appearance"))
 
 
 class SettingsDialog(QDialog):
