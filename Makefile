@@ -74,6 +74,7 @@ bench: $(STAMP) bench-native
 screenshots: $(STAMP)
 	$(PY) scripts/screenshots.py
 	$(PY) scripts/screenshot_model_settings.py
+	$(PY) scripts/screenshot_models.py
 
 # llama.cpp's own llama-server and llama-bench, built from the sources vendored in the pinned
 # llama-cpp-python release, for a native baseline (benchmarks; tests that start a real server).
