@@ -49,7 +49,8 @@ class Embedder:
             if self._model is None:
                 import os
 
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                # No HF_HUB_OFFLINE here: it would switch the model hub off for the whole app
+                # (huggingface_hub reads it once, at import). local_files_only keeps this load offline.
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
                 try:
@@ -61,7 +62,7 @@ class Embedder:
                                     f"here ({exc}). Install Parley with pip (see the README).") from exc
 
                 try:
-                    self._model = SentenceTransformer(resolve_embedder(self.name), device="cpu")
+                    self._model = SentenceTransformer(resolve_embedder(self.name), device="cpu", local_files_only=True)
                 except Exception as exc:
                     from desktop_app_local_docs.index import DocsError
 

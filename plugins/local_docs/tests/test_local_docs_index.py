@@ -247,3 +247,16 @@ def test_renaming_onto_an_existing_collection_is_refused(index, corpus):
     with pytest.raises(DocsError, match="already a collection"):
         index.rename_collection("a", " b ")
     assert set(index.collections()) == {"a", "b"}
+
+
+def test_loading_the_embedder_leaves_the_model_hub_online():
+    # HF_HUB_OFFLINE, once set, switches huggingface_hub off for the whole process (it is read at
+    # import), so the Models window could no longer search or download.
+    script = ("import os\n"
+              "from desktop_app_local_docs.embedder import Embedder\n"
+              "assert Embedder().model is not None\n"
+              "assert 'HF_HUB_OFFLINE' not in os.environ, os.environ['HF_HUB_OFFLINE']\n"
+              "import huggingface_hub.constants as c\n"
+              "assert not c.HF_HUB_OFFLINE\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
