@@ -571,7 +571,7 @@ def _cmd_models_files(args: argparse.Namespace, context: Any) -> int:
 
     from desktop_app.core.hub import Hub
     from desktop_app.core.hub_fit import format_bytes, repo_fit
-    from desktop_app.core.memory_fit import available_memory
+    from desktop_app.core.memory_fit import available_memory, available_vram
 
     hub = Hub.from_settings(context.settings)
     details = hub.details(args.repo, revision=args.revision)
@@ -595,9 +595,10 @@ def _cmd_models_files(args: argparse.Namespace, context: Any) -> int:
         return 1
 
     context_length = args.context or context.settings.get("model.context_length") or 4096
-    ram = available_memory()
-    fit = repo_fit(hub, details, available_ram=ram, context_length=context_length)
-    print(f"\nFit on this machine at {context_length:,} tokens of context ({format_bytes(ram)} of RAM free):")
+    ram, vram = available_memory(), available_vram()
+    fit = repo_fit(hub, details, available_ram=ram, available_vram=vram, context_length=context_length)
+    free = f"{format_bytes(ram)} of RAM" + (f" and {format_bytes(vram)} of VRAM" if vram else "")
+    print(f"\nFit on this machine at {context_length:,} tokens of context ({free} free):")
     rows = [(model.name, format_bytes(model.size), str(len(model.parts)), model.first.path, fit.verdicts[model.name].text)
             for model in details.models]
     _print_table(("MODEL", "SIZE", "PARTS", "FILE", "FIT"), rows, right=(1, 2))
