@@ -62,13 +62,13 @@ def test_search_pick_download_and_chat_without_leaving_the_window(qtbot, open_wi
     # Nothing is in the library until the download is complete and verified.
     before = {e.name for e in context.models.entries()}
     dialog.quants.cellWidget(1, 3).click()  # Download Q4_1
-    qtbot.waitUntil(lambda: any(r.download.state.value == "done" for r in dialog.downloads.rows.values()),
-                    timeout=60_000)
+    # Each slot of the report's signal is its own queued event: wait for the row and the status line.
+    qtbot.waitUntil(lambda: any(r.download.state.value == "done" for r in dialog.downloads.rows.values())
+                    and "in your library" in dialog.status.text(), timeout=60_000)
     row = next(iter(dialog.downloads.rows.values()))
     added = {e.name for e in context.models.entries()} - before
     assert added == {row.download.entry_name}
     assert row.use_button.isVisible() and not row.pause_button.isVisible()
-    assert "in your library" in dialog.status.text()
 
     row.use_button.click()
     qtbot.waitUntil(lambda: not window.model_loading and context.engine.loaded
