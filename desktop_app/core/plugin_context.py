@@ -353,6 +353,14 @@ class PluginContext:
         meta[self.name] = choice
         store.update_conversation_meta(conversation_id, meta)
 
+    def hub(self) -> Any:
+        """The model hub (:class:`desktop_app.api.Hub`) the settings point at (``hub.endpoint``, else
+        ``HF_ENDPOINT``, else huggingface.co), with the token saved for it. Its calls do network
+        I/O: make them off the GUI thread. Raises HubError when the endpoint setting is malformed."""
+        from desktop_app.core.hub import Hub
+
+        return Hub.from_settings(self._app.settings)
+
     def default_system_prompt(self, model_path: Path | None = None) -> str:
         """The system prompt answers get when neither the conversation nor the user set one."""
         return self._app.default_system_prompt(model_path)
