@@ -223,7 +223,7 @@ def model_loaded(engine: Any) -> None:
 
 @hookimpl
 def register_commands(subparsers) -> None:
-    """`parley lora list|add|remove|info|apply|convert|train` and `parley chat --lora NAME=SCALE`."""
+    """`parley lora list|add|remove|info|apply|convert|train|search|download` and `parley chat --lora NAME=SCALE`."""
     from desktop_app_lora import cli
 
     cli.register(subparsers)
