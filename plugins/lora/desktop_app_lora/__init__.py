@@ -243,7 +243,8 @@ def register_panels(register) -> None:
 
 @hookimpl
 def register_actions(register) -> None:
-    """Plugins → “Teach it this…”: train an adapter on answers of the open conversation."""
+    """Plugins → “Teach it this…” (train an adapter on answers of the open conversation) and
+    “Find LoRA adapters on the hub…”."""
 
     def teach(window) -> None:
         from desktop_app_lora.ui import LoraPanel
@@ -253,3 +254,12 @@ def register_actions(register) -> None:
             panel.open_train_dialog(from_conversation=True)
 
     register("Teach it this…", teach)
+
+    def find_on_hub(window) -> None:
+        from desktop_app_lora.ui import LoraPanel
+
+        panel = window.find_panel(LoraPanel)
+        if panel is not None:
+            panel.open_hub_dialog()
+
+    register("Find LoRA adapters on the hub…", find_on_hub)
