@@ -191,8 +191,8 @@ def judge_candidate(hub: Any, kind: str, name: str, files: tuple[HubFile, ...], 
                                             weights.path.rsplit("/", 1)[-1])
         elif config:
             # Without the weights there is nothing to convert; the converter's words say so.
-            return Compatibility(INCOMPATIBLE, f"{adapter_name} has no {WEIGHTS} (an adapter_model.bin "
-                                 "cannot be converted: it is pickled PyTorch).", base_model)
+            return Compatibility(INCOMPATIBLE, f"{adapter_name} has no {WEIGHTS}: Parley converts safetensors "
+                                 "weights only (not adapter_model.bin, which is pickled PyTorch).", base_model)
         return peft_compatibility(config, tensors, model, adapter_name=adapter_name, model_name=model_name,
                                   base_model=base_model, weights_size=weights.size if weights else 0)
     except (ModelFileError, SafetensorsError) as exc:
