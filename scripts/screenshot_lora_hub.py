@@ -66,7 +66,7 @@ def shoot(mirror, url: str, out: Path) -> None:
     mirror.faults.chunk_size, mirror.faults.chunk_delay = 16 * 1024, 0.05
     dialog.download()
     deadline = time.monotonic() + 60
-    while dialog.progress.value() == 0 and dialog.job.running and time.monotonic() < deadline:
+    while dialog.progress.value() < 400 and dialog.job.running and time.monotonic() < deadline:
         QApplication.processEvents()
         time.sleep(0.02)
     QApplication.processEvents()

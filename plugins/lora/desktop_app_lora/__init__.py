@@ -230,6 +230,24 @@ def register_commands(subparsers) -> None:
 
 
 @hookimpl
+def register_download_installers(register) -> None:
+    """LoRA adapters from the hub (download kind "adapter"): a GGUF one is added to the library as
+    it is, a PEFT one converted for its model first."""
+
+    def install(model: Any, files: list, origin: dict) -> tuple[str, Path]:
+        from desktop_app_lora.adapters import AdapterError
+        from desktop_app_lora.hub_install import make_installer
+
+        if state.context is None:
+            raise AdapterError("The LoRA plugin is not running, so the adapter cannot be added.")
+        access = state.context.model
+        return make_installer(state.library, state.context.cache_dir,
+                              lambda: access.path if access.loaded else None)(model, files, origin)
+
+    register("adapter", install)
+
+
+@hookimpl
 def register_panels(register) -> None:
     """The LoRA side panel."""
 

@@ -348,7 +348,7 @@ def _download(args, context) -> int:
     cancel = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
     try:
-        entry = download_adapter(hub, candidate, state.library, model, work_dir=context.cache_dir, name=args.name,
+        entry = download_adapter(context.downloads, candidate, state.library, model, name=args.name,
                                  progress=show, cancel=cancel)
     except DownloadCancelled as exc:
         print(f"\nparley: {exc}", file=sys.stderr)

@@ -1,24 +1,23 @@
 """Download a hub adapter and add it to the library: refused before any download when it does not fit.
 
     candidate = find_in_repo(hub, "alice/smollm2-lora", None, model_path)
-    entry = download_adapter(hub, candidate, library, model_path, work_dir=cache, progress=show, cancel=stop)
+    entry = download_adapter(context.downloads, candidate, library, model_path, progress=show, cancel=stop)
 
-The files (a GGUF adapter, or a PEFT folder's config and weights, as one download) arrive in a
-folder of the plugin's cache, checked against the sizes and SHA-256 the hub reports; then
-:func:`~desktop_app_lora.hub_install.install_adapter` adds a GGUF adapter as it is, or
-converts a PEFT one for the model first. A cancelled or failed download adds nothing.
+The files (a GGUF adapter, or a PEFT folder's config and weights, as one download) go through
+the app's download manager, which resumes, retries and checks them against the sizes and
+SHA-256 the hub reports; then the plugin's installer
+(:func:`~desktop_app_lora.hub_install.install_adapter`) adds a GGUF adapter as it is, or
+converts a PEFT one for the model first. A cancelled or refused download adds nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from desktop_app.api import HubError, HubRepoNotFoundError, check_gguf_file
+from desktop_app.api import HubRepoNotFoundError, check_gguf_file
 from desktop_app_lora.adapters import AdapterError
 from desktop_app_lora.hub_adapters import model_label
 from desktop_app_lora.hub_search import AdapterCandidate, adapter_candidates, judge_candidate
@@ -76,72 +75,67 @@ def find_in_repo(hub: Any, repo_id: str, selector: str | None, model_path: Path 
                             details.license, details.gated)
 
 
-def download_adapter(hub: Any, candidate: AdapterCandidate, library: Any, model_path: Path | str, *,
-                     work_dir: Path, name: str | None = None,
-                     progress: Callable[[DownloadProgress], None] | None = None,
+def download_adapter(manager: Any, candidate: AdapterCandidate, library: Any, model_path: Path | str, *,
+                     name: str | None = None, progress: Callable[[DownloadProgress], None] | None = None,
                      cancel: threading.Event | None = None) -> Any:
-    """Download ``candidate`` and add it to ``library`` (a PEFT adapter converted for ``model_path``).
+    """Download ``candidate`` through the app's download ``manager`` and return its library entry.
 
-    Refuses, before anything is downloaded, an adapter whose verdict is not usable (the
-    reason is the message). Returns the library entry. Raises AdapterError (DownloadCancelled
-    when ``cancel`` is set; ConversionError when a PEFT adapter cannot be converted) or HubError.
+    Refuses, before anything is downloaded, an adapter whose verdict is not usable (the reason
+    is the message). The manager checks each file's size and SHA-256, then the plugin's
+    installer adds a GGUF adapter, or converts a PEFT one for ``model_path`` and adds that.
+    Blocks until it is in the library: run it off the GUI thread. ``progress`` hears how far it
+    is; ``cancel`` stops it and deletes what arrived. Raises AdapterError (DownloadCancelled
+    when cancelled) with the manager's or the installer's reason; a download that failed on
+    the network keeps its bytes, so asking again resumes it.
     """
-    from desktop_app_lora.hub_install import install_adapter
+    from desktop_app.api import DownloadState
 
     verdict = candidate.compatibility
     model_path = Path(model_path)
     if not verdict.usable:
         raise AdapterError(f"{candidate.label} does not fit {model_path.name}, so it was not downloaded: "
                            f"{verdict.reason}")
-    folder = work_dir / "downloads" / candidate.repo_id.replace("/", "--")
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        paths = _fetch(hub, candidate, folder, progress, cancel)
-        if progress is not None and candidate.kind == "peft":
-            progress(DownloadProgress(candidate.size, candidate.size, f"Converting {candidate.name} for "
-                                      f"{model_path.name}…"))
-        return install_adapter(candidate, paths, library, model_path, work_dir=work_dir, name=name,
-                               endpoint=hub.endpoint)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _fetch(hub: Any, candidate: AdapterCandidate, folder: Path, progress: Callable[[DownloadProgress], None] | None,
-           cancel: threading.Event | None) -> list[Path]:
-    """Download the candidate's files into ``folder``, each checked against its size and SHA-256."""
-    from huggingface_hub import hf_hub_download
-
-    total, done, paths = candidate.size, 0, []
-    for file in candidate.files:
-        if cancel is not None and cancel.is_set():
-            raise DownloadCancelled(f"The download of {candidate.label} was cancelled; nothing was added.")
+    status = manager.add(candidate.download(model_path, name))
+    cancelled = False
+    while True:
+        if cancel is not None and cancel.is_set() and not cancelled:
+            cancelled = True
+            manager.cancel(status.id)
+        status = manager.wait(status.id, timeout=0.2)
         if progress is not None:
-            progress(DownloadProgress(done, total, f"Downloading {file.path}…"))
-        try:
-            local = Path(hf_hub_download(file.repo_id, file.path, revision=file.revision, local_dir=folder,
-                                         endpoint=hub.endpoint, token=hub.token or False))
-        except Exception as exc:  # huggingface_hub's errors and the network's
-            raise HubError(f"{file.path} could not be downloaded from {file.repo_id}: {exc}") from exc
-        _verify(local, file)
-        paths.append(local)
-        done += file.size
-        if progress is not None:
-            progress(DownloadProgress(done, total, f"Downloaded {file.path}."))
-    if cancel is not None and cancel.is_set():
+            progress(DownloadProgress(status.done_bytes, status.total_bytes, _message(status, candidate, model_path)))
+        if status.state not in (DownloadState.QUEUED, DownloadState.DOWNLOADING, DownloadState.VERIFYING):
+            break
+    if status.state == DownloadState.DONE:
+        entry = library.find(status.entry_name or "")
+        if entry is None:
+            raise AdapterError(f"{candidate.label} was downloaded, but it is not in the adapter library.")
+        return entry
+    if status.state == DownloadState.CANCELLED or cancelled:
+        if status.state != DownloadState.CANCELLED:
+            manager.cancel(status.id)
         raise DownloadCancelled(f"The download of {candidate.label} was cancelled; nothing was added.")
-    return paths
+    if status.state == DownloadState.PAUSED:
+        raise AdapterError(f"The download of {candidate.label} is paused; download it again to go on "
+                           "(or resume it in File → Get models…).")
+    if status.error_kind == "file":
+        manager.cancel(status.id)  # the files are what the hub has: trying again cannot help
+    raise AdapterError(status.error or f"The download of {candidate.label} failed.")
 
 
-def _verify(path: Path, file: Any) -> None:
-    size = path.stat().st_size
-    if file.size and size != file.size:
-        raise AdapterError(f"{file.path} from {file.repo_id} arrived with {size:,} bytes instead of {file.size:,}; "
-                           "it was deleted. Try again.")
-    if file.sha256:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != file.sha256:
-            raise AdapterError(f"{file.path} from {file.repo_id} does not match the SHA-256 the hub gives for it, "
-                               "so it was deleted. Try again; if it keeps happening, the hub's copy is damaged.")
+def _message(status: Any, candidate: AdapterCandidate, model_path: Path) -> str:
+    state = status.state.value
+    if state == "verifying":
+        return (f"Checking and converting {candidate.name} for {model_path.name}…" if candidate.kind == "peft"
+                else f"Checking {candidate.name}…")
+    if state == "queued":
+        return "Waiting for another download to finish…"
+    if state == "done":
+        return f"Downloaded, checked and added as {status.entry_name}."
+    if state in ("cancelled", "failed", "paused"):
+        return {"cancelled": "Cancelled.", "failed": "The download failed.", "paused": "Paused."}[state]
+    if status.message:
+        return status.message
+    speed = f" · {status.speed / 1e6:.1f} MB/s" if status.speed else ""
+    left = f" · {status.eta:.0f} s left" if status.eta else ""
+    return f"Downloading {candidate.label}{speed}{left}"

@@ -93,10 +93,14 @@ class AdapterCandidate:
         """The file (GGUF) or folder (PEFT) inside the repository; "" for a PEFT adapter at its top."""
         return self.files[0].path if self.kind == "gguf" else self.folder
 
-    def download(self) -> HubModelFile:
-        """What the downloader fetches, as one download (a PEFT adapter's two files together)."""
-        return HubModelFile(repo_id=self.repo_id, name=self.name, parts=self.files, kind="adapter",
-                            extra={"format": self.kind, "folder": self.folder})
+    def download(self, model_path: Path | str, name: str | None = None) -> HubModelFile:
+        """What the download manager fetches, as one download (a PEFT adapter's two files together),
+        remembering the model a PEFT adapter is converted for and the name it gets in the library."""
+        from desktop_app_lora.hub_install import KIND
+
+        return HubModelFile(repo_id=self.repo_id, name=self.name, parts=self.files, kind=KIND,
+                            extra={"format": self.kind, "folder": self.folder, "for_model": str(model_path),
+                                   "adapter_name": (name or "").strip() or self.name})
 
 
 # -- where to look ---------------------------------------------------------------------------

@@ -74,12 +74,14 @@ class HubJob(QObject):
         self._start("search", lambda: find_adapters(hub, model_path, query, progress=self._progress,
                                                     cancel=self._cancel), self.searched)
 
-    def download(self, hub: Any, candidate: Any, model_path: Path, work_dir: Path) -> None:
-        """Download (and convert) in the background; ``downloaded`` or ``failed`` reports the outcome."""
+    def download(self, context: Any, candidate: Any, model_path: Path) -> None:
+        """Download (and convert) in the background, through the app's download manager;
+        ``downloaded`` or ``failed`` reports the outcome."""
         from desktop_app_lora.hub_download import download_adapter
 
         library = state.library
-        self._start("download", lambda: download_adapter(hub, candidate, library, model_path, work_dir=work_dir,
+        # context.downloads is made on first use, reading the keyring: on the job's thread too.
+        self._start("download", lambda: download_adapter(context.downloads, candidate, library, model_path,
                                                          progress=self._progress, cancel=self._cancel),
                     self.downloaded)
 
@@ -343,7 +345,7 @@ class HubAdapterDialog(QDialog):
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.progress.show()
-        self.job.download(self.hub, candidate, self.model_path, self.context.cache_dir)
+        self.job.download(self.context, candidate, self.model_path)
 
     def _on_job_progressed(self, what: Any) -> None:
         if isinstance(what, str):

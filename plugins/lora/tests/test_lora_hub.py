@@ -16,7 +16,6 @@ from desktop_app.core.models import default_model_path
 from desktop_app.core.settings import Settings
 from desktop_app.core.turn import Adapter, ChatMessage, GenerationOptions
 from desktop_app_lora.adapters import AdapterError, read_adapter_info
-from desktop_app_lora.convert import ConversionError
 from desktop_app_lora.hub_adapters import COMPATIBLE, INCOMPATIBLE, PROBABLY
 from desktop_app_lora.hub_download import DownloadCancelled, download_adapter, find_in_repo
 from desktop_app_lora.hub_search import find_adapters
@@ -71,6 +70,19 @@ def hub(mirror, served):
 @pytest.fixture
 def library(tmp_path):
     return AdapterLibrary(tmp_path / "adapters")
+
+
+@pytest.fixture
+def manager(paths, served, library, tmp_path):
+    """The app's kind of download manager, with the plugin's installer for adapters."""
+    from desktop_app.core.downloads import DownloadManager
+    from desktop_app.core.models import ModelLibrary
+    from desktop_app_lora.hub_install import make_installer
+
+    m = DownloadManager(paths, ModelLibrary(paths), endpoint=served[1], retries=1, backoff=0.05,
+                        installers={"adapter": make_installer(library, tmp_path / "cache")})
+    yield m
+    m.close()
 
 
 def file_requests(mirror, repo, path):
@@ -148,18 +160,21 @@ def engine():
     e.unload()
 
 
-def test_a_peft_adapter_is_downloaded_converted_and_loads_on_the_real_model(hub, mirror, library, tmp_path, engine):
+def test_a_peft_adapter_is_downloaded_converted_and_loads_on_the_real_model(hub, mirror, manager, library, tmp_path,
+                                                                            engine):
     candidate = find_in_repo(hub, FRENCH, None, MODEL)
     seen = []
-    entry = download_adapter(hub, candidate, library, MODEL, work_dir=tmp_path / "cache", progress=seen.append)
+    entry = download_adapter(manager, candidate, library, MODEL, progress=seen.append)
     assert library.find(entry.name) is entry and entry.name == "smollm2-135m-french-lora"
     assert FRENCH in entry.source and "converted for" in entry.source
     info = read_adapter_info(library.path(entry))
     assert info.rank == 4 and info.layers == 30 and info.targets == ["attn_k", "attn_output", "attn_q", "attn_v"]
-    assert seen[-1].message.startswith("Converting") and seen[-1].done == seen[-1].total == candidate.size
+    assert seen[-1].done == seen[-1].total == candidate.size
+    assert seen[-1].message == f"Downloaded, checked and added as {entry.name}."
     # The weights were fetched whole once, by the download (not by the search's look at their head).
     assert ("GET", None) in file_requests(mirror, FRENCH, "adapter_model.safetensors")
-    assert leftovers(tmp_path / "cache") == []
+    assert leftovers(tmp_path / "cache") == [] and leftovers(manager.folder) == []
+    assert manager.downloads()[-1].state.value == "done" and manager.downloads()[-1].entry_name == entry.name
     assert engine.set_adapters([Adapter(entry.name, str(library.path(entry)), 1.0)]) is True
     done = list(engine.stream_chat([ChatMessage("user", "Hello")], GenerationOptions(temperature=0.0, max_tokens=4,
                                                                                      seed=1)))[-1]
@@ -167,41 +182,43 @@ def test_a_peft_adapter_is_downloaded_converted_and_loads_on_the_real_model(hub,
     engine.set_adapters([])
 
 
-def test_a_gguf_adapter_is_added_as_it_is(hub, mirror, library, tmp_path):
+def test_a_gguf_adapter_is_added_as_it_is(hub, mirror, manager, library):
     candidate = find_in_repo(hub, PIRATE, PIRATE_FILE, MODEL)
-    entry = download_adapter(hub, candidate, library, MODEL, work_dir=tmp_path / "cache", name="pirate")
+    entry = download_adapter(manager, candidate, library, MODEL, name="pirate")
     assert entry.name == "pirate"
     assert library.path(entry).read_bytes() == mirror.repos[PIRATE].files[PIRATE_FILE]
 
 
-def test_an_adapter_in_a_folder_is_picked_by_the_folder(hub, mirror, library, tmp_path):
+def test_an_adapter_in_a_folder_is_picked_by_the_folder(hub, mirror, manager, library):
     candidate = find_in_repo(hub, TAGGED, TAGGED_FOLDER, MODEL)
     assert candidate.folder == TAGGED_FOLDER and len(candidate.files) == 2
-    entry = download_adapter(hub, candidate, library, MODEL, work_dir=tmp_path / "cache")
+    entry = download_adapter(manager, candidate, library, MODEL)
     assert read_adapter_info(library.path(entry)).targets == ["attn_q", "attn_v"]
 
 
-def test_an_incompatible_adapter_is_refused_before_any_download(hub, mirror, library, tmp_path):
+def test_an_incompatible_adapter_is_refused_before_any_download(hub, mirror, manager, library):
     candidate = find_in_repo(hub, BIG, None, MODEL)
     with pytest.raises(AdapterError, match="does not fit .* so it was not downloaded: .*32 layers"):
-        download_adapter(hub, candidate, library, MODEL, work_dir=tmp_path / "cache")
+        download_adapter(manager, candidate, library, MODEL)
     asked = file_requests(mirror, BIG, "adapter_model.safetensors")
     assert asked and all(wanted is not None and int(wanted.split("-")[1]) < 256 * 1024 for _, wanted in asked)
-    assert library.entries() == [] and leftovers(tmp_path / "cache") == []
+    assert not file_requests(mirror, BIG, "adapter_config.json")[1:]  # read once, by the look before
+    assert library.entries() == [] and manager.downloads() == []
 
 
-def test_a_wrong_checksum_adds_nothing(hub, mirror, library, tmp_path):
+def test_a_wrong_checksum_adds_nothing(hub, mirror, manager, library, tmp_path):
     repo = mirror.add_repo(MirrorRepo("mallory/smollm2-damaged-lora", tags=["peft", "lora"],
                                       files=dict(mirror.repos[FRENCH].files),
                                       wrong_sha256={"adapter_model.safetensors"}))
     candidate = find_in_repo(hub, repo.repo_id, None, MODEL)
     assert candidate.compatibility.usable
-    with pytest.raises(AdapterError, match="SHA-256"):
-        download_adapter(hub, candidate, library, MODEL, work_dir=tmp_path / "cache")
+    with pytest.raises(AdapterError, match="did not match the hub's checksum"):
+        download_adapter(manager, candidate, library, MODEL)
     assert library.entries() == [] and leftovers(tmp_path / "cache") == []
+    assert not [p for p in leftovers(manager.folder) if p.name.startswith("adapter_model")]
 
 
-def test_a_peft_adapter_that_cannot_be_converted_adds_nothing_and_says_why(hub, mirror, library, tmp_path):
+def test_a_peft_adapter_that_cannot_be_converted_adds_nothing_and_says_why(hub, mirror, manager, library, tmp_path):
     # Its header fits the model (so the search offers it); its weights are NaN, which the converter refuses.
     folder = make_peft(tmp_path / "nan", rank=2, layers=1, modules=("q_proj",))
     key = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
@@ -212,19 +229,33 @@ def test_a_peft_adapter_that_cannot_be_converted_adds_nothing_and_says_why(hub, 
                                       files={p.name: p.read_bytes() for p in folder.iterdir()}))
     candidate = find_in_repo(hub, repo.repo_id, None, MODEL)
     assert candidate.compatibility.usable
-    with pytest.raises(ConversionError, match="was downloaded, but it cannot be converted .*NaN.*Nothing was added"):
-        download_adapter(hub, candidate, library, MODEL, work_dir=tmp_path / "cache")
-    assert library.entries() == [] and leftovers(tmp_path / "cache") == []
+    with pytest.raises(AdapterError, match="was downloaded, but it cannot be converted .*NaN.*Nothing was added"):
+        download_adapter(manager, candidate, library, MODEL)
+    assert library.entries() == [] and leftovers(tmp_path / "cache") == [] and leftovers(manager.folder) == []
     assert leftovers(library.folder) == [library.index_file] or leftovers(library.folder) == []
 
 
-def test_a_cancelled_download_adds_nothing(hub, mirror, library, tmp_path):
+def test_a_download_cancelled_mid_file_adds_nothing(hub, mirror, manager, library, tmp_path):
     candidate = find_in_repo(hub, FRENCH, None, MODEL)
+    mirror.faults.chunk_size, mirror.faults.chunk_delay = 16 * 1024, 0.02
     cancel = threading.Event()
-    cancel.set()
+
+    def watch(p):
+        if p.done > 0:  # bytes are arriving: the user cancels
+            cancel.set()
+
     with pytest.raises(DownloadCancelled, match="nothing was added"):
-        download_adapter(hub, candidate, library, MODEL, work_dir=tmp_path / "cache", cancel=cancel)
-    assert library.entries() == [] and leftovers(tmp_path / "cache") == []
+        download_adapter(manager, candidate, library, MODEL, progress=watch, cancel=cancel)
+    assert library.entries() == [] and leftovers(tmp_path / "cache") == [] and leftovers(manager.folder) == []
+
+
+def test_a_dropped_connection_resumes_and_the_adapter_arrives(hub, mirror, manager, library):
+    candidate = find_in_repo(hub, FRENCH, None, MODEL)
+    mirror.faults.drop_after_bytes, mirror.faults.drops_left = 500_000, 1
+    entry = download_adapter(manager, candidate, library, MODEL)
+    assert read_adapter_info(library.path(entry)).rank == 4
+    ranges = [wanted for method, wanted in file_requests(mirror, FRENCH, "adapter_model.safetensors") if method == "GET"]
+    assert any(wanted and not wanted.startswith("bytes=0-") for wanted in ranges)  # went on from where it stopped
 
 
 def test_a_repository_with_several_adapters_asks_which(hub, mirror):

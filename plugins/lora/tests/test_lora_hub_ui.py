@@ -89,6 +89,16 @@ def test_find_check_and_download_an_adapter_from_the_window(qtbot, window, serve
     assert entry.name in p.rows and p.rows[entry.name].check.isEnabled()  # listed, and it fits
     assert dialog.download_button.isEnabled() and dialog.progress.isHidden()
 
+    # It went through the app's one download manager, listed with the models' downloads, not as a model.
+    from desktop_app.ui.dialogs.download_list import DownloadList
+
+    done = [d for d in window.context.downloads.downloads() if d.model.kind == "adapter"]
+    assert [(d.state.value, d.entry_name) for d in done] == [("done", entry.name)]
+    listed = DownloadList(window.context.downloads, window.download_bridge, lambda _download: None)
+    qtbot.addWidget(listed)
+    row = listed.rows[done[0].id]
+    assert not row.use_button.isVisibleTo(listed) and f"added as {entry.name}" in row.status.text()
+
 
 def test_a_failed_search_says_why_and_the_dialog_stays_usable(qtbot, window, mirror):
     mirror.faults.fail_status, mirror.faults.failures_left = 503, 0
