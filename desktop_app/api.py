@@ -37,6 +37,7 @@ from desktop_app.core.models import (
     GGUFHeaderIncompleteError,
     check_gguf_file,
     check_lora_file,
+    lora_header_problem,
     read_gguf_header,
 )
 from desktop_app.core.paths import atomic_write_text, move_aside
@@ -132,6 +133,7 @@ __all__ = [
     "fit_verdict",
     "hookimpl",
     "hub_endpoint",
+    "lora_header_problem",
     "move_aside",
     "public_schema",
     "read_gguf_header",

@@ -78,7 +78,7 @@ class AppContext:
                 tools=lambda: self.tools().tools, default_system_prompt=self.chat.default_system_prompt,
                 model_file=self.model_path, library=self.library, load_model=self.load_model,
                 run_turn=self.chat.answer_messages, generation_options=self.chat.default_options,
-                engine_runner=self.engine_runner)
+                engine_runner=self.engine_runner, downloads=lambda: self.downloads)
         return self._shared
 
     def library(self) -> list[dict[str, Any]]:
@@ -244,10 +244,21 @@ class AppContext:
         hub = self.hub()
         if self._downloads is None:
             self._downloads = DownloadManager(self.paths, self.models, endpoint=hub.endpoint, token=hub.token,
-                                              on_change=self._download_changed)
+                                              on_change=self._download_changed, installers=self._installers())
         else:
             self._downloads.endpoint, self._downloads.token = hub.endpoint.rstrip("/"), hub.token
         return self._downloads
+
+    def _installers(self) -> dict[str, Any]:
+        """What plugins install from the hub (``register_download_installers``), by kind."""
+        installers: dict[str, Any] = {}
+        for entry in self.plugins.collect("register_download_installers"):
+            kind, install = (entry.args + (None, None))[:2]
+            if not isinstance(kind, str) or not callable(install) or kind == "model" or kind in installers:
+                log.warning("download installer %r from the plugin %s left out", kind, entry.plugin)
+                continue
+            installers[kind] = install
+        return installers
 
     def add_download_listener(self, listener: Any) -> None:
         """Call ``listener(status)`` on every download change (from the downloads' threads)."""

@@ -93,6 +93,23 @@ def register_backends(register: Callable[[str, Callable[..., Any]], None]) -> No
 
 
 @hookspec
+def register_download_installers(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Take hub downloads of a kind of your own by calling ``register(kind, install)``.
+
+    A :class:`desktop_app.api.HubModelFile` whose ``kind`` is ``kind`` then downloads through
+    the app's one download manager (``context.downloads``) with a model's guarantees: in the
+    background, resumable, paused and resumed, its files' sizes and SHA-256 checked, and listed
+    with the other downloads. Once every file is verified, ``install(model, files, origin)``
+    puts it in place: ``files`` are the downloaded parts, in order, in a folder deleted after
+    (move them, or leave them); ``origin`` is where they came from (repository, revision,
+    files). It returns ``(name, path)`` of what it made, runs on the download's worker thread
+    and may block; a :class:`desktop_app.api.ParleyError` it raises fails the download with its
+    message. "model" is the app's own kind and cannot be taken; of two plugins registering one
+    kind, the first loaded wins. Called when the download manager is first made; must not block.
+    """
+
+
+@hookspec
 def register_embedders(register: Callable[[str, Callable[[list[str]], list[list[float]]]], None]) -> None:
     """Offer text embedding models by calling ``register(name, embed)``.
 

@@ -24,7 +24,7 @@ import socket
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 from desktop_app.core.hub_errors import (
@@ -168,11 +168,20 @@ class Hub:
         query = query.strip()
         if not query:
             raise HubError("Say what to search for, e.g. `parley models search qwen`.")
+        return self.find_repos(query, ("gguf",), limit=limit)
+
+    def find_repos(self, query: str | None, tags: Sequence[str], limit: int = 30) -> list[RepoSummary]:
+        """Repositories having every tag in ``tags`` whose name contains ``query`` (None: any name),
+        most downloaded first (at most ``limit``).
+
+        Tags are the hub's: ``gguf``, ``peft``, ``lora``, ``base_model:adapter:owner/name``, ...
+        """
         self._check_reachable()
 
         def call() -> list[RepoSummary]:
             found = self._api().list_models(
-                search=query, filter="gguf", sort="downloads", limit=max(1, int(limit)),
+                search=(query or "").strip() or None, filter=list(tags) or None, sort="downloads",
+                limit=max(1, int(limit)),
                 expand=["downloads", "likes", "lastModified", "gated", "tags", "pipeline_tag"])
             return [_summary(info) for info in found]
 
@@ -227,6 +236,15 @@ class Hub:
                     raise ModelFileError(f"The GGUF header of {file.path} in {file.repo_id} {what}; "
                                          "it may be damaged on the hub.") from None
                 want = min(want * 2, limit)
+
+    def read_range(self, file: HubFile, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of a file on the hub, by an HTTP Range request.
+
+        For small looks into a file without downloading it (a header, a config). Fewer bytes
+        come back when the file ends first.
+        """
+        url = self.file_url(file)
+        return self._call(lambda: self._read_range(url, start, end), repo_id=file.repo_id, path=file.path)
 
     def whoami(self) -> str | None:
         """The account name the token belongs to; None when this hub does not say (a mirror).

@@ -40,6 +40,7 @@ __all__ = [
     "ModelLibrary",
     "check_gguf_file",
     "default_model_path",
+    "lora_header_problem",
     "read_gguf_header",
     "read_gguf_info",
 ]
@@ -374,18 +375,26 @@ def check_lora_file(path: Path | str) -> GGUFHeader:
     """
     path = Path(path)
     header = check_gguf_file(path)
+    problem = lora_header_problem(header, path.name)
+    if problem:
+        raise ModelFileError(problem)
+    return header
+
+
+def lora_header_problem(header: GGUFHeader, name: str) -> str | None:
+    """Why llama.cpp cannot read the adapter whose header is ``header``, or None (see :func:`check_lora_file`)."""
     scalars, kinds = header.scalars, header.scalar_types or {}
     if scalars.get("general.type") != "adapter" or str(scalars.get("adapter.type", "")).lower() != "lora":
-        raise ModelFileError(f"{path.name} is a GGUF file but not a LoRA adapter (it is a "
-                             f"{scalars.get('general.type') or 'model'}).")
+        return (f"{name} is a GGUF file but not a LoRA adapter (it is a "
+                f"{scalars.get('general.type') or 'model'}).")
     if "adapter.lora.alpha" in scalars and kinds.get("adapter.lora.alpha") != _GGUF_FLOAT32:
-        raise ModelFileError(f"{path.name} stores its LoRA alpha in a form llama.cpp cannot read "
-                             "(it must be a 32-bit float); convert the adapter again.")
+        return (f"{name} stores its LoRA alpha in a form llama.cpp cannot read "
+                "(it must be a 32-bit float); convert the adapter again.")
     odd = sorted(set(header.tensor_types or {}) - LORA_TENSOR_TYPES)
     if odd:
-        raise ModelFileError(f"{path.name} has tensors of type {', '.join(odd)}, which llama.cpp cannot "
-                             f"use in an adapter ({', '.join(sorted(LORA_TENSOR_TYPES))} work).")
-    return header
+        return (f"{name} has tensors of type {', '.join(odd)}, which llama.cpp cannot "
+                f"use in an adapter ({', '.join(sorted(LORA_TENSOR_TYPES))} work).")
+    return None
 
 
 def read_gguf_info(path: Path | str) -> ModelInfo:

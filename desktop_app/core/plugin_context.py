@@ -286,6 +286,8 @@ class AppServices:
     run_turn: Callable[..., TurnRun]
     generation_options: Callable[[], GenerationOptions]
     engine_runner: "EngineRunnerSlot"
+    #: the app's download manager (made on first use); None where there is none
+    downloads: Callable[[], Any] | None = None
 
 
 #: Runs a function where the engine's turns run (the window's engine worker) and returns its
@@ -352,6 +354,26 @@ class PluginContext:
         meta = dict(store.get_conversation(conversation_id).meta)
         meta[self.name] = choice
         store.update_conversation_meta(conversation_id, meta)
+
+    def hub(self) -> Any:
+        """The model hub (:class:`desktop_app.api.Hub`) the settings point at (``hub.endpoint``, else
+        ``HF_ENDPOINT``, else huggingface.co), with the token saved for it. Its calls do network
+        I/O: make them off the GUI thread. Raises HubError when the endpoint setting is malformed."""
+        from desktop_app.core.hub import Hub
+
+        return Hub.from_settings(self._app.settings)
+
+    @property
+    def downloads(self) -> Any:
+        """The app's one download manager (:class:`desktop_app.api.DownloadManager`): queue a hub
+        download of a kind the plugin installs (``register_download_installers``) with
+        ``add(model)``, follow it with ``status(id)``/``wait(id)``, ``cancel(id)`` it. Made on first
+        use (it reads the keyring: not on the GUI thread). Raises ParleyError where there is none."""
+        from desktop_app.core.errors import ParleyError
+
+        if self._app.downloads is None:
+            raise ParleyError("Downloads are not available here.")
+        return self._app.downloads()
 
     def default_system_prompt(self, model_path: Path | None = None) -> str:
         """The system prompt answers get when neither the conversation nor the user set one."""

@@ -54,6 +54,9 @@ def describe_progress(download: Any) -> str:
         return " · ".join(parts)
     if state == "failed":
         return download.error or "Failed."
+    if state == "done" and download.model.kind != "model":  # a plugin's kind (e.g. a LoRA adapter)
+        return f"Downloaded and verified; added as {download.entry_name}." if download.entry_name else \
+            "Downloaded and verified."
     return {
         "queued": f"Waiting for another download to finish · {amount}",
         "paused": (f"Paused when Parley closed · {amount}" if download.interrupted else f"Paused · {amount}"),
@@ -128,7 +131,7 @@ class DownloadRow(QFrame):
         self.pause_button.setText("Pause" if state in ("queued", "downloading") else
                                   "Retry" if state == "failed" else "Resume")
         self.cancel_button.setVisible(active)
-        self.use_button.setVisible(state == "done")
+        self.use_button.setVisible(state == "done" and download.model.kind == "model")
         self.bar.setVisible(state not in ("done", "cancelled"))
 
     @Slot()

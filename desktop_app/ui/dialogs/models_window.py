@@ -332,6 +332,8 @@ class ModelsWindow(QDialog):
 
     @Slot(object)
     def _on_download_changed(self, download: Any) -> None:
+        if download.model.kind != "model":
+            return  # a plugin's download (a LoRA adapter): its own window speaks of it
         state = download.state.value
         if state == "done":
             self.status.setText(f"{download.label} is in your library: “Use this model” loads it.")

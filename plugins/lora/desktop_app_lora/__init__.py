@@ -223,10 +223,28 @@ def model_loaded(engine: Any) -> None:
 
 @hookimpl
 def register_commands(subparsers) -> None:
-    """`parley lora list|add|remove|info|apply|convert|train` and `parley chat --lora NAME=SCALE`."""
+    """`parley lora list|add|remove|info|apply|convert|train|search|download` and `parley chat --lora NAME=SCALE`."""
     from desktop_app_lora import cli
 
     cli.register(subparsers)
+
+
+@hookimpl
+def register_download_installers(register) -> None:
+    """LoRA adapters from the hub (download kind "adapter"): a GGUF one is added to the library as
+    it is, a PEFT one converted for its model first."""
+
+    def install(model: Any, files: list, origin: dict) -> tuple[str, Path]:
+        from desktop_app_lora.adapters import AdapterError
+        from desktop_app_lora.hub_install import make_installer
+
+        if state.context is None:
+            raise AdapterError("The LoRA plugin is not running, so the adapter cannot be added.")
+        access = state.context.model
+        return make_installer(state.library, state.context.cache_dir,
+                              lambda: access.path if access.loaded else None)(model, files, origin)
+
+    register("adapter", install)
 
 
 @hookimpl
@@ -243,7 +261,8 @@ def register_panels(register) -> None:
 
 @hookimpl
 def register_actions(register) -> None:
-    """Plugins → “Teach it this…”: train an adapter on answers of the open conversation."""
+    """Plugins → “Teach it this…” (train an adapter on answers of the open conversation) and
+    “Find LoRA adapters on the hub…”."""
 
     def teach(window) -> None:
         from desktop_app_lora.ui import LoraPanel
@@ -253,3 +272,12 @@ def register_actions(register) -> None:
             panel.open_train_dialog(from_conversation=True)
 
     register("Teach it this…", teach)
+
+    def find_on_hub(window) -> None:
+        from desktop_app_lora.ui import LoraPanel
+
+        panel = window.find_panel(LoraPanel)
+        if panel is not None:
+            panel.open_hub_dialog()
+
+    register("Find LoRA adapters on the hub…", find_on_hub)

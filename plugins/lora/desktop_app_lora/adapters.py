@@ -19,6 +19,8 @@ from desktop_app.api import GGUFHeader, ModelFileError, ParleyError, check_gguf_
 __all__ = [
     "AdapterError",
     "AdapterInfo",
+    "adapter_info_from_header",
+    "adapter_info_from_pairs",
     "check_compatible",
     "compatibility_problem",
     "read_adapter_info",
@@ -95,7 +97,7 @@ def read_adapter_info(path: Path | str) -> AdapterInfo:
         header = check_gguf_file(path)
     except ModelFileError as exc:
         raise AdapterError(f"{name} cannot be used as a LoRA adapter: {exc}") from None
-    info = _info_from_header(path, header)
+    info = adapter_info_from_header(path, header)
     try:
         check_lora_file(path)  # what llama.cpp itself would choke on
     except ModelFileError as exc:
@@ -103,7 +105,10 @@ def read_adapter_info(path: Path | str) -> AdapterInfo:
     return info
 
 
-def _info_from_header(path: Path, header: GGUFHeader) -> AdapterInfo:
+def adapter_info_from_header(path: Path | str, header: GGUFHeader) -> AdapterInfo:
+    """An adapter's metadata from its GGUF header (read from a file, or from a file's first bytes
+    elsewhere); raise :class:`AdapterError` when the header is not a LoRA adapter's."""
+    path = Path(path)
     name = path.name
     scalars = header.scalars
     kind = scalars.get("general.type")
@@ -133,26 +138,37 @@ def _info_from_header(path: Path, header: GGUFHeader) -> AdapterInfo:
             raise AdapterError(f"{name} is damaged or in an old layout: the ranks of {base}'s "
                                f"lora_a ({a[1]}) and lora_b ({b[0]}) differ.")
         pairs[base] = (a, b)
-    blocks = [int(m.group(1)) for m in map(_BLOCK.match, pairs) if m]
-    hidden = {a[0] for base, (a, _) in pairs.items()
-              if any(f".{kind}." in base for kind in _TAKES_HIDDEN_STATE)}
-    targets = sorted({_target(base) for base in pairs})
     types = header.tensor_types or {}
     alpha = scalars.get("adapter.lora.alpha", 0.0)
     base_model = scalars.get("general.base_model.0.name") or scalars.get("general.base_model.0.repo_url")
-    ranks = {a[1] for a, _ in pairs.values()}
-    return AdapterInfo(
-        path=str(path),
-        file_size=header.file_size,
-        architecture=header.architecture,
-        name=str(scalars.get("general.name") or path.stem),
-        base_model=str(base_model) if base_model else None,
-        rank=max(ranks),
+    return adapter_info_from_pairs(
+        pairs, path=str(path), file_size=header.file_size, architecture=header.architecture,
+        name=str(scalars.get("general.name") or path.stem), base_model=str(base_model) if base_model else None,
         alpha=float(alpha) if isinstance(alpha, (int, float)) else 0.0,
-        targets=targets,
+        tensor_type="/".join(sorted(types)) or "unknown",
+    )
+
+
+def adapter_info_from_pairs(pairs: dict[str, tuple[tuple[int, ...], tuple[int, ...]]], *, path: str,
+                            file_size: int, architecture: str, name: str, base_model: str | None,
+                            alpha: float, tensor_type: str) -> AdapterInfo:
+    """An :class:`AdapterInfo` for these LoRA pairs (GGUF dimensions, already checked to be pairs):
+    its rank, targets, layer count and embedding size are read off their shapes."""
+    blocks = [int(m.group(1)) for m in map(_BLOCK.match, pairs) if m]
+    hidden = {a[0] for base, (a, _) in pairs.items()
+              if any(f".{kind}." in base for kind in _TAKES_HIDDEN_STATE)}
+    return AdapterInfo(
+        path=path,
+        file_size=file_size,
+        architecture=architecture,
+        name=name,
+        base_model=base_model,
+        rank=max((a[1] for a, _ in pairs.values()), default=0),
+        alpha=alpha,
+        targets=sorted({_target(base) for base in pairs}),
         layers=max(blocks) + 1 if blocks else 0,
         embedding_length=hidden.pop() if len(hidden) == 1 else None,
-        tensor_type="/".join(sorted(types)) or "unknown",
+        tensor_type=tensor_type,
         pairs=pairs,
     )
 

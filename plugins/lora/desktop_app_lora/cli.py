@@ -1,4 +1,4 @@
-"""`parley lora list|add|remove|info|apply|convert|train` and `parley chat --lora NAME=SCALE`."""
+"""`parley lora list|add|remove|info|apply|convert|train|search|download` and `parley chat --lora NAME=SCALE`."""
 
 from __future__ import annotations
 
@@ -97,6 +97,25 @@ def register(subparsers) -> None:
     p.add_argument("--apply", action="store_true",
                    help="use it in new conversations (and in the conversation it learned from)")
     p.set_defaults(handler=_train)
+    where = ("The hub is huggingface.co, or the hub.endpoint setting (settings.toml), or the HF_ENDPOINT "
+             "environment variable.")
+    p = lora.add_parser("search", help="find LoRA adapters on the model hub for the model, and whether they fit",
+                        description="Adapters are found by the model's family name (or QUERY) and by the hub's "
+                                    "base-model tags; each is checked against the model from its metadata, "
+                                    "before any download. " + where)
+    p.add_argument("query", nargs="?", help="words in the adapters' names, or a base model's owner/name "
+                                            "(default: the model's family name)")
+    p.add_argument("-m", "--model", help="check against this model (default: the configured one)")
+    p.add_argument("--limit", type=int, default=20, help="repositories to look at (default 20)")
+    p.set_defaults(handler=_search)
+    p = lora.add_parser("download", help="download a LoRA adapter from the hub and add it (a PEFT one is converted)",
+                        description="Refused before downloading when the adapter does not fit the model. "
+                                    "Ctrl+C cancels. " + where)
+    p.add_argument("repo", help="the repository, owner/name")
+    p.add_argument("file", nargs="?", help="the GGUF file or PEFT folder in it, when it holds several adapters")
+    p.add_argument("--name", help="the adapter's name in the library")
+    p.add_argument("-m", "--model", help="the model it is for (default: the configured one)")
+    p.set_defaults(handler=_download)
 
 
 def _state(context):
@@ -281,6 +300,65 @@ def _train(args, context) -> int:
             choices = [c for c in choices if c.name != entry.name] + [Choice(entry.name, 1.0)]
             state.remember(conversation_id, choices)
         print("It is used by new conversations" + (" and by that conversation." if args.conversation else "."))
+    return 0
+
+
+def _search(args, context) -> int:
+    from desktop_app_lora.hub_search import find_adapters
+
+    model = _model(context, args)
+    hub = context.hub()
+    found = find_adapters(hub, model, args.query, limit=max(1, args.limit),
+                          progress=lambda text: print(text, file=sys.stderr))
+    what = f"matching {args.query!r}" if args.query else "for it"
+    if not found:
+        print(f"No LoRA adapters {what} on {hub.endpoint}. Try other words, or a base model's owner/name.",
+              file=sys.stderr)
+        return 1
+    print(f"LoRA adapters {what} on {hub.endpoint}, checked against {model.name}:")
+    for candidate in found:
+        verdict = candidate.compatibility
+        kind = "GGUF" if candidate.kind == "gguf" else "PEFT"
+        print(f"\n{verdict.label:<20} {candidate.label}  ({kind}, {candidate.size / 1e6:.1f} MB, "
+              f"{candidate.downloads:,} downloads)")
+        print(f"{'':<20} {verdict.reason}")
+    print("\nDownload one with `parley lora download REPOSITORY [FILE]`.", file=sys.stderr)
+    return 0
+
+
+def _download(args, context) -> int:
+    import signal
+    import threading
+
+    from desktop_app_lora.hub_download import DownloadCancelled, download_adapter, find_in_repo
+
+    state = _state(context)
+    model = _model(context, args)
+    hub = context.hub()
+    candidate = find_in_repo(hub, args.repo, args.file, model)
+    if candidate.compatibility.usable:  # a misfit's reason is the error download_adapter raises
+        print(f"{candidate.label}: {candidate.compatibility.label.lower()}. {candidate.compatibility.reason}",
+              file=sys.stderr)
+
+    def show(p) -> None:
+        percent = f" {100 * p.done / p.total:3.0f}%" if p.total else ""
+        sys.stderr.write(f"\r{p.message}{percent} ({p.done / 1e6:.1f} of {p.total / 1e6:.1f} MB)\033[K")
+        sys.stderr.flush()
+
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    try:
+        entry = download_adapter(context.downloads, candidate, state.library, model, name=args.name,
+                                 progress=show, cancel=cancel)
+    except DownloadCancelled as exc:
+        print(f"\nparley: {exc}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    sys.stderr.write("\n")
+    info = entry.info or {}
+    print(f"Added {entry.name}: rank {info.get('rank', '?')}, {', '.join(info.get('targets', []))}, "
+          f"{info.get('file_size', 0) / 1e6:.1f} MB. Use it with `parley lora apply {entry.name}`.")
     return 0
 
 

@@ -38,8 +38,13 @@ __all__ = [
     "PERMUTED_ARCHITECTURES",
     "SUPPORTED_ARCHITECTURES",
     "ConversionError",
+    "PeftConfig",
+    "check_architecture",
+    "check_pair_shapes",
     "convert_peft_adapter",
     "gguf_tensor_name",
+    "group_pairs",
+    "parse_peft_config",
     "permute_rotary_rows",
 ]
 
@@ -70,12 +75,16 @@ class ConversionError(AdapterError):
 
 
 @dataclass
-class _PeftConfig:
+class PeftConfig:
+    """What the converter uses of a PEFT ``adapter_config.json``."""
+
     rank: int
     alpha: float
     rslora: bool
     alpha_pattern: dict[str, float]
     base_model: str | None
+    #: The target modules when the config lists them by name, else None.
+    target_modules: tuple[str, ...] | None = None
 
 
 def gguf_tensor_name(key: str) -> tuple[str, str]:
@@ -95,6 +104,47 @@ def gguf_tensor_name(key: str) -> tuple[str, str]:
         raise ConversionError(f"The adapter targets the module {module!r}, which has no llama.cpp "
                               f"counterpart here. Supported target modules: {supported}.")
     return f"blk.{int(match['layer'])}.{MODULES[module]}.weight", match["half"].lower()
+
+
+def check_architecture(model: GGUFHeader, model_name: str) -> None:
+    """Raise ConversionError unless PEFT adapters can be converted for ``model``'s architecture."""
+    if model.architecture not in SUPPORTED_ARCHITECTURES:
+        raise ConversionError(f"{model_name} is a {model.architecture} model; converting LoRA adapters is "
+                              f"supported for {', '.join(sorted(SUPPORTED_ARCHITECTURES))} models.")
+
+
+def group_pairs(keys: Any) -> dict[str, dict[str, str]]:
+    """PEFT tensor names grouped by the llama.cpp tensor they change: ``{base: {"a": key, "b": key}}``.
+
+    Raises ConversionError for a name the converter cannot map, a LoRA bias, or a half pair.
+    """
+    grouped: dict[str, dict[str, str]] = {}
+    for key in keys:
+        if key.endswith(".bias"):
+            raise ConversionError("The adapter has LoRA biases (lora_bias=True); llama.cpp cannot apply them.")
+        base, half = gguf_tensor_name(key)
+        grouped.setdefault(base, {})[half] = key
+    for base, parts in grouped.items():
+        if set(parts) != {"a", "b"}:
+            raise ConversionError(f"The adapter is incomplete: {base} has only lora_{''.join(parts).upper()}.")
+    return grouped
+
+
+def check_pair_shapes(base: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...], model: GGUFHeader,
+                      model_name: str) -> None:
+    """Raise ConversionError unless PEFT's lora_A (rank × inputs) and lora_B (outputs × rank)
+    for the llama.cpp tensor ``base`` fit that tensor in ``model``."""
+    if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[0] != b_shape[1]:
+        raise ConversionError(f"The LoRA weights for {base} have shapes {tuple(a_shape)} and {tuple(b_shape)}, "
+                              "which do not make a rank-r pair.")
+    weight = (model.tensor_shapes or {}).get(base)
+    if weight is None:
+        raise ConversionError(f"The adapter changes {base}, which {model_name} does not have: "
+                              "it was made for another model.")
+    if (a_shape[1], b_shape[0]) != tuple(weight):
+        raise ConversionError(f"The adapter does not fit {model_name}: {base} is "
+                              f"{' × '.join(map(str, weight))} in the model, but "
+                              f"{a_shape[1]} × {b_shape[0]} in the adapter. It was made for another model.")
 
 
 def permute_rotary_rows(matrix: np.ndarray, heads: int) -> np.ndarray:
@@ -143,9 +193,7 @@ def convert_peft_adapter(
         raise ConversionError(f"{peft_dir.name} has no adapter_model.safetensors.")
     header = _base_header(base_model)
     arch = header.architecture
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ConversionError(f"{base_model.name} is a {arch} model; converting LoRA adapters is supported "
-                              f"for {', '.join(sorted(SUPPORTED_ARCHITECTURES))} models.")
+    check_architecture(header, base_model.name)
     try:
         tensors, _ = read_safetensors(weights)
     except (SafetensorsError, OSError) as exc:
@@ -153,34 +201,16 @@ def convert_peft_adapter(
     if not tensors:
         raise ConversionError(f"{weights.name} holds no tensors.")
 
-    halves: dict[str, dict[str, np.ndarray]] = {}
-    modules: dict[str, str] = {}
-    for key, value in tensors.items():
-        if key.endswith(".bias"):
-            raise ConversionError("The adapter has LoRA biases (lora_bias=True); llama.cpp cannot apply them.")
-        base, half = gguf_tensor_name(key)
-        halves.setdefault(base, {})[half] = value
-        modules[base] = key.split(".lora_")[0]
+    grouped = group_pairs(tensors)
+    halves = {base: {half: tensors[key] for half, key in parts.items()} for base, parts in grouped.items()}
+    modules = {base: parts["a"].split(".lora_")[0] for base, parts in grouped.items()}
     heads = int(header.scalars.get(f"{arch}.attention.head_count", 0) or 0)
     heads_kv = int(header.scalars.get(f"{arch}.attention.head_count_kv", 0) or heads)
     dtype = np.float16 if outtype == "f16" else np.float32
     pairs: list[tuple[str, np.ndarray, np.ndarray]] = []
     for base in sorted(halves, key=_tensor_order):
-        parts = halves[base]
-        if set(parts) != {"a", "b"}:
-            raise ConversionError(f"The adapter is incomplete: {base} has only lora_{''.join(parts).upper()}.")
-        a, b = parts["a"], parts["b"]
-        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
-            raise ConversionError(f"The LoRA weights for {base} have shapes {a.shape} and {b.shape}, "
-                                  "which do not make a rank-r pair.")
-        weight = (header.tensor_shapes or {}).get(base)
-        if weight is None:
-            raise ConversionError(f"The adapter changes {base}, which {base_model.name} does not have: "
-                                  "it was made for another model.")
-        if (a.shape[1], b.shape[0]) != tuple(weight):
-            raise ConversionError(f"The adapter does not fit {base_model.name}: {base} is "
-                                  f"{' × '.join(map(str, weight))} in the model, but "
-                                  f"{a.shape[1]} × {b.shape[0]} in the adapter. It was made for another model.")
+        a, b = halves[base]["a"], halves[base]["b"]
+        check_pair_shapes(base, a.shape, b.shape, header, base_model.name)
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             # Left in, they would turn every answer into noise.
             raise ConversionError(f"The LoRA weights for {base} hold NaN or infinite values: the training "
@@ -239,19 +269,32 @@ def convert_peft_adapter(
     return info
 
 
-def _read_config(peft_dir: Path) -> _PeftConfig:
+def _read_config(peft_dir: Path) -> PeftConfig:
     if not peft_dir.is_dir():
         raise ConversionError(f"{peft_dir} is not a folder. Pick the folder that holds adapter_config.json "
                               "and adapter_model.safetensors.")
     path = peft_dir / "adapter_config.json"
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ConversionError(f"{peft_dir.name} has no adapter_config.json; is it a PEFT adapter folder?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise ConversionError(f"{peft_dir.name}/adapter_config.json cannot be read: {exc}") from None
+    return parse_peft_config(text, peft_dir.name)
+
+
+def parse_peft_config(text: bytes | str, folder: str) -> PeftConfig:
+    """Check an ``adapter_config.json``'s text (of the adapter called ``folder``) as the converter reads it.
+
+    Raises :class:`ConversionError` saying why the adapter cannot be converted: not LoRA,
+    DoRA, fully trained modules, biases, Conv1D layers, or values out of range.
+    """
+    try:
+        raw = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConversionError(f"{folder}/adapter_config.json cannot be read: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConversionError(f"{peft_dir.name}/adapter_config.json is not a PEFT configuration.")
+        raise ConversionError(f"{folder}/adapter_config.json is not a PEFT configuration.")
     kind = str(raw.get("peft_type", "LORA")).upper()
     if kind != "LORA":
         raise ConversionError(f"The adapter is a {kind} adapter; only LoRA adapters can be converted.")
@@ -283,7 +326,16 @@ def _read_config(peft_dir: Path) -> _PeftConfig:
     if not isinstance(use_rslora, bool):
         raise ConversionError(f"adapter_config.json: use_rslora must be true or false, not {use_rslora!r}.")
     # Per-module ranks (rank_pattern) need nothing: llama.cpp reads each pair's rank from its shape.
-    return _PeftConfig(rank, alpha, use_rslora, alpha_pattern, raw.get("base_model_name_or_path") or None)
+    base = raw.get("base_model_name_or_path") or None
+    return PeftConfig(rank, alpha, use_rslora, alpha_pattern, str(base) if base else None,
+                      _target_modules(raw.get("target_modules")))
+
+
+def _target_modules(value: Any) -> tuple[str, ...] | None:
+    """The config's target modules when it lists names (PEFT also allows a regex or "all-linear")."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
 
 
 #: Far above any LoRA rank in use (they run to a few hundred); the file format stops at 2**32.
@@ -340,7 +392,7 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
     return default
 
 
-def _scale_correction(config: _PeftConfig, module: str, rank: int) -> float:
+def _scale_correction(config: PeftConfig, module: str, rank: int) -> float:
     """Factor that turns llama.cpp's ``alpha / rank`` into the scaling PEFT used for this module."""
     alpha = _pattern_value(config.alpha_pattern, module, config.alpha)
     peft_scaling = alpha / math.sqrt(rank) if config.rslora else alpha / rank

@@ -1,5 +1,5 @@
 """The LoRA panel: the adapter library, which adapters the open conversation uses and how strongly,
-adding, removing, converting and training adapters, and the active set in the status bar.
+adding, removing, converting, training and finding adapters on the hub, and the active set in the status bar.
 
 Nothing here waits on the model: compatibility is read from the GGUF headers (milliseconds),
 adapters reach llama.cpp with the next answer on the engine's own thread, and converting and
@@ -168,6 +168,10 @@ class LoraPanel(QWidget):
                                        "adapter_model.safetensors) for the loaded model.")
         self.train_button.setToolTip("Train an adapter on answers of this conversation or on a JSONL file.")
         add_button_row(layout, self.add_button, self.convert_button, self.train_button)
+        self.hub_button = QPushButton("Find adapters on the hub…")
+        self.hub_button.setToolTip("Search the model hub for LoRA adapters for the loaded model, see whether "
+                                   "each fits before downloading, and download one.")
+        add_button_row(layout, self.hub_button)
         self.progress, self.status, self.cancel_button = add_job_controls(
             layout, "Training progress", "Cancel training")
 
@@ -184,6 +188,7 @@ class LoraPanel(QWidget):
         self.add_button.clicked.connect(self.add_dialog)
         self.convert_button.clicked.connect(self.convert_dialog)
         self.train_button.clicked.connect(lambda: self.open_train_dialog(from_conversation=False))
+        self.hub_button.clicked.connect(self.open_hub_dialog)
         self.cancel_button.clicked.connect(self.job.cancel)
         window.conversation_shown.connect(self._on_window_conversation_shown)
         window.model_ready.connect(self._on_window_model_ready)
@@ -194,6 +199,7 @@ class LoraPanel(QWidget):
         self._save_timer = QTimer(self, singleShot=True, interval=300)
         self._save_timer.timeout.connect(self.save_choice)
         self.dialog: TrainDialog | None = None
+        self.hub_dialog: Any = None
         self._shown: int | None = None
         self.refresh()
 
@@ -375,6 +381,31 @@ class LoraPanel(QWidget):
             self.window.show_error(message)
 
         return run_task(work, done, failed)
+
+    # -- the hub --------------------------------------------------------------------------
+    def open_hub_dialog(self) -> Any:
+        """Open “Find adapters on the hub…” for the loaded model (None, with a message, without one)."""
+        from desktop_app_lora.ui_hub import HubAdapterDialog
+
+        model = self.model_path()
+        if model is None:
+            self.window.show_error("Load a model first: adapters are searched for, and checked against, "
+                                   "the loaded model.")
+            return None
+        if self.hub_dialog is not None:
+            if self.hub_dialog.model_path == model:
+                self.hub_dialog.show()
+                self.hub_dialog.raise_()
+                return self.hub_dialog
+            self.hub_dialog.close()
+        self.hub_dialog = HubAdapterDialog(self.context, model, self.window.widget)
+        self.hub_dialog.adapter_added.connect(self._on_hub_dialog_adapter_added)
+        self.hub_dialog.show()
+        return self.hub_dialog
+
+    def _on_hub_dialog_adapter_added(self, entry: Any) -> None:
+        self.status.setText(f"Downloaded {entry.name}.")
+        self.refresh()
 
     # -- training -------------------------------------------------------------------------
     def open_train_dialog(self, from_conversation: bool = False) -> TrainDialog:
