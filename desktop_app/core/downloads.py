@@ -617,9 +617,14 @@ class DownloadManager:
                 os.replace(source, target)
                 moved.append((source, target))
             entry = self.library.add_downloaded(targets[0], origin=origin, name=_entry_name(model))
-        except BaseException:
+        except BaseException as exc:
             for source, target in moved:  # back where a retry finds them, verified
                 os.replace(target, source)
+            if isinstance(exc, OSError):  # a full disk, a read-only folder: the bytes are fine, keep them
+                raise DownloadError(
+                    f"Parley could not add {_label(model)} to the library ({exc.strerror or exc}). The downloaded "
+                    f"files are kept: free some space on the disk of {self.paths.models_dir} (or check that "
+                    "folder's permissions), then try again.", kind="disk") from exc
             raise
         return entry.name, Path(entry.path)
 

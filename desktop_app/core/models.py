@@ -474,9 +474,12 @@ class ModelLibrary:
             self._entries = []
             self._builtin_settings = None
 
-    def _save(self) -> None:
+    def _save(self, entries: list[ModelEntry] | None = None) -> None:
+        """Write models.json with ``entries`` (default: the current ones). The caller assigns a new
+        list to ``_entries`` only once this returned: a failed write must not leave a model
+        listed in memory that models.json (and the next start) does not have."""
         with self._lock:
-            data: dict[str, Any] = {"models": [asdict(e) for e in self._entries]}
+            data: dict[str, Any] = {"models": [asdict(e) for e in (self._entries if entries is None else entries)]}
             if self._builtin_settings:
                 data["builtin"] = {"settings": self._builtin_settings}
             atomic_write_text(self.paths.models_file, json.dumps(data, indent=2))
@@ -560,8 +563,13 @@ class ModelLibrary:
         with self._lock:
             entry = ModelEntry(self._unique_name(base), str(target), copied=copy, added=time.time(),
                                info=asdict(info))
-            self._entries.append(entry)
-            self._save()
+            try:
+                self._save(self._entries + [entry])
+            except BaseException:
+                if copy:
+                    target.unlink(missing_ok=True)  # the copy is the library's: not listed, not kept
+                raise
+            self._entries = self._entries + [entry]
         return entry
 
     def add_downloaded(self, path: Path | str, *, origin: dict[str, Any], name: str | None = None) -> ModelEntry:
@@ -577,8 +585,8 @@ class ModelLibrary:
         with self._lock:
             entry = ModelEntry(self._unique_name(name or target.stem), str(target), copied=True, added=time.time(),
                                info=asdict(info), origin=dict(origin))
-            self._entries.append(entry)
-            self._save()
+            self._save(self._entries + [entry])  # raises before the entry is listed (the caller keeps the files)
+            self._entries = self._entries + [entry]
         return entry
 
     def find_downloaded(self, repo_id: str, file_path: str, sha256: str | None = None) -> ModelEntry | None:
@@ -615,8 +623,10 @@ class ModelLibrary:
         with self._lock:
             found = next((i for i, e in enumerate(self._entries) if e.name == name), None)
             if found is not None:
-                entry = self._entries.pop(found)
-                self._save()
+                entry = self._entries[found]
+                kept = self._entries[:found] + self._entries[found + 1:]
+                self._save(kept)  # a failed write keeps the model listed, and its files
+                self._entries = kept
         if found is not None:
             if entry.copied:
                 _delete_owned_files(entry)
