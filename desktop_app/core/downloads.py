@@ -292,13 +292,15 @@ class DownloadManager:
         with self._lock:
             self._check_open()
             record = self._downloads.get(download_id)
-            if record is not None and (record.state in _ACTIVE or record.run is not None and present is not None):
+            # DONE with its thread still ending: ``present`` may have been read before the install
+            # saved the entry, so it says nothing; queueing it again would install it twice.
+            if record is not None and (record.state in _ACTIVE or record.run is not None and (
+                    present is not None or record.state == DownloadState.DONE)):
                 return record.status()
             if present is not None:
                 # Already in the library at this checksum: nothing to fetch; a leftover partial is redundant.
                 stale, record = record, _Download(download_id, model, self.folder / download_id)
-                record.parts = [_Part(done=f.size) for f in model.parts]
-                record.state, record.entry_name, record.path = DownloadState.DONE, present.name, present.path
+                self._mark_installed(record, present)
                 self._downloads[download_id] = record
             else:
                 stale = None
@@ -360,17 +362,31 @@ class DownloadManager:
             return record.status()
 
     def resume(self, download_id: str) -> DownloadStatus:
-        """Queue a paused or failed download again; it continues from the bytes on disk."""
+        """Queue a paused or failed download again; it continues from the bytes on disk.
+
+        One whose model is in the library already, at this checksum, is DONE at once (and its
+        partial folder deleted) instead.
+        """
+        with self._lock:
+            model = self._get(download_id).model
+        present = self._in_library(model)
         with self._lock:
             record = self._get(download_id)
             self._check_open()
             if record.state not in (DownloadState.PAUSED, DownloadState.FAILED):
                 return record.status()
-            if record.run is None:
-                record.read_sizes()
-            record.state, record.error, record.error_kind, record.message = DownloadState.QUEUED, None, None, None
-            record.interrupted = False
-        self._persist(record)
+            finished = present is not None and record.run is None
+            if finished:
+                self._mark_installed(record, present)
+            else:
+                if record.run is None:
+                    record.read_sizes()
+                record.state, record.error, record.error_kind, record.message = DownloadState.QUEUED, None, None, None
+                record.interrupted = False
+        if finished:
+            self._delete_partial(record)
+        else:
+            self._persist(record)
         self._notify(record, force=True)
         with self._lock:
             self._schedule()
@@ -640,6 +656,14 @@ class DownloadManager:
                 return folder
         raise DownloadError(f"There are too many copies of {model.repo_id} in {self.paths.models_dir}.", kind="disk")
 
+    @staticmethod
+    def _mark_installed(record: _Download, entry: Any) -> None:
+        """The model is in the library (``entry``) at this checksum: the download is DONE, nothing to fetch."""
+        record.parts = [_Part(done=f.size) for f in record.model.parts]
+        record.state, record.entry_name, record.path = DownloadState.DONE, entry.name, entry.path
+        record.error = record.error_kind = record.message = None
+        record.interrupted = False
+
     def _in_library(self, model: HubModelFile) -> Any:
         find = getattr(self.library, "find_downloaded", None)
         if find is None or model.kind != "model":
@@ -689,6 +713,13 @@ class DownloadManager:
                 log.warning(self.warnings[-1])
                 continue
             if record.id != folder.name:
+                continue
+            present = self._in_library(model)
+            if present is not None:
+                # Installed, then the app stopped before the partial folder went: nothing is left to do.
+                self._mark_installed(record, present)
+                self._delete_partial(record)
+                self._downloads[record.id] = record
                 continue
             record.read_sizes()
             if data.get("state") == DownloadState.FAILED.value:

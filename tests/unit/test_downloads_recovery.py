@@ -60,3 +60,102 @@ def test_a_library_that_cannot_be_saved_fails_the_download_lists_nothing_and_a_r
     assert done.entry_name == "tiny-Q4_0" and Path(done.path).read_bytes() == tiny_gguf(0)
     assert _library_names(library) == ["tiny-Q4_0"] and downloaded_names(paths) == ["tiny-Q4_0"]  # once, no "(2)"
     assert file_requests(mirror) == []  # the verified bytes were kept: nothing fetched again
+
+
+# -- a crash between the library and the partial folder -----------------------------------
+def _install_by_hand(library, paths, mirror, name="tiny-Q4_0.gguf"):
+    """Put the model in the library as a finished download would, without a manager."""
+    folder = paths.models_dir / "parley-tests__tiny-GGUF"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(mirror.repos[SMALL].files[name])
+    file = hub_model(mirror, SMALL, name).first
+    origin = {"repo_id": SMALL, "revision": file.revision,
+              "files": [{"path": file.path, "sha256": file.sha256, "size": file.size}]}
+    return library.add_downloaded(folder / name, origin=origin, name=Path(name).stem)
+
+
+def _paused_partial(mirror, managers, model, held_bytes=32 * 1024):
+    """A download stopped mid-file by a closing app: its partial folder and download.json stay."""
+    mirror.faults.chunk_size = 16 * 1024
+    mirror.faults.hold_after_bytes = held_bytes
+    first = managers()
+    status = first.add(model)
+    assert mirror.faults.held.wait(30)
+    poll(lambda: first.status(status.id).done_bytes == held_bytes)
+    first.close()
+    mirror.faults.release.set()
+    assert (first.folder / status.id / "download.json").is_file()
+    return first.folder / status.id, status.id
+
+
+def test_a_download_found_in_the_library_at_start_is_done_and_its_partial_folder_deleted(mirror, managers, paths):
+    # The state a crash leaves after add_downloaded saved models.json but before the partial folder went.
+    model = hub_model(mirror, SMALL, "tiny-Q4_0.gguf")
+    folder, download_id = _paused_partial(mirror, managers, model)
+    library = ModelLibrary(paths)
+    entry = _install_by_hand(library, paths, mirror)
+    mirror.requests.clear()
+
+    again = managers(ModelLibrary(paths))
+    status = again.status(download_id)
+    assert status.state == DownloadState.DONE and status.entry_name == entry.name and status.path == entry.path
+    assert status.done_bytes == status.total_bytes and not status.interrupted
+    assert not folder.exists()  # nothing to resume: no 0-byte offer, no redundant bytes left on disk
+    assert again.resume(download_id).state == DownloadState.DONE
+    assert file_requests(mirror, "HEAD") == [] and file_requests(mirror) == []
+    assert downloaded_names(paths) == ["tiny-Q4_0"]
+
+
+def test_resuming_a_download_whose_model_is_in_the_library_finishes_it_without_fetching(mirror, managers, paths):
+    model = hub_model(mirror, SMALL, "tiny-Q4_0.gguf")
+    folder, download_id = _paused_partial(mirror, managers, model)
+    library = ModelLibrary(paths)
+    manager = managers(library)
+    assert manager.status(download_id).state == DownloadState.PAUSED  # not in the library yet
+    entry = _install_by_hand(library, paths, mirror)  # e.g. by `parley models download` meanwhile
+    mirror.requests.clear()
+
+    resumed = manager.resume(download_id)
+    assert resumed.state == DownloadState.DONE and resumed.entry_name == entry.name
+    assert not folder.exists() and manager.seen.states(download_id)[-1] == DownloadState.DONE
+    assert file_requests(mirror, "HEAD") == [] and file_requests(mirror) == []
+    assert _library_names(library) == ["tiny-Q4_0"]
+
+
+# -- a second request racing the finish ---------------------------------------------------
+def test_asking_again_while_a_download_finishes_does_not_install_it_twice(mirror, managers, paths):
+    """The race made certain rather than timed: the second add reads the library before the
+    install (so finds nothing), and takes the manager's lock only after the worker set DONE,
+    while the worker's run is still on record."""
+    library = ModelLibrary(paths)
+    manager = managers(library)
+    model = hub_model(mirror, SMALL, "tiny-Q4_0.gguf")
+    done_set, add_returned = threading.Event(), threading.Event()
+    real_delete, real_in_library = manager._delete_partial, manager._in_library
+
+    def delete_partial(record):  # the worker, after setting DONE and before clearing its run
+        if record.state == DownloadState.DONE:
+            done_set.set()
+            add_returned.wait(30)
+        real_delete(record)
+
+    calls = []
+
+    def in_library(wanted):
+        present = real_in_library(wanted)
+        calls.append(present)
+        if len(calls) == 2:  # the second add: it read the library before the install
+            assert present is None
+            assert done_set.wait(30)
+        return present
+
+    manager._delete_partial, manager._in_library = delete_partial, in_library
+    first = manager.add(model)
+    poll(lambda: manager.status(first.id).state == DownloadState.DOWNLOADING or done_set.is_set())
+    second = manager.add(model)  # blocks in in_library until the worker set DONE
+    add_returned.set()
+    assert second.id == first.id and second.state == DownloadState.DONE
+    done = manager.wait(first.id, 30)
+    assert done.state == DownloadState.DONE and done.entry_name == "tiny-Q4_0"
+    assert _library_names(library) == ["tiny-Q4_0"] and downloaded_names(paths) == ["tiny-Q4_0"]
+    assert len(file_requests(mirror)) == 1
