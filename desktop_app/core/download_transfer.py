@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import logging
 import re
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,8 @@ class PartTransfer:
 
     ``file`` is what is expected (size, SHA-256, revision); :meth:`head` asks the hub and
     :meth:`reconcile` takes its answer. ``etag`` is the validator of the reply that started
-    the partial file (sent as ``If-Range``); ``stop`` is checked between chunks;
+    the partial file (sent as ``If-Range``); ``stop`` is checked between chunks, and
+    :meth:`interrupt` (after setting it) wakes a read waiting on a silent connection;
     ``on_progress(bytes_on_disk)`` is called after each chunk and after a restart.
     """
 
@@ -129,6 +131,8 @@ class PartTransfer:
         self.timeout = timeout
         self._hasher = hashlib.sha256()
         self._hashed = 0  # bytes of the partial file the hasher has seen
+        self._live: Any = None  # the response being read, for interrupt() on another thread
+        self._live_lock = threading.Lock()
 
     # -- what the hub says -----------------------------------------------------------------
     @property
@@ -224,6 +228,29 @@ class PartTransfer:
         return self._hashed
 
     # -- the transfer ----------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """Wake the thread reading this file's bytes, from another thread, once ``stop`` is set.
+
+        ``stop`` alone is seen only between chunks: a connection that went silent would keep
+        the reader waiting for the whole timeout (and a closing app alive). The socket is shut
+        down rather than closed: on Linux closing a socket does not wake a ``recv`` blocked on
+        it in another thread, a shutdown does. The reader then fails, and takes that failure
+        as :class:`DownloadStopped` since ``stop`` is set.
+        """
+        with self._live_lock:
+            response = self._live
+        if response is None:
+            return  # not reading: fetch() checks ``stop`` once its response is known
+        stream = getattr(response, "extensions", {}).get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        try:
+            if isinstance(sock, socket.socket):
+                sock.shutdown(socket.SHUT_RDWR)
+            else:
+                response.close()
+        except Exception as exc:  # already closed by its reader: nothing left to wake
+            log.debug("interrupting the download of %s: %s", self.file.path, exc)
+
     def fetch(self) -> None:
         """One attempt: GET the bytes from the end of the partial file to the end of the file.
 
@@ -243,13 +270,25 @@ class PartTransfer:
         try:
             with get_session().stream("GET", self.url, headers=self._headers(offset),
                                       timeout=self._timeouts()) as response:
-                offset = self._check_reply(response, offset)
-                self._receive(response, offset)
-        except (DownloadError, DownloadStopped, _Retryable):
+                with self._live_lock:
+                    self._live = response
+                try:
+                    if self.stop.is_set():  # set before the response was known: interrupt() could not wake us
+                        raise DownloadStopped
+                    offset = self._check_reply(response, offset)
+                    self._receive(response, offset)
+                finally:
+                    with self._live_lock:
+                        self._live = None
+        except (DownloadError, DownloadStopped):
             raise
-        except _network_errors() as exc:
-            raise _Retryable(f"the connection failed ({_reason(exc)})") from exc
         except Exception as exc:
+            if self.stop.is_set():  # the connection was cut by interrupt(): stopped, not failed
+                raise DownloadStopped from None
+            if isinstance(exc, _Retryable):
+                raise
+            if isinstance(exc, _network_errors()):
+                raise _Retryable(f"the connection failed ({_reason(exc)})") from exc
             translated = self._translate(exc)
             if translated is exc:
                 raise
@@ -401,6 +440,8 @@ def fetch_part(transfer: PartTransfer, *, retries: int = 5, backoff: float = 1.0
             transfer.fetch()
             return
         except _Retryable as exc:
+            if transfer.stop.is_set():
+                raise DownloadStopped from None
             if transfer.bytes_on_disk() > before:
                 failures = 0  # a connection that drops after progress is not the same failure again
             failures += 1

@@ -148,6 +148,14 @@ class _Run:
     stop: threading.Event
     thread: threading.Thread | None = None
     installing: bool = False
+    transfer: PartTransfer | None = None  # the part being fetched, for interrupt()
+
+    def halt(self) -> None:
+        """Ask the worker to stop, waking it at once if it waits on a silent connection."""
+        self.stop.set()
+        transfer = self.transfer
+        if transfer is not None:
+            transfer.interrupt()
 
 
 class _Download:
@@ -353,8 +361,9 @@ class DownloadManager:
             if record.state not in (DownloadState.QUEUED, DownloadState.DOWNLOADING):
                 return record.status()
             record.state, record.message = DownloadState.PAUSED, None
-            if record.run is not None:
-                record.run.stop.set()
+            run = record.run
+        if run is not None:
+            run.halt()
         self._persist(record)
         self._notify(record, force=True)
         with self._lock:
@@ -405,10 +414,10 @@ class DownloadManager:
             if record.run is not None and record.run.installing:
                 return record.status()
             record.state, record.message, record.interrupted = DownloadState.CANCELLED, None, False
-            running = record.run is not None
-            if running:
-                record.run.stop.set()
-        if not running:
+            run = record.run
+        if run is not None:
+            run.halt()
+        else:
             self._delete_partial(record)
         self._notify(record, force=True)
         with self._lock:
@@ -440,14 +449,19 @@ class DownloadManager:
                     return record.status()
                 self._changed.wait(0.5 if left is None else min(left, 0.5))
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 3.0) -> None:
         """Stop every running download (its bytes are kept, and it is paused and ``interrupted``
-        for the next manager); waits up to ``timeout`` seconds for the threads to end."""
+        for the next manager); waits up to ``timeout`` seconds for the threads to end.
+
+        A live connection is cut at once, even a silent one. The threads are daemons: one still
+        in a request that has not answered yet (a HEAD, a connection being set up) does not keep
+        the app alive after the wait; its bytes on disk are what the next manager resumes from.
+        """
         with self._lock:
             self._closed = True
             runs = [r.run for r in self._downloads.values() if r.run is not None]
-            for run in runs:
-                run.stop.set()
+        for run in runs:
+            run.halt()
         deadline = time.monotonic() + timeout
         for run in runs:
             if run.thread is not None:
@@ -546,6 +560,7 @@ class DownloadManager:
 
         transfer = PartTransfer(file, partial, endpoint=self.endpoint, token=self.token, etag=part.etag, stop=run.stop,
                                 on_progress=progress, timeout=self.timeout)
+        run.transfer = transfer
         self._check_space(record)  # with the sizes known so far, before asking the hub anything
         if part.done and file.size:
             with self._lock:

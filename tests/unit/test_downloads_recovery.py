@@ -159,3 +159,36 @@ def test_asking_again_while_a_download_finishes_does_not_install_it_twice(mirror
     assert done.state == DownloadState.DONE and done.entry_name == "tiny-Q4_0"
     assert _library_names(library) == ["tiny-Q4_0"] and downloaded_names(paths) == ["tiny-Q4_0"]
     assert len(file_requests(mirror)) == 1
+
+
+# -- a stalled connection at close --------------------------------------------------------
+def test_close_cuts_a_stalled_connection_at_once_and_the_next_manager_resumes_from_the_bytes(
+        mirror, managers, paths):
+    mirror.faults.chunk_size = 16 * 1024
+    mirror.faults.hold_after_bytes = 48 * 1024  # the server goes silent mid-file, the connection stays open
+    before = set(threading.enumerate())
+    first = managers(timeout=60.0)  # waiting for the timeout would be a minute, not the few seconds allowed
+    model = hub_model(mirror, SMALL, "tiny-Q4_0.gguf")
+    status = first.add(model)
+    assert mirror.faults.held.wait(30)
+    poll(lambda: first.status(status.id).done_bytes == 48 * 1024)
+
+    started = time.monotonic()
+    first.close()
+    took = time.monotonic() - started
+    # Loose on purpose (a slow machine may take a moment): the point is it did not wait out the 60 s timeout.
+    assert took < 10, f"close() took {took:.1f} s"
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("download-")]  # ended
+    stopped = first.status(status.id)
+    assert stopped.state == DownloadState.PAUSED and stopped.interrupted and stopped.error is None
+    on_disk = partial(first, status.id, "tiny-Q4_0.gguf").stat().st_size
+    assert on_disk == 48 * 1024
+
+    mirror.requests.clear()
+    second = managers()
+    assert second.status(status.id).done_bytes == on_disk
+    done = second.wait(second.resume(status.id).id, 30)
+    assert done.state == DownloadState.DONE, done.error
+    assert Path(done.path).read_bytes() == tiny_gguf(0)
+    assert file_requests(mirror)[0]["range"] == f"bytes={on_disk}-"
+    assert downloaded_names(paths) == ["tiny-Q4_0"]
