@@ -174,7 +174,8 @@ def ring():
 
 @pytest.fixture
 def managers(paths, url):
-    """``managers(library=None, seen=None, **options)``: a DownloadManager on the test's folders and the mirror."""
+    """``managers(library=None, seen=None, **options)``: a DownloadManager on the test's folders and the mirror
+    (``endpoint`` may name another)."""
     from desktop_app.core.downloads import DownloadManager
     from desktop_app.core.models import ModelLibrary
 
@@ -182,8 +183,9 @@ def managers(paths, url):
 
     def make(library=None, **options):
         options.setdefault("backoff", 0.01)
+        options.setdefault("endpoint", url)
         seen = options.pop("seen", None) or Seen()
-        manager = DownloadManager(paths, library or ModelLibrary(paths), endpoint=url, on_change=seen, **options)
+        manager = DownloadManager(paths, library or ModelLibrary(paths), on_change=seen, **options)
         manager.seen = seen
         made.append(manager)
         return manager

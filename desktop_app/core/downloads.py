@@ -1,6 +1,6 @@
 """Downloads of hub models into the library, which can be paused, resumed (also after a restart) and cancelled.
 
-    manager = DownloadManager(paths, library, endpoint=hub.endpoint, token=hub.token,
+    manager = DownloadManager(paths, library, endpoint=hub.endpoint, token=read_token,  # or a str, or None
                               on_change=lambda status: ...)
     status = manager.add(details.models[0])     # queued; runs in the background
     manager.pause(status.id); manager.resume(status.id); manager.cancel(status.id)
@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Union
 
 from desktop_app.core.download_transfer import DownloadError, DownloadStopped, PartTransfer, fetch_part
 from desktop_app.core.errors import ParleyError
@@ -53,6 +53,7 @@ __all__ = [
     "DownloadState",
     "DownloadStatus",
     "Installer",
+    "TokenSource",
     "download_id_for",
 ]
 
@@ -129,6 +130,11 @@ class DownloadStatus:
 #: likes: the folder is deleted after); ``origin`` is what the library records of it.
 Installer = Callable[[HubModelFile, list[Path], dict[str, Any]], tuple[str, Path]]
 
+#: The hub token: the token itself (None: none), or a function that returns it, called on a
+#: download's worker thread each time it starts (so a token saved meanwhile is used, and a
+#: slow keyring is never read on the caller's thread).
+TokenSource = Union[str, None, Callable[[], Union[str, None]]]
+
 
 @dataclass
 class _Part:
@@ -149,6 +155,8 @@ class _Run:
     thread: threading.Thread | None = None
     installing: bool = False
     transfer: PartTransfer | None = None  # the part being fetched, for interrupt()
+    endpoint: str = ""  # where this run's requests go, and the token sent there (read when it starts)
+    token: str | None = None
 
     def halt(self) -> None:
         """Ask the worker to stop, waking it at once if it waits on a silent connection."""
@@ -161,10 +169,12 @@ class _Run:
 class _Download:
     """The manager's record of one download (guarded by the manager's lock)."""
 
-    def __init__(self, download_id: str, model: HubModelFile, folder: Path, created: float | None = None):
+    def __init__(self, download_id: str, model: HubModelFile, folder: Path, endpoint: str,
+                 created: float | None = None):
         self.id = download_id
         self.model = model
         self.folder = folder
+        self.endpoint = endpoint  # the hub the model was found on: its requests go there
         self.created = created if created is not None else time.time()
         self.parts = [_Part() for _ in model.parts]
         self.state = DownloadState.QUEUED
@@ -207,7 +217,8 @@ class _Download:
         # "running": the user wants it to run (it comes back ``interrupted`` after a restart).
         running = self.state in _ACTIVE or (self.state == DownloadState.PAUSED and self.interrupted)
         state = "running" if running else self.state.value
-        return {"format": _FORMAT, "id": self.id, "created": self.created, "state": state, "error": self.error,
+        return {"format": _FORMAT, "id": self.id, "created": self.created, "endpoint": self.endpoint,
+                "state": state, "error": self.error,
                 "error_kind": self.error_kind, "model": _model_to_json(self.model),
                 "parts": [{"etag": p.etag, "commit": p.commit, "verified": p.verified, "mtime_ns": p.mtime_ns}
                           for p in self.parts]}
@@ -241,20 +252,23 @@ class DownloadManager:
     """The queue of hub downloads into one library (see the module's docstring for the threads).
 
     ``endpoint`` is the hub's address, ``token`` its access token (sent as ``Authorization``;
-    None sends none). ``retries`` failures in a row without progress end a download; the
+    None sends none), or a function that returns it (see :data:`TokenSource`); both can be
+    changed later (:meth:`set_hub`). A download remembers the endpoint it was added on and
+    keeps going there; the token is sent only to the manager's current endpoint, the one it
+    belongs to. ``retries`` failures in a row without progress end a download; the
     waits between them start at ``backoff`` seconds and double up to ``max_backoff``.
     ``timeout`` is how long a silent connection is waited for. ``installers`` put finished
     downloads in place by their model's ``kind``: "model" (the default) adds it to ``library``.
     """
 
-    def __init__(self, paths: AppPaths, library: Any, *, endpoint: str, token: str | None = None,
+    def __init__(self, paths: AppPaths, library: Any, *, endpoint: str, token: TokenSource = None,
                  max_parallel: int = 2, on_change: Callable[[DownloadStatus], None] | None = None,
                  retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0, timeout: float = 30.0,
                  installers: Mapping[str, Installer] | None = None):
         self.paths = paths
         self.library = library
-        self.endpoint = endpoint.rstrip("/")
-        self.token = token
+        self._endpoint = endpoint.rstrip("/")
+        self._token = token
         self.retries, self.backoff, self.max_backoff, self.timeout = retries, backoff, max_backoff, timeout
         self.on_change = on_change
         self.installers: dict[str, Installer] = {"model": self._install_model, **(installers or {})}
@@ -268,6 +282,33 @@ class DownloadManager:
         self._load()
 
     # -- the public methods ----------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """The hub new downloads are fetched from (one already added keeps its own)."""
+        with self._lock:
+            return self._endpoint
+
+    @endpoint.setter
+    def endpoint(self, value: str) -> None:
+        with self._lock:
+            self._endpoint = value.rstrip("/")
+
+    @property
+    def token(self) -> TokenSource:
+        """The token for :attr:`endpoint`, or the function that returns it."""
+        with self._lock:
+            return self._token
+
+    @token.setter
+    def token(self, value: TokenSource) -> None:
+        with self._lock:
+            self._token = value
+
+    def set_hub(self, endpoint: str, token: TokenSource) -> None:
+        """Change the endpoint and its token together (a run starting meanwhile sees both or neither)."""
+        with self._lock:
+            self._endpoint, self._token = endpoint.rstrip("/"), token
+
     @property
     def folder(self) -> Path:
         """Where partial downloads live: ``models_dir/.downloads``."""
@@ -307,7 +348,7 @@ class DownloadManager:
                 return record.status()
             if present is not None:
                 # Already in the library at this checksum: nothing to fetch; a leftover partial is redundant.
-                stale, record = record, _Download(download_id, model, self.folder / download_id)
+                stale, record = record, _Download(download_id, model, self.folder / download_id, self._endpoint)
                 self._mark_installed(record, present)
                 self._downloads[download_id] = record
             else:
@@ -316,10 +357,12 @@ class DownloadManager:
                 # that thread would otherwise delete the new download's folder on its way out.
                 if record is None or (record.state in (DownloadState.DONE, DownloadState.CANCELLED)
                                       and record.run is None):
-                    record = _Download(download_id, model, self.folder / download_id)
+                    record = _Download(download_id, model, self.folder / download_id, self._endpoint)
                     self._downloads[download_id] = record
                 else:
                     self._take_model(record, model)
+                    if record.run is None:  # found again, maybe on another hub: it is fetched from there now
+                        record.endpoint = self._endpoint
                 if record.run is None:
                     record.read_sizes()
                 record.state, record.error, record.error_kind, record.message = DownloadState.QUEUED, None, None, None
@@ -499,6 +542,7 @@ class DownloadManager:
         """A download's worker thread: fetch every part, verify, install."""
         self._notify(record, force=True)
         try:
+            run.endpoint, run.token = self._credentials(record)
             for index in range(len(record.model.parts)):
                 self._fetch(record, run, index)
             with self._lock:
@@ -537,6 +581,20 @@ class DownloadManager:
                 self._schedule()
                 self._changed.notify_all()
 
+    def _credentials(self, record: _Download) -> tuple[str, str | None]:
+        """The endpoint a run's requests go to and the token sent there; on the worker thread,
+        since a token source may read the system keyring."""
+        with self._lock:
+            endpoint, current, source = record.endpoint, self._endpoint, self._token
+        if endpoint != current:
+            return endpoint, None  # the token is the current hub's: never sent to another one
+        try:
+            token = source() if callable(source) else source
+        except Exception as exc:  # a locked or broken keyring: go on without; a gated repo says to log in
+            log.warning("could not read the hub token for %s: %s", endpoint, exc)
+            token = None
+        return endpoint, token or None
+
     def _fetch(self, record: _Download, run: _Run, index: int) -> None:
         """Fetch one part to its end and check it against the hub's checksum."""
         file, part = record.model.parts[index], record.parts[index]
@@ -558,7 +616,7 @@ class DownloadManager:
                 record.message = message
             self._notify(record, force=True)
 
-        transfer = PartTransfer(file, partial, endpoint=self.endpoint, token=self.token, etag=part.etag, stop=run.stop,
+        transfer = PartTransfer(file, partial, endpoint=run.endpoint, token=run.token, etag=part.etag, stop=run.stop,
                                 on_progress=progress, timeout=self.timeout)
         run.transfer = transfer
         self._check_space(record)  # with the sizes known so far, before asking the hub anything
@@ -626,7 +684,7 @@ class DownloadManager:
         origin = {
             "repo_id": model.repo_id,
             "revision": first.commit or model.first.revision,
-            "endpoint": self.endpoint,
+            "endpoint": record.endpoint,
             "name": model.name,
             "quantization": model.quantization,
             "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in model.parts],
@@ -717,7 +775,9 @@ class DownloadManager:
             try:
                 data = json.loads(file.read_text(encoding="utf-8"))
                 model = _model_from_json(data["model"])
-                record = _Download(str(data["id"]), model, folder, float(data.get("created") or 0))
+                # A download.json from before endpoints were kept: the manager's hub is the best guess.
+                endpoint = str(data.get("endpoint") or self._endpoint).rstrip("/")
+                record = _Download(str(data["id"]), model, folder, endpoint, float(data.get("created") or 0))
                 saved = list(data.get("parts") or [])
                 record.parts = [_Part(etag=p.get("etag"), commit=p.get("commit"), verified=bool(p.get("verified")),
                                       mtime_ns=p.get("mtime_ns")) for p in saved[:len(model.parts)]]

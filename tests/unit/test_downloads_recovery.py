@@ -192,3 +192,71 @@ def test_close_cuts_a_stalled_connection_at_once_and_the_next_manager_resumes_fr
     assert Path(done.path).read_bytes() == tiny_gguf(0)
     assert file_requests(mirror)[0]["range"] == f"bytes={on_disk}-"
     assert downloaded_names(paths) == ["tiny-Q4_0"]
+
+
+# -- the hub and the token a download goes to ---------------------------------------------
+def test_a_token_saved_after_a_gated_failure_is_read_on_the_worker_by_retry(mirror, managers, url, paths):
+    from desktop_app.core.hub_tokens import hub_token, save_hub_token
+
+    readers = []
+
+    def read_token():  # what the app passes: the keyring, read when a download starts
+        readers.append(threading.current_thread().name)
+        return hub_token(url)
+
+    manager = managers(token=read_token)
+    status = manager.add(hub_model(mirror, GATED, "tiny-Q4_0.gguf"))
+    failed = manager.wait(status.id, 30)
+    assert failed.state == DownloadState.FAILED and failed.error_kind == "gated"
+    assert {h.get("authorization") for h in file_requests(mirror, "HEAD")} == {None}
+
+    save_hub_token(url, TOKEN)  # `parley models login`, or the window's token box
+    mirror.requests.clear()
+    done = manager.wait(manager.retry(status.id).id, 30)
+    assert done.state == DownloadState.DONE, done.error
+    assert {h.get("authorization") for h in file_requests(mirror) + file_requests(mirror, "HEAD")} == {
+        f"Bearer {TOKEN}"}
+    assert len(readers) == 2 and all(name.startswith("download-") for name in readers)  # never the caller's thread
+    assert downloaded_names(paths) == ["tiny-Q4_0"]
+
+
+def test_a_download_keeps_going_to_the_hub_it_was_found_on(mirror, managers, url, paths):
+    import json
+
+    from tests.chroma_server import free_port
+
+    model = hub_model(mirror, SMALL, "tiny-Q4_0.gguf")
+    folder, download_id = _paused_partial(mirror, managers, model)
+    saved = json.loads((folder / "download.json").read_text())
+    assert saved["endpoint"] == url
+
+    elsewhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a request to it would fail
+    manager = managers(endpoint=elsewhere, token="hf_for_elsewhere")
+    mirror.requests.clear()
+    done = manager.wait(manager.resume(download_id).id, 30)
+    assert done.state == DownloadState.DONE, done.error
+    assert file_requests(mirror)[0]["range"] == "bytes=32768-"
+    # The token belongs to the manager's hub: it is not sent to the one the download came from.
+    assert {h.get("authorization") for h in file_requests(mirror) + file_requests(mirror, "HEAD")} == {None}
+    assert ModelLibrary(paths).get("tiny-Q4_0").origin["endpoint"] == url
+
+
+def test_an_endpoint_changed_later_or_missing_from_an_older_file_is_handled(mirror, managers, url, paths):
+    import json
+
+    from tests.chroma_server import free_port
+
+    model = hub_model(mirror, SMALL, "tiny-Q4_0.gguf")
+    folder, download_id = _paused_partial(mirror, managers, model)
+    state = folder / "download.json"
+    older = json.loads(state.read_text())
+    del older["endpoint"]  # written before downloads remembered their hub
+    state.write_text(json.dumps(older))
+
+    manager = managers()  # on the mirror: the old file's download goes there
+    manager.set_hub(f"http://127.0.0.1:{free_port()}", None)  # changed in the settings afterwards
+    mirror.requests.clear()
+    done = manager.wait(manager.resume(download_id).id, 30)
+    assert done.state == DownloadState.DONE, done.error
+    assert file_requests(mirror)[0]["range"] == "bytes=32768-"
+    assert manager.endpoint.startswith("http://127.0.0.1:") and manager.endpoint != url
