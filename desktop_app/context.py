@@ -237,17 +237,27 @@ class AppContext:
     @property
     def downloads(self) -> Any:
         """The app's one :class:`~desktop_app.core.downloads.DownloadManager` (made on first use;
-        downloads left unfinished last time come back paused). It follows the hub settings and
-        token as they are when it is asked for."""
+        downloads left unfinished last time come back paused). New downloads go to the hub the
+        settings name now; the token is read from the keyring on the download's own thread, when
+        it starts, so one saved after a refusal is used by Retry and the window never waits on it."""
         from desktop_app.core.downloads import DownloadManager
+        from desktop_app.core.errors import ParleyError
+        from desktop_app.core.hub import DEFAULT_ENDPOINT, hub_endpoint
 
-        hub = self.hub()
+        try:
+            endpoint = hub_endpoint(self.settings.get("hub.endpoint"))
+        except ParleyError:  # a malformed setting: the Models window says so; nothing can be found there
+            endpoint = DEFAULT_ENDPOINT
         if self._downloads is None:
-            self._downloads = DownloadManager(self.paths, self.models, endpoint=hub.endpoint, token=hub.token,
+            self._downloads = DownloadManager(self.paths, self.models, endpoint=endpoint, token=self._hub_token,
                                               on_change=self._download_changed, installers=self._installers())
         else:
-            self._downloads.endpoint, self._downloads.token = hub.endpoint.rstrip("/"), hub.token
+            self._downloads.set_hub(endpoint, self._hub_token)
         return self._downloads
+
+    def _hub_token(self) -> str | None:
+        """The access token for the hub the settings name (the keyring's; may block: not on the GUI thread)."""
+        return self.hub().token
 
     def _installers(self) -> dict[str, Any]:
         """What plugins install from the hub (``register_download_installers``), by kind."""

@@ -29,9 +29,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["PARLEY_HOME"] = str(Path(home) / "parley")
         from lora_hub_repos import served_adapters  # the tests' adapter repositories
+        from screenshot_models import mirror_port
 
-        with served_adapters(Path(home) / "files") as (mirror, url):
-            shoot(mirror, url, out)
+        from tests.memory_keyring import memory_keyring
+
+        # The user's own keyring is left alone; the address shown is a mirror's on this computer.
+        with memory_keyring(), served_adapters(Path(home) / "files", port=mirror_port()) as (mirror, url):
+            shoot(mirror, url.replace("127.0.0.1", "localhost"), out)
     print(f"wrote {out}")
 
 

@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _port() -> int | None:
+def mirror_port() -> int | None:
+    """8080 when it is free (the address a mirror of ones own would have), else None: any free port."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will (TIME_WAIT is fine)
         try:
             sock.bind(("127.0.0.1", 8080))
         except OSError:
@@ -50,6 +52,7 @@ def main() -> None:
         from PySide6.QtCore import Qt
 
         from tests.hub_catalogue_repos import SMOL, catalogue_mirror
+        from tests.memory_keyring import memory_keyring  # the user's own keyring is left alone
 
         app = QApplication.instance() or QApplication([])
 
@@ -74,7 +77,7 @@ def main() -> None:
         mirror = catalogue_mirror()
         # A download that takes a while, so its progress can be seen: about 6 MB/s.
         mirror.faults.chunk_delay = 0.01
-        with mirror.serve(port=_port()) as url:
+        with memory_keyring(), mirror.serve(port=mirror_port()) as url:
             context = build_context()
             context.settings.set("hub.endpoint", url.replace("127.0.0.1", "localhost"))
             context.settings.set("ui.theme", "light")

@@ -12,6 +12,7 @@ start because of it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ class Option:
 
     ``named`` gives words to special values, e.g. ``(("auto", 0),)``: the word is accepted
     wherever a value is (the TOML file, the command line), is written to the file instead of
-    the number, and the value is exempt from ``minimum`` and ``maximum``.
+    the number, and the value is exempt from ``minimum`` and ``maximum``. ``pattern`` is a regular
+    expression a non-empty str value must match, and ``pattern_help`` says what that means.
     """
 
     key: str
@@ -48,6 +50,8 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     named: tuple[tuple[str, Any], ...] = ()
+    pattern: str | None = None
+    pattern_help: str = ""
 
     def coerce(self, value: Any) -> Any:
         """Return ``value`` converted to this option's type, or raise :class:`SettingsError`."""
@@ -88,6 +92,10 @@ class Option:
         if self.choices is not None and value not in self.choices:
             raise SettingsError(f"{self.key} must be one of {', '.join(map(str, self.choices))}")
         words = f" (or {', '.join(name for name, _ in self.named)})" if self.named else ""
+        if self.pattern is not None and isinstance(value, str) and value.strip() \
+                and not re.fullmatch(self.pattern, value.strip()):
+            raise SettingsError(f"{self.key} must be {self.pattern_help or 'of the form ' + self.pattern}, "
+                                f"not {value!r}")
         if self.minimum is not None and value < self.minimum:
             raise SettingsError(f"{self.key} must be at least {self.minimum}{words}")
         if self.maximum is not None and value > self.maximum:
@@ -134,7 +142,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("generation.repeat_penalty", float, 1.1, "Penalty for repeating recent tokens; 1 = none.", minimum=0.0),
     Option("generation.max_tokens", int, 1024, "Longest answer in tokens.", minimum=1),
     Option("hub.endpoint", str, "", "The model hub to search and download from, e.g. a Hugging Face mirror; "
-           "empty = the HF_ENDPOINT environment variable, else https://huggingface.co."),
+           "empty = the HF_ENDPOINT environment variable, else https://huggingface.co.",
+           pattern=r"https?://[^/\s:]+(:\d+)?(/\S*)?", pattern_help="an http:// or https:// address, or empty"),
     Option("ui.theme", str, "system", "Colour theme.", choices=("system", "light", "dark")),
     Option("ui.font_size", int, 11, "Chat font size in points.", minimum=6, maximum=40),
     Option("plugins.disabled", list, [], "Plugins that are installed but switched off."),

@@ -101,17 +101,26 @@ def test_pause_resume_and_cancel_from_the_window(qtbot, open_window, hub_url, se
     qtbot.waitUntil(lambda: row.download.state.value == "paused", timeout=10_000)
     assert row.pause_button.text() == "Resume" and "Paused" in row.status.text()
     mirror.faults.release.set()
+    window.context.downloads.wait(row.download_id, timeout=60)  # its thread has stopped
+    # Caught again, 1 MB into the resumed reply, so the cancel comes mid-file on any machine.
+    mirror.faults.held.clear()
+    mirror.faults.release.clear()
+    mirror.faults.hold_after_bytes = 1_000_000
 
     row.pause_button.click()  # resume: it continues from the bytes on disk
-    qtbot.waitUntil(lambda: row.download.state.value in ("downloading", "done"), timeout=10_000)
+    assert mirror.faults.held.wait(30)
+    qtbot.waitUntil(lambda: row.download.state.value == "downloading", timeout=10_000)
+    assert any(h.get("range", "").startswith("bytes=") and h.get("range") != "bytes=0-"
+               for method, path, h in mirror.requests if method == "GET" and path.endswith("Q4_1.gguf"))
     row.cancel_button.click()
-    qtbot.waitUntil(lambda: row.download.state.value in ("cancelled", "done"), timeout=30_000)
-    if row.download.state.value == "cancelled":  # a fast machine may have finished first
-        assert "partial file was deleted" in row.status.text()
-        # The download's thread deletes the partial file as it stops.
-        qtbot.waitUntil(lambda: not any(p.is_file() for p in window.context.downloads.folder.rglob("*")),
-                        timeout=10_000)
-        assert all("Q4_1" not in e.name for e in window.context.models.entries())
+    mirror.faults.release.set()
+    qtbot.waitUntil(lambda: row.download.state.value == "cancelled", timeout=30_000)
+    assert "partial file was deleted" in row.status.text()
+    assert not row.pause_button.isVisible() and not row.use_button.isVisible()
+    # The download's thread deletes the partial file as it stops.
+    qtbot.waitUntil(lambda: not any(p.is_file() for p in window.context.downloads.folder.rglob("*")),
+                    timeout=30_000)
+    assert all("Q4_1" not in e.name for e in window.context.models.entries())
 
 
 def test_a_paused_download_is_listed_after_a_restart(qtbot, open_window, hub_url, served, paths):
@@ -165,3 +174,25 @@ def test_the_picker_opens_get_models(qtbot, open_window, hub_url):
     combo.activated.emit(index)
     assert window.findChild(ModelsWindow, "modelsWindow").isVisible()
     assert combo.currentData() != GET_MODELS  # the picker still shows the loaded model
+
+
+def test_an_empty_window_lists_the_most_downloaded_models(qtbot, open_window, hub_url):
+    window = open_window({"hub.endpoint": hub_url})
+    dialog = open_models(qtbot, window)  # nothing typed: it lists what most people download
+    qtbot.waitUntil(lambda: dialog.results.count() >= 3, timeout=30_000)
+    assert "most downloaded GGUF repositories" in dialog.status.text()
+    qtbot.waitUntil(lambda: "without an access token" in dialog.source.text(), timeout=10_000)
+
+
+def test_a_malformed_hub_address_is_said_in_the_window(qtbot, open_window, hub_url, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "hf-mirror.com")  # not a web address
+    window = open_window()
+    dialog = open_models(qtbot, window)
+    assert "HF_ENDPOINT must be an http:// or https:// address" in dialog.source.text()
+    assert "Settings → Preferences → Model hub" in dialog.source.text()
+    assert not dialog.search_button.isEnabled()
+    monkeypatch.setenv("HF_ENDPOINT", hub_url)  # fixed: the window follows when opened again
+    dialog.close()
+    dialog = open_models(qtbot, window)
+    assert hub_url in dialog.source.text()
+    qtbot.waitUntil(lambda: dialog.search_button.isEnabled() and dialog.results.count() > 0, timeout=30_000)

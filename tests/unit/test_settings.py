@@ -142,3 +142,14 @@ def test_settings_files_of_earlier_versions_keep_their_numbers(paths):
 def test_a_bad_context_or_layer_count_says_what_it_may_be(paths, key, value, message):
     with pytest.raises(SettingsError, match=re.escape(message)):
         Settings.load(paths.settings_file).set(key, value)
+
+
+def test_the_hub_endpoint_must_be_a_web_address(paths):
+    from desktop_app.core.settings import Settings, SettingsError
+
+    settings = Settings.load(paths.settings_file)
+    settings.set("hub.endpoint", "https://hf-mirror.com")
+    settings.set("hub.endpoint", "")  # empty: HF_ENDPOINT, else huggingface.co
+    with pytest.raises(SettingsError, match="http:// or https:// address, or empty, not 'hf-mirror.com'"):
+        settings.set("hub.endpoint", "hf-mirror.com")
+    assert settings.get("hub.endpoint") == ""  # the refused value changed nothing

@@ -54,6 +54,8 @@ def open_models_window(window: Any) -> "ModelsWindow":
     dialog = window.findChild(ModelsWindow, "modelsWindow")
     if dialog is None:
         dialog = ModelsWindow(window)
+    else:
+        dialog.refresh_hub()
     dialog.show()
     dialog.raise_()
     dialog.activateWindow()
@@ -71,7 +73,7 @@ class ModelsWindow(QDialog):
         self.resize(980, 700)
         self.main_window = window
         self.context = window.context
-        self.hub = self.context.hub()
+        self.hub: Any = None  # set by refresh_hub(), each time the window is opened
         self.details: Any = None
         self._search_serial = 0
         self._details_serial = 0
@@ -167,25 +169,52 @@ class ModelsWindow(QDialog):
         layout.addWidget(splitter, 3)
         layout.addWidget(downloads_box, 1)
         layout.addWidget(self.status)
-        self._show_source()
         self._show_details(None)
+        self.refresh_hub()
 
     # -- search -------------------------------------------------------------------------------
-    def _show_source(self) -> None:
-        token = "with your access token" if self.hub.token else "without an access token"
-        self.source.setText(f"Searching {self.hub.endpoint} ({token}). A mirror can be set in "
-                            "Settings → Preferences (hub.endpoint).")
+    def refresh_hub(self) -> None:
+        """Follow the hub settings as they are now (they may have changed since the window was
+        last open); whether a token is saved is asked in the background, as a keyring may wait
+        for the user to unlock it."""
+        from desktop_app.core.errors import ParleyError
+
+        try:
+            self.hub = self.context.hub()
+        except ParleyError as exc:  # e.g. a hub.endpoint that is not an http(s) address
+            self.hub = None
+            self.source.setText(f"{exc} Fix it in Settings → Preferences → Model hub.")
+            self.search_button.setEnabled(False)
+            self.token_button.setEnabled(False)
+            return
+        self.search_button.setEnabled(True)
+        self.token_button.setEnabled(True)
+        hub = self.hub
+        where = f"Searching {hub.endpoint}"
+        mirror = "A mirror can be set in Settings → Preferences → Model hub."
+        self.source.setText(f"{where}. {mirror}")
+
+        def done(has_token: bool) -> None:
+            if hub is self.hub:
+                token = "with your access token" if has_token else "without an access token"
+                self.source.setText(f"{where} ({token}). {mirror}")
+
+        run_task(lambda: bool(hub.token), done, lambda message: None)
+        if not self.results.count() and not self.query.text().strip():
+            self.search()  # an empty window lists the most downloaded GGUF models to start from
 
     @Slot()
     def ask_token(self) -> None:
         """Ask for a hub access token and keep it in the keyring (in the background: a keyring may
         wait for the user to unlock it); an empty answer forgets the saved one."""
+        if self.hub is None:
+            return
+        endpoint = self.hub.endpoint
         token, ok = QInputDialog.getText(self, "Hub access token",
-                                         f"Access token for {self.hub.endpoint} (empty: forget the saved one):",
+                                         f"Access token for {endpoint} (empty: forget the saved one):",
                                          QLineEdit.Password)
         if not ok:
             return
-        endpoint = self.hub.endpoint
 
         def keep() -> str:
             from desktop_app.core.hub import Hub, forget_hub_token, save_hub_token
@@ -198,8 +227,7 @@ class ModelsWindow(QDialog):
             return f"Token saved for {account}." if account else "Token saved."
 
         def done(message: str) -> None:
-            self.hub = self.context.hub()
-            self._show_source()
+            self.refresh_hub()
             self.status.setText(message)
 
         run_task(keep, done, self.status.setText)
@@ -208,6 +236,9 @@ class ModelsWindow(QDialog):
     def search(self) -> None:
         """Search the hub for the query, in the background."""
         query = self.query.text().strip()
+        if self.hub is None:
+            return
+        hub = self.hub
         self._search_serial += 1
         serial = self._search_serial
         self.status.setText(f"Searching for “{query}”…" if query else "Listing the most downloaded GGUF models…")
@@ -220,7 +251,9 @@ class ModelsWindow(QDialog):
             self.results.clear()
             for repo in found:
                 self.results.addItem(self._result_item(repo))
-            self.status.setText(f"{len(found)} repositories." if found else
+            self.status.setText((f"{len(found)} repositories." if query else
+                                 f"The {len(found)} most downloaded GGUF repositories; search for others above.")
+                                if found else
                                 f"No GGUF repositories match “{query}”. Try fewer or other words.")
             if found:
                 self.results.setCurrentRow(0)
@@ -230,7 +263,7 @@ class ModelsWindow(QDialog):
                 self.search_button.setEnabled(True)
                 self.status.setText(message)
 
-        run_task(lambda: self.hub.search(query), done, failed)
+        run_task(lambda: hub.search(query) if query else hub.find_repos(None, ("gguf",)), done, failed)
 
     @staticmethod
     def _result_item(repo: Any) -> QListWidgetItem:
@@ -252,6 +285,9 @@ class ModelsWindow(QDialog):
 
     def show_repo(self, repo_id: str) -> None:
         """Fetch a repository's details and the fit of each quantisation, in the background."""
+        if self.hub is None:
+            return
+        hub = self.hub
         self._details_serial += 1
         serial = self._details_serial
         self.title.setText(f"<b>{repo_id}</b>")
@@ -264,8 +300,8 @@ class ModelsWindow(QDialog):
             from desktop_app.core.hub_fit import repo_fit
             from desktop_app.core.memory_fit import available_memory, available_vram
 
-            details = self.hub.details(repo_id)
-            fit = repo_fit(self.hub, details, available_ram=available_memory(), available_vram=available_vram(),
+            details = hub.details(repo_id)
+            fit = repo_fit(hub, details, available_ram=available_memory(), available_vram=available_vram(),
                            context_length=context.settings.get("model.context_length") or FIT_CONTEXT)
             return details, fit
 
@@ -338,7 +374,10 @@ class ModelsWindow(QDialog):
         if state == "done":
             self.status.setText(f"{download.label} is in your library: “Use this model” loads it.")
         elif state == "failed":
-            self.status.setText(download.error or "The download failed.")
+            message = download.error or "The download failed."
+            if download.error_kind in ("gated", "token"):
+                message += " Here: “Access token…” above, then Retry."
+            self.status.setText(message)
 
     def _use(self, download: Any) -> None:
         """Load a downloaded model and go back to the chat."""

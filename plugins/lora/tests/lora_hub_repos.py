@@ -78,8 +78,8 @@ def reset(mirror: HubMirror) -> HubMirror:
 
 
 @contextlib.contextmanager
-def served_adapters(folder: Path) -> Iterator[tuple[HubMirror, str]]:
-    """The adapter mirror, serving on loopback: ``(mirror, url)``."""
+def served_adapters(folder: Path, port: int | None = None) -> Iterator[tuple[HubMirror, str]]:
+    """The adapter mirror, serving on loopback (on ``port``, else a free one): ``(mirror, url)``."""
     mirror = adapter_mirror(folder)
-    with mirror.serve() as url:
+    with mirror.serve(port=port) as url:
         yield mirror, url
