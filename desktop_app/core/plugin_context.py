@@ -368,7 +368,7 @@ class PluginContext:
         """The app's one download manager (:class:`desktop_app.api.DownloadManager`): queue a hub
         download of a kind the plugin installs (``register_download_installers``) with
         ``add(model)``, follow it with ``status(id)``/``wait(id)``, ``cancel(id)`` it. Made on first
-        use (it reads the keyring: not on the GUI thread). Raises ParleyError where there is none."""
+        use; the token is read on each download's own thread. Raises ParleyError where there is none."""
         from desktop_app.core.errors import ParleyError
 
         if self._app.downloads is None:
