@@ -2,10 +2,11 @@
 
 Strategies, all through Parley's real turn pipeline and the prompt-templates plugin:
 zero-shot, few-shot (four worked examples as chat turns), chain-of-thought (the built-in
-template, greedy), and self-consistency (the built-in template, N samples at temperature
-0.8, majority vote). The task set is tests/data/arithmetic.jsonl (40 questions).
+template, greedy), and self-consistency (the built-in template: the greedy chain plus up to
+N-1 samples, majority vote, stopping early once decided). The task set is
+tests/data/arithmetic.jsonl (40 questions).
 
-Run: ``.venv/bin/python benchmarks/strategies.py [--limit N] [--samples N]``
+Run: ``.venv/bin/python benchmarks/strategies.py [--limit N] [--samples N] [--only chain,self]``
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions")
     parser.add_argument("--samples", type=int, default=5, help="self-consistency samples")
+    parser.add_argument("--only", default="", help="comma-separated strategies to run, e.g. zero,chain,self "
+                                                     "(prefixes of their names; times are relative to the first)")
     args = parser.parse_args()
     rows = [json.loads(line) for line in (ROOT / "tests" / "data" / "arithmetic.jsonl").read_text().splitlines()]
     if args.limit:
@@ -76,6 +79,9 @@ def main() -> None:
             (f"self-consistency (N={args.samples})", "Self-consistency reasoner",
              {"samples": args.samples}, {"max_tokens": 192, "seed": 7}),
         ]
+        if args.only:
+            wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+            strategies = [s for s in strategies if any(s[0].startswith(w) for w in wanted)]
         print(f"{len(rows)} arithmetic questions, model {context.engine.model_path.name}")
         baseline_time = None
         for label, template, extra, options in strategies:
@@ -90,8 +96,9 @@ def main() -> None:
                 samples = result.samples or [result.text]
                 if result.samples:
                     # The vote's winner is the strategy's answer.
-                    votes = outcome.message.stats.get("votes") or {}
-                    winner = max(votes, key=votes.get) if votes else ""
+                    stats = outcome.message.stats
+                    votes = stats.get("votes") or {}
+                    winner = stats.get("answer", max(votes, key=votes.get) if votes else "")
                     found = re.findall(r"-?\d+", winner.replace(",", ""))
                     given = found[-1] if found else ""
                 else:
@@ -101,7 +108,7 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             baseline_time = baseline_time or elapsed
             print(f"{label:28s} accuracy {correct:2d}/{len(rows)} = {correct / len(rows):5.1%}   "
-                  f"time {elapsed:6.1f} s ({elapsed / baseline_time:4.1f}x zero-shot)   {tokens} tokens generated")
+                  f"time {elapsed:6.1f} s ({elapsed / baseline_time:4.1f}x {strategies[0][0]})   {tokens} tokens generated")
         context.close()
 
 
