@@ -93,7 +93,8 @@ def register_settings(register) -> None:
     register([
         Option("default_template", str, "", "Template for conversations that have none; empty = no template."),
         Option("samples", int, 5, "Self-consistency: how many answers to sample.", minimum=1, maximum=20),
-        Option("temperature", float, 0.8, "Self-consistency: sampling temperature.", minimum=0.0, maximum=2.0),
+        Option("temperature", float, 0.5, "Self-consistency: temperature of the samples after the greedy first one.",
+               minimum=0.0, maximum=2.0),
     ])
 
 

@@ -86,9 +86,14 @@ def test_self_consistency_votes_for_the_majority_answer_of_five_samples(context)
     # The answer is the first sample that voted for the winner, then the count.
     assert outcome.message.content == replies[1] + "\n\n---\n*Self-consistency: “7” — 3 of 5 samples agree.*"
     assert any("Sample 5 of 5" in p for p in progress)
-    # Each sample is drawn at the template's temperature with its own, reproducible seed.
+    # The greedy chain first, then samples at the template's temperature, each with its own,
+    # reproducible seed.
     assert [r.options.seed for r in engine.history] == [1234, 1235, 1236, 1237, 1238]
-    assert {r.options.temperature for r in engine.history} == {0.8}
+    assert [r.options.temperature for r in engine.history] == [0.0, 0.5, 0.5, 0.5, 0.5]
+    # The answer trace says how many were drawn and how they voted.
+    trace = context.store.get_trace(outcome.message.id)
+    entry = next(e for e in trace["entries"] if e["kind"] == "strategy")
+    assert entry["content"]["samples_drawn"] == 5 and entry["content"]["votes"] == {"7": 3, "8": 2}
 
 
 def test_self_consistency_stores_five_real_samples_and_says_how_they_voted(context, quick_reasoner):
@@ -102,19 +107,20 @@ def test_self_consistency_stores_five_real_samples_and_says_how_they_voted(conte
     )
     assert isinstance(outcome, TurnFinished)
     stats = outcome.message.stats
-    assert len(stats["samples"]) == 5 and stats["strategy"] == "self-consistency"
-    assert 0 < stats["generated_tokens"] <= 5 * 48  # the copy's preset is what limits each sample
+    # How many are drawn depends on how the model's answers vote (it stops once decided).
+    drawn = stats["samples_drawn"]
+    assert 3 <= drawn <= 5 and len(stats["samples"]) == drawn and stats["strategy"] == "self-consistency"
+    assert 0 < stats["generated_tokens"] <= drawn * 48  # the copy's preset is what limits each sample
     # What the samples say is the model's choice; the summary must match the stored votes.
     votes = stats["votes"]
-    assert sum(votes.values()) <= 5
+    assert sum(votes.values()) <= drawn
     if votes:
-        winner, count = max(votes.items(), key=lambda kv: kv[1])
-        assert f"“{winner}” — {count} of 5 samples agree" in outcome.message.content
+        winner, count = next(iter(votes.items()))
+        assert stats["answer"] == winner and count == max(votes.values())
+        assert f"“{winner}” — {count} of {drawn} samples" in outcome.message.content
     else:
-        assert "no final answer found in 5 samples" in outcome.message.content
-    assert any("Sample 5 of 5" in p for p in progress)
-    # The samples really differ in sampling (different seeds at temperature 0.8), and are all kept.
-    assert len(set(stats["samples"])) > 1
+        assert f"no final answer found in {drawn} samples" in outcome.message.content
+    assert any(f"Sample {drawn} of 5" in p for p in progress)
 
 
 def test_stop_cancels_all_samples(context):
@@ -140,7 +146,8 @@ def test_strategy_without_a_template_votes_on_whole_answers(context):
     conv = context.store.create_conversation()
     outcome = context.chat.send(conv.id, "Say yes or no.", options={"max_tokens": 8, "seed": 3},
                                 plugin_options={"prompt_templates": {"strategy": "self-consistency", "samples": 3}})
-    assert isinstance(outcome, TurnFinished) and len(outcome.message.stats["samples"]) == 3
+    # Two equal answers out of three decide the vote, so the third may not be drawn.
+    assert isinstance(outcome, TurnFinished) and 2 <= len(outcome.message.stats["samples"]) <= 3
     assert context.plugins.records["prompt_templates"].status == "enabled"
 
 
