@@ -52,6 +52,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "desktop_app_lora",
     "desktop_app_server",
     "desktop_app_remote",
+    "desktop_app_lab",
 )
 ENTRY_POINT_GROUP = "desktop_app"
 LOAD_ENV = "PARLEY_LOAD_PLUGINS"
