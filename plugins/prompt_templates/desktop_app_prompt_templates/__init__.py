@@ -4,6 +4,10 @@ presets, JSON output, and the self-consistency strategy. A built-in Parley plugi
 Which template a turn uses, in order: the turn's own choice (``--template`` on the command
 line, recorded for the conversation), the conversation's remembered choice, the choice in
 the window's template picker, then the ``default_template`` setting.
+
+A choice may carry its template with it, not saved in the library: ``{"template": name,
+"inline": {...the template's fields...}}`` (the strategy lab tries candidates so, and saves only
+the one the user applies).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class State:
             name = context.settings.get("default_template")
             return {"template": name, "variables": {}} if name else {}
 
-        self.choice = context.choice("template", default=default, fields=("template", "variables"))
+        self.choice = context.choice("template", default=default, fields=("template", "variables", "inline"))
         self.reload()
 
     def reload(self) -> TemplateLibrary:
@@ -119,7 +123,7 @@ def prepare_turn(turn: Turn) -> None:
     if not name:
         return  # generate_turn still honours a --strategy given without a template
     try:
-        template = state.library.get(name)
+        template = _inline_template(selection.get("inline"), name) or state.library.get(name)
         apply_template(turn, template, selection.get("variables"))
     except TemplateError as exc:
         # A broken template never breaks the chat: the message goes out as typed.
@@ -128,6 +132,19 @@ def prepare_turn(turn: Turn) -> None:
         return
     strategy = chosen.get("strategy") or template.strategy.get("name") or ""
     turn.plugin_options.setdefault(PLUGIN, {}).update(active=template.name, strategy=strategy)
+    if selection.get("inline"):
+        turn.plugin_options[PLUGIN]["inline"] = selection["inline"]
+
+
+def _inline_template(data: Any, name: str) -> PromptTemplate | None:
+    """The template a choice carries with it (None when it names one from the library)."""
+    if not data:
+        return None
+    from desktop_app_prompt_templates.templates import template_from_dict
+
+    if not isinstance(data, dict):
+        raise TemplateError("The template given with this conversation is not a table of fields.")
+    return template_from_dict({**data, "name": data.get("name") or name}, origin="conversation")
 
 
 def apply_template(turn: Turn, template: PromptTemplate, values: dict[str, Any] | None) -> None:
@@ -159,7 +176,11 @@ def generate_turn(turn: Turn, generate) -> TurnResult | None:
 
     # Without a template (or one that could not be applied), vote on the whole answers.
     active = options.get("active")
-    template = state.library.templates.get(active) if active else None
+    try:
+        template = _inline_template(options.get("inline"), active or "")
+    except TemplateError:
+        template = None  # prepare_turn already said why it was not applied
+    template = template or (state.library.templates.get(active) if active else None)
     template = template or PromptTemplate("(no template)", origin="strategy")
     settings = state.context.settings
     samples = int(options.get("samples") or template.strategy.get("samples") or settings.get("samples"))

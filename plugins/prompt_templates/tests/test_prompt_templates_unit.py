@@ -226,3 +226,27 @@ def test_templates_cannot_build_huge_texts():
         PromptTemplate("Big", user="{{ 'x' * 10**10 }}").render("m")
     with pytest.raises(TemplateError):
         PromptTemplate("Loop", user="{% for i in range(10**7) %}x{% endfor %}").render("m")
+
+
+def test_a_choice_can_carry_its_own_template_without_saving_it(paths):
+    from desktop_app.context import build_context
+
+    import desktop_app_prompt_templates as plugin
+
+    context = build_context(paths)
+    try:
+        inline = {"system": "Answer with the number only.", "user": "Q: {{ message }}\nA:",
+                  "examples": [{"user": "1+1?", "assistant": "2"}], "preset": {"max_tokens": 12}}
+        turn = Turn(None, "2+3?", plugin_options={"prompt_templates": {"template": "Lab try", "inline": inline}})
+        context.plugins.hook.prepare_turn(turn=turn)
+        assert turn.system_prompt == "Answer with the number only." and turn.user_message == "Q: 2+3?\nA:"
+        assert [m.content for m in turn.examples] == ["1+1?", "2"] and turn.options.max_tokens == 12
+        assert turn.plugin_options["prompt_templates"]["inline"] == inline
+        # Nothing was added to the user's library.
+        assert "Lab try" not in plugin.state.library.templates
+        # An inline template that is not a table is a note in the trace; the message goes out as typed.
+        bad = Turn(None, "hi", plugin_options={"prompt_templates": {"template": "X", "inline": ["nope"]}})
+        context.plugins.hook.prepare_turn(turn=bad)
+        assert bad.user_message == "hi" and bad.trace[-1].kind == "note"
+    finally:
+        context.close()
