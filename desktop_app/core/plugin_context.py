@@ -78,7 +78,8 @@ class PluginSettings:
 
 
 class Conversations:
-    """Read access to the stored conversations (plugins keep their own data in their folders)."""
+    """The stored conversations: read them, and add one from an export (plugins keep their own
+    data in their folders)."""
 
     def __init__(self, store: "Store"):
         self._store = store
@@ -102,6 +103,18 @@ class Conversations:
     def trace(self, message_id: int) -> dict[str, Any] | None:
         """An answer's trace: ``{"prompt": ..., "entries": [...]}``, or None."""
         return self._store.get_trace(message_id)
+
+    def export_json(self, conversation_id: int) -> dict[str, Any]:
+        """The whole conversation (every branch, traces included) as JSON-ready data, in the
+        format File > Export writes."""
+        return self._store.export_json(conversation_id)
+
+    def import_json(self, data: dict[str, Any]) -> "Conversation":
+        """Add a conversation from export data (``{"format": "parley-conversation/1", "title",
+        "meta", "messages": [{"id", "parent_id", "role", "content", "stats", "trace"}...]}``), with
+        fresh ids; e.g. to let the user open an answer a plugin produced off the record. Raises
+        desktop_app.api.ParleyError (a StoreError) naming what is malformed."""
+        return self._store.import_json(data)
 
 
 class ConversationChoice:

@@ -66,6 +66,11 @@ class WindowApi:
         self._window.open_dialog(dialog)
         return dialog
 
+    def open_conversation(self, conversation_id: int) -> None:
+        """Show a stored conversation in the chat (and select it in the list), e.g. one a plugin
+        just added with ``context.conversations.import_json``."""
+        self._window.show_conversation(conversation_id)
+
     def refresh_models(self) -> None:
         """List the models again in the model picker (e.g. after a backend learnt of new ones)."""
         self._window.model_controller.fill_picker()

@@ -12,6 +12,8 @@ verdict; the *scorecard* (:mod:`desktop_app_lab.stats`) and the HTML report
 
 from __future__ import annotations
 
+from typing import Any
+
 from desktop_app.api import ParleyError, PluginContext, hookimpl
 
 __version__ = "0.1.0"
@@ -25,6 +27,8 @@ class State:
 
     def __init__(self) -> None:
         self.context: PluginContext | None = None
+        #: The stored runs (:class:`desktop_app_lab.runs.RunStore`).
+        self.runs: Any = None
 
     def require(self) -> PluginContext:
         """The context; ParleyError before the app started the plugin."""
@@ -38,5 +42,16 @@ state = State()
 
 @hookimpl
 def app_started(context: PluginContext) -> None:
-    """Keep the context."""
+    """Keep the context; runs live in the plugin's data folder."""
+    from desktop_app_lab.runs import RunStore
+
     state.context = context
+    state.runs = RunStore(context.data_dir / "runs")
+
+
+@hookimpl
+def register_commands(subparsers) -> None:
+    """`parley lab sets|import|run|resume|runs|report|apply|optimise`."""
+    from desktop_app_lab.cli import register
+
+    register(subparsers)
