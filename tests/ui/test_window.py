@@ -191,7 +191,7 @@ def test_disable_a_plugin_from_the_dialog(qtbot, make_window, paths, monkeypatch
     window = make_window()
     dialog = window.open_plugins()
     rows = {dialog.table.item(r, 1).text(): r for r in range(dialog.table.rowCount())}
-    assert set(rows) == {"prompt_templates", "local_docs", "tools", "lora", "server", "remote", "shout"}
+    assert set(rows) == {"prompt_templates", "local_docs", "tools", "lora", "server", "remote", "lab", "shout"}
     row = rows["shout"]
     assert dialog.table.item(rows["prompt_templates"], 3).text() == "built-in"
     assert dialog.table.item(row, 3).text() == "plugins folder"
