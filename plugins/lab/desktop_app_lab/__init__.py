@@ -29,6 +29,8 @@ class State:
         self.context: PluginContext | None = None
         #: The stored runs (:class:`desktop_app_lab.runs.RunStore`).
         self.runs: Any = None
+        #: The task sets (:class:`desktop_app_lab.library.TaskSetLibrary`).
+        self.library: Any = None
 
     def require(self) -> PluginContext:
         """The context; ParleyError before the app started the plugin."""
@@ -42,11 +44,13 @@ state = State()
 
 @hookimpl
 def app_started(context: PluginContext) -> None:
-    """Keep the context; runs live in the plugin's data folder."""
+    """Keep the context; the user's task sets and the runs live in the plugin's data folder."""
+    from desktop_app_lab.library import TaskSetLibrary
     from desktop_app_lab.runs import RunStore
 
     state.context = context
     state.runs = RunStore(context.data_dir / "runs")
+    state.library = TaskSetLibrary(context.data_dir / "sets")
 
 
 @hookimpl

@@ -77,9 +77,11 @@ def list_sets(args, context) -> int:
     for entry in _state().library.entries():
         where = "shipped" if entry.shipped else str(entry.path)
         if entry.problem:
-            print(f"{entry.name}\tcannot be read: {entry.problem}\t{where}")
+            print(f"{entry.path.stem}\tcannot be read: {entry.problem}\t{where}")
         else:
-            print(f"{entry.name}\t{entry.items} items\t{where}")
+            documents = ", documents" if entry.documents else ""
+            print(f"{entry.path.stem}\t{entry.name}\t{entry.items} items ({entry.test} held out)\t"
+                  f"{entry.check}{documents}\t{where}")
     return 0
 
 
