@@ -24,6 +24,11 @@ def register(subparsers) -> None:
                    help="how answers are judged: exact, normalised, number, regex, contains_all, contains_any, "
                         "json or judge (default normalised)")
     p.set_defaults(handler=import_set)
+    p = lab.add_parser("from-documents", help="propose a task set of questions and answers from a folder of documents")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--name", help="the task set's name (default: the folder's)")
+    p.add_argument("--count", type=int, default=10, help="how many questions to propose (default 10)")
+    p.set_defaults(handler=set_from_documents)
     p = lab.add_parser("run", help="answer a task set's held-out items with each candidate and score them",
                        epilog=SPEC_HELP, formatter_class=_raw())
     p.add_argument("tasks", help="a task set's name (parley lab sets) or file")
@@ -95,6 +100,29 @@ def import_set(args, context) -> int:
     task_set = _state().library.load(path)
     print(f"Imported {len(task_set.items)} items as {task_set.name!r} ({len(task_set.train)} train, "
           f"{len(task_set.test)} held out) into {path}.")
+    return 0
+
+
+def set_from_documents(args, context) -> int:
+    """Handle `parley lab from-documents`."""
+    from desktop_app_lab.from_documents import make_documents_set
+
+    folder = args.folder.expanduser()
+    name = args.name or folder.resolve().name.replace("_", " ").replace("-", " ")
+    for warning in context.load_model(None):
+        print(f"parley: warning: {warning}", file=sys.stderr)
+    stop = threading.Event()
+    try:
+        path = make_documents_set(context, _state().library, folder, name, count=args.count,
+                                  on_progress=lambda text: print(text, file=sys.stderr, flush=True), stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    task_set = _state().library.load(path)
+    for item in task_set.items:
+        print(f"{item.id}\t{item.input}\t{item.expected[0]}\t{item.extra.get('source', '')}")
+    print(f"Proposed {len(task_set.items)} questions as {task_set.name!r} in {path}. Review them (edit or delete "
+          f"lines in that file), then: parley lab run {path.stem}")
     return 0
 
 
