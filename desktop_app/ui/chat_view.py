@@ -6,7 +6,7 @@ a timer at most ~30 times a second, never once per token, so long answers stay s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QGuiApplication, QTextOption
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QScrollArea,
     QSizePolicy,
     QTextBrowser,
@@ -188,7 +189,8 @@ class MessageWidget(QFrame):
     branch_requested = Signal(int)
 
     def __init__(self, message: Message, dark: bool, *, siblings: list[int] | None = None,
-                 last: bool = False, trace: list[dict[str, Any]] | None = None, parent: QWidget | None = None):
+                 last: bool = False, trace: list[dict[str, Any]] | None = None, parent: QWidget | None = None,
+                 actions: list[tuple[str, Callable[[Message], None]]] | None = None):
         super().__init__(parent)
         self.message = message
         self.dark = dark
@@ -231,6 +233,15 @@ class MessageWidget(QFrame):
             if last:
                 self.regenerate_button = self._button(header, "Regenerate", "Answer this question again")
                 self.regenerate_button.clicked.connect(self.regenerate_requested.emit)
+        self.more_button: QToolButton | None = None
+        if actions:
+            # Plugins' entries for this message (e.g. "Add to task set…"), in one menu.
+            self.more_button = self._button(header, "More", "More things to do with this message")
+            menu = QMenu(self.more_button)
+            for text, run in actions:
+                menu.addAction(text, lambda run=run: run(self.message))
+            self.more_button.setMenu(menu)
+            self.more_button.setPopupMode(QToolButton.InstantPopup)
         layout.addLayout(header)
         self.body = MarkdownView(self)
         self.body.setAccessibleName(f"{who} text")
@@ -321,6 +332,8 @@ class ChatView(QScrollArea):
         self.setWidget(self._inner)
         self.dark = False
         self.widgets: list[MessageWidget] = []
+        #: Plugins' message actions: (text, run(message), roles), see ``register_message_actions``.
+        self.message_actions: list[tuple[str, Callable[[Message], None], tuple[str, ...]]] = []
         self._placeholder = QLabel("Ask anything. Your conversations stay on this computer.")
         self._placeholder.setAlignment(Qt.AlignCenter)
         self._placeholder.setObjectName("placeholder")
@@ -368,7 +381,9 @@ class ChatView(QScrollArea):
 
     def _make(self, message: Message, siblings: list[int] | None, last: bool,
               trace: list[dict[str, Any]] | None = None) -> MessageWidget:
-        widget = MessageWidget(message, self.dark, siblings=siblings, last=last, trace=trace, parent=self._inner)
+        actions = [(text, run) for text, run, roles in self.message_actions if message.role in roles]
+        widget = MessageWidget(message, self.dark, siblings=siblings, last=last, trace=trace, parent=self._inner,
+                               actions=actions)
         widget.edit_requested.connect(self.edit_requested)
         widget.regenerate_requested.connect(self.regenerate_requested)
         widget.inspect_requested.connect(self.inspect_requested)

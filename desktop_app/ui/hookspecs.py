@@ -10,7 +10,7 @@ from typing import Callable
 
 from desktop_app.hookspecs import hookspec
 
-__all__ = ["register_panels", "register_actions", "register_composer_widgets"]
+__all__ = ["register_panels", "register_actions", "register_composer_widgets", "register_message_actions"]
 
 
 @hookspec
@@ -49,4 +49,18 @@ def register_composer_widgets(register: Callable[..., None]) -> None:
     conversation is open (its id, or None for a new one), ``window.composer_text()`` reads the
     message box. Called on the GUI thread while the window is
     built; must not block.
+    """
+
+
+@hookspec
+def register_message_actions(register: Callable[..., None]) -> None:
+    """Add entries to each message's "More" menu by calling
+    ``register(text, callback, roles=("assistant",))``.
+
+    ``callback(window, message)`` runs on the GUI thread with the
+    :class:`desktop_app.ui.api.WindowApi` and the stored message (its ``id``, ``role``,
+    ``content``, ``parent_id``, ``conversation_id``); ``context.conversations.message(id)`` reads
+    the question an answer replies to. ``roles`` says which messages get the entry ("user",
+    "assistant"). An exception in ``callback`` is shown to the user as a message. Called on the
+    GUI thread while the window is built; must not block.
     """

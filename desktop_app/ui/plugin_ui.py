@@ -87,8 +87,20 @@ class PluginUI:
         def add_composer_widget(plugin: str, factory: Callable[..., QWidget]) -> None:
             window.composer.add_extra(factory(window.api, window.composer))
 
+        def add_message_action(plugin: str, text: str, callback: Callable[[Any, Any], Any],
+                               roles: tuple[str, ...] | list[str] = ("assistant",)) -> None:
+            def run(message: Any) -> None:
+                try:
+                    callback(window.api, message)
+                except Exception as exc:  # a broken action must not take the window down
+                    log.exception("plugin %s failed in its message action %r", plugin, text)
+                    window.show_error(f"The plugin “{plugin}” failed in “{text}”: {type(exc).__name__}: {exc}")
+
+            window.chat_view.message_actions.append((text, run, tuple(roles)))
+
         for hook, add in (("register_panels", add_panel), ("register_actions", add_action),
-                          ("register_composer_widgets", add_composer_widget)):
+                          ("register_composer_widgets", add_composer_widget),
+                          ("register_message_actions", add_message_action)):
             for entry in plugins.collect(hook):
                 if plugins.records[entry.plugin].status == "failed":
                     continue  # switched off by an earlier panel or widget of its own

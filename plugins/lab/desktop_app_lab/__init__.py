@@ -31,6 +31,8 @@ class State:
         self.runs: Any = None
         #: The task sets (:class:`desktop_app_lab.library.TaskSetLibrary`).
         self.library: Any = None
+        #: The lab window, once opened.
+        self.window: Any = None
 
     def require(self) -> PluginContext:
         """The context; ParleyError before the app started the plugin."""
@@ -59,3 +61,19 @@ def register_commands(subparsers) -> None:
     from desktop_app_lab.cli import register
 
     register(subparsers)
+
+
+@hookimpl
+def register_actions(register) -> None:
+    """Plugins → Strategy lab…"""
+    from desktop_app_lab.ui import open_lab
+
+    register("Strategy lab…", open_lab)
+
+
+@hookimpl
+def register_message_actions(register) -> None:
+    """An answer's More → Add to task set…"""
+    from desktop_app_lab.ui_add import add_to_task_set
+
+    register("Add to task set…", add_to_task_set, roles=("assistant",))
