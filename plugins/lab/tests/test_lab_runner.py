@@ -1,0 +1,93 @@
+"""Runs on the built-in model: every answer kept with its trace and verdict, a stopped run resumed
+to the same scores as one never stopped, and the benchmark's chat loop agreeing with the lab."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from desktop_app_lab.candidates import parse_candidates
+from desktop_app_lab.runner import run_lab
+from desktop_app_lab.runs import RunStore
+from desktop_app_lab.summary import summarise
+from desktop_app_lab.tasks import TaskSet, load_task_set, save_task_set
+
+SETS = Path(__file__).resolve().parents[1] / "desktop_app_lab" / "sets"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def small_arithmetic(folder: Path, test: int = 3, train: int = 4) -> TaskSet:
+    """The shipped arithmetic set cut down to a few items (the same items every time)."""
+    shipped = load_task_set(SETS / "arithmetic.json")
+    shipped.items = shipped.train[:train] + shipped.test[:test]
+    return load_task_set(save_task_set(shipped, folder / "small-arithmetic.json"))
+
+
+@pytest.fixture
+def lab(paths):
+    from desktop_app.context import build_context
+
+    context = build_context(paths)
+    context.settings.set("model.context_length", 2048)
+    context.load_model(None)
+    yield context
+    context.close()
+
+
+def _verdicts(run):
+    return {(r["candidate"], r["item"]): (r["passed"], r["extracted"], r["answer"]) for r in run.latest()}
+
+
+def test_a_stopped_run_resumes_to_the_scores_of_a_run_never_stopped(lab, tmp_path):
+    task_set = small_arithmetic(tmp_path)
+    candidates = parse_candidates(["zero, few:2"])
+    store = RunStore(tmp_path / "runs")
+    context = lab.plugin_context("lab")
+
+    whole = run_lab(context, store.create(task_set, candidates, model="m"))
+    assert whole.status == "finished" and len(whole.results) == 6
+
+    stop = threading.Event()
+    seen = []
+
+    def progress(p):
+        if p.result is not None:
+            seen.append(p)
+            if len(seen) == 4:
+                stop.set()
+
+    part = run_lab(context, store.create(task_set, candidates, model="m"), on_progress=progress, stop=stop)
+    assert part.status == "stopped" and len(part.results) == 4 and "resume" in part.message
+    assert [p.done for p in seen] == [1, 2, 3, 4] and seen[0].total == 6
+    resumed = run_lab(context, store.get(part.id))  # read back from disk, as after a restart
+    assert resumed.status == "finished" and len(resumed.results) == 6
+    assert _verdicts(resumed) == _verdicts(whole)
+    assert [(r.candidate, r.correct, r.n) for r in summarise(resumed).rows] == \
+           [(r.candidate, r.correct, r.n) for r in summarise(whole).rows]
+
+    record = whole.results[0]
+    assert record["trace"] and record["prompt"] and record["tokens"] > 0 and record["latency"] > 0
+    assert record["setup"]["plugins"]["prompt_templates"]["template"] == "Lab: zero-shot"
+    few = next(r for r in whole.results if r["candidate"] == "few-shot (2)")
+    examples = few["setup"]["plugins"]["prompt_templates"]["inline"]["examples"]
+    train_inputs = {i.input for i in task_set.train}
+    assert len(examples) == 2 and all(e["user"] in train_inputs for e in examples)  # never a test item
+    assert task_set.item(record["item"]).input in record["prompt"]
+
+
+def test_the_benchmarks_chat_loop_scores_what_the_lab_scores(lab, tmp_path):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.strategies import measure
+    finally:
+        sys.path.remove(str(ROOT))
+    task_set = small_arithmetic(tmp_path, test=3)
+    candidates = parse_candidates(["zero, chain"])
+    run = run_lab(lab.plugin_context("lab"), RunStore(tmp_path / "runs").create(task_set, candidates, model="m"))
+    for candidate in candidates:
+        measured = measure(lab, task_set, candidate, task_set.test)
+        lab_says = {r["item"]: (r["passed"], r["extracted"]) for r in run.latest() if r["candidate"] == candidate.name}
+        assert {i: (measured.verdicts[i], measured.answers[i]) for i in measured.verdicts} == lab_says
