@@ -246,14 +246,13 @@ def _answers(candidates: Sequence[str], items: Mapping[str, TaskItem],
         for item_id in ordered:
             record = mine[item_id]
             item = items.get(item_id)
-            facts = [f"{'right' if record.get('passed') else 'wrong'}",
-                     format_seconds(record.get("latency") if isinstance(record.get("latency"), (int, float)) else None),
+            facts = [format_seconds(record.get("latency") if isinstance(record.get("latency"), (int, float)) else None),
                      f"{record.get('tokens') or 0} tokens"]
             error = f"<p class=\"bad\">Error: {_e(record.get('error'))}</p>" if record.get("error") else ""
             detail = f"<p class=\"note\">{_e(record.get('detail'))}</p>" if record.get("detail") else ""
             blocks.append(
-                f"<h3>{_verdict(record)} <span class=\"muted\">· {_e(item_id)} · "
-                f"{escape(' · '.join(facts))}</span></h3>"
+                f"<h3>{_e(item_id)}: {_verdict(record)} "
+                f"<span class=\"muted\">· {escape(' · '.join(facts))}</span></h3>"
                 f"<p><strong>Input</strong></p><pre>{_e(item.input if item else None)}</pre>"
                 f"<p><strong>Expected</strong></p><pre>{_e(item.expected if item else record.get('expected'))}</pre>"
                 f"<p><strong>Answer</strong></p><pre>{_e(record.get('answer') or '')}</pre>{detail}{error}")
