@@ -146,7 +146,7 @@ def _result(candidate: Candidate, item: TaskItem, variant: int | None, turn: Any
         "tokens": int(stats.get("generated_tokens") or 0), "finish_reason": turn.finish_reason,
         "error": turn.error, "note": turn.note, "samples": list(turn.samples),
         "stats": stats, "setup": setup, "prompt": turn.prompt,
-        "trace": [e.to_dict() for e in turn.trace],
+        "trace": [e.as_dict() for e in turn.trace],
         "conversation_id": None, "message_id": None,
     }
 

@@ -71,7 +71,7 @@ def test_a_stopped_run_resumes_to_the_scores_of_a_run_never_stopped(lab, tmp_pat
     record = whole.results[0]
     assert record["trace"] and record["prompt"] and record["tokens"] > 0 and record["latency"] > 0
     assert record["setup"]["plugins"]["prompt_templates"]["template"] == "Lab: zero-shot"
-    few = next(r for r in whole.results if r["candidate"] == "few-shot (2)")
+    few = next(r for r in whole.results if r["candidate"] == candidates[1].name)
     examples = few["setup"]["plugins"]["prompt_templates"]["inline"]["examples"]
     train_inputs = {i.input for i in task_set.train}
     assert len(examples) == 2 and all(e["user"] in train_inputs for e in examples)  # never a test item
