@@ -218,3 +218,15 @@ def app_closing(context: "PluginContext") -> None:
     ``context`` is the plugin's own, as in ``app_started``. Called on the main thread before
     the model is unloaded and the store closed; should finish within a few seconds.
     """
+
+
+@hookspec
+def register_services(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Offer functions other plugins may call by calling ``register(name, function)``.
+
+    Names are dotted, the offering plugin's area first (e.g. ``"documents.index_folder"``);
+    other plugins get the function with ``context.service(name)`` and call it with the
+    arguments its documentation gives. Of two plugins offering one name, the first loaded wins.
+    A service may block (index files, train): callers run it off the GUI thread. Called when a
+    plugin asks for a service; must not block.
+    """

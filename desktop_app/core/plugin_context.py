@@ -9,6 +9,7 @@ the window when there is one. Nothing here imports Qt or a plugin.
 
 from __future__ import annotations
 
+import logging
 import contextvars
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from desktop_app.core.client_tools import ToolReply, prepare_tool_reply
 from desktop_app.core.engine import DoneEvent, ErrorEvent, TokenEvent
-from desktop_app.core.errors import EngineError
+from desktop_app.core.errors import EngineError, ParleyError
 from desktop_app.core.turn import ChatMessage, ContextBlock, GenerationOptions, Tool, TraceEntry, Turn, TurnResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +35,8 @@ __all__ = [
     "Registered",
     "TurnRun",
 ]
+
+log = logging.getLogger(__name__)
 
 #: A conversation's meta entry that marks its setup as fixed (see :meth:`ConversationChoice.current`).
 FIXED_SETUP = "_fixed_setup"
@@ -418,6 +421,29 @@ class PluginContext:
         """Text embedding functions plugins offer (``register_embedders``), by name."""
         return {e.args[0]: e.args[1] for e in self.collect("register_embedders")
                 if len(e.args) >= 2 and isinstance(e.args[0], str) and callable(e.args[1])}
+
+    def services(self) -> dict[str, Callable[..., Any]]:
+        """The functions enabled plugins offer each other (``register_services``), by name; of two
+        plugins offering one name, the first loaded wins."""
+        found: dict[str, Callable[..., Any]] = {}
+        for entry in self.collect("register_services"):
+            if len(entry.args) >= 2 and isinstance(entry.args[0], str) and callable(entry.args[1]):
+                if entry.args[0] in found:
+                    log.warning("plugin %s offers the service %r another plugin already offers; the first is used",
+                                entry.plugin, entry.args[0])
+                    continue
+                found[entry.args[0]] = entry.args[1]
+        return found
+
+    def service(self, name: str) -> Callable[..., Any]:
+        """The function another plugin offers as ``name``; ParleyError naming what is offered when
+        no enabled plugin offers it (its plugin may be switched off)."""
+        offered = self.services()
+        if name not in offered:
+            listed = ", ".join(sorted(offered)) or "none"
+            raise ParleyError(f"No plugin offers {name!r}; is the plugin that offers it switched on "
+                              f"(Settings → Plugins)? Offered: {listed}.")
+        return offered[name]
 
     # -- what plugins registered -------------------------------------------------------------------
     def collect(self, hook: str) -> list[Registered]:

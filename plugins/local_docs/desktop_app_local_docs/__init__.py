@@ -203,3 +203,12 @@ def register_tools(register) -> None:
         function=search_documents,
         requires_approval=True,  # it reads the user's documents: ask by default
     ))
+
+
+@hookimpl
+def register_services(register) -> None:
+    """``documents.index_folder`` and ``documents.passages`` for other plugins (the strategy lab)."""
+    from desktop_app_local_docs.services import index_folder, passages
+
+    register("documents.index_folder", index_folder)
+    register("documents.passages", passages)

@@ -281,3 +281,11 @@ def register_actions(register) -> None:
             panel.open_hub_dialog()
 
     register("Find LoRA adapters on the hub…", find_on_hub)
+
+
+@hookimpl
+def register_services(register) -> None:
+    """``lora.train`` for other plugins (the strategy lab's train-lora candidate)."""
+    from desktop_app_lora.services import train_examples
+
+    register("lora.train", train_examples)

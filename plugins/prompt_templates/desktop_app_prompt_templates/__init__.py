@@ -301,3 +301,11 @@ def register_actions(register) -> None:
 
     register("Improve this prompt", ui.improve_prompt, shortcut="Ctrl+I")
     register("Prompt templates…", open_editor)
+
+
+@hookimpl
+def register_services(register) -> None:
+    """``templates.save`` for other plugins (the strategy lab applies its winner with it)."""
+    from desktop_app_prompt_templates.services import save_template
+
+    register("templates.save", save_template)

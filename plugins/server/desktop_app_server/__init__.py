@@ -104,3 +104,11 @@ def register_actions(register) -> None:
 
     register("&Server…", open_dialog, menu="settings")
     register("Save as API profile…", save)
+
+
+@hookimpl
+def register_services(register) -> None:
+    """``profiles.save`` for other plugins (the strategy lab applies its winner with it)."""
+    from desktop_app_server.services import save_profile
+
+    register("profiles.save", save_profile)
