@@ -225,12 +225,12 @@ def _print_scorecard(run) -> None:
     print(f"{'candidate':{width}s}  right   accuracy (95% CI)     p50      p95  tokens  vs baseline")
     for r in summary.rows:
         ci = f"{format_percent(r.accuracy)} ({format_percent(r.ci_low)}–{format_percent(r.ci_high)})"
-        versus = "baseline" if r.diff is None else (
+        versus = "not answered yet" if not r.n else "baseline" if r.diff is None else (
             f"{r.diff * 100:+.1f} pts ({r.wins} won, {r.losses} lost, p={r.p_value:.3f})")
         marks = ("★" if r.candidate == summary.best else " ") + ("◆" if r.candidate in summary.front else " ")
         errors = f"  {r.errors} failed" if r.errors else ""
         print(f"{r.candidate:{width}s}  {r.correct:2d}/{r.n:<3d} {ci:19s} {format_seconds(r.latency_p50):>7s}"
-              f"  {format_seconds(r.latency_p95):>7s}  {r.tokens_mean:6.1f}  {versus}{errors} {marks}")
+              f"  {format_seconds(r.latency_p95):>7s}  {r.tokens_mean or 0:6.1f}  {versus}{errors} {marks}")
     print("★ best  ◆ on the accuracy/time Pareto front")
     if len(summary.candidates) > 1:
         print(summary.disagreement_line())

@@ -389,14 +389,16 @@ class LabWindow(QDialog):
         self.scorecard.setRowCount(len(summary.rows))
         for row, r in enumerate(summary.rows):
             marks = (" ★" if r.candidate == summary.best else "") + (" ◆" if r.candidate in summary.front else "")
-            if r.diff is None:
+            if not r.n:
+                versus = "not answered yet"
+            elif r.diff is None:
                 versus = "baseline"
             else:
                 plain = "significant" if r.p_value is not None and r.p_value < 0.05 else "could be chance"
                 versus = f"{r.diff * 100:+.1f} pts ({r.wins} won, {r.losses} lost; p={r.p_value:.3f}, {plain})"
             values = [r.candidate + marks, f"{r.correct}/{r.n}",
                       f"{format_percent(r.accuracy)} ({format_percent(r.ci_low)}–{format_percent(r.ci_high)})",
-                      format_seconds(r.latency_p50), format_seconds(r.latency_p95), f"{r.tokens_mean:.1f}", versus]
+                      format_seconds(r.latency_p50), format_seconds(r.latency_p95), "—" if r.tokens_mean is None else f"{r.tokens_mean:.1f}", versus]
             for column, value in enumerate(values):
                 self.scorecard.setItem(row, column, _cell(value))
 

@@ -1,0 +1,54 @@
+"""The lab window: a run in the background with progress, stopped and resumed, its scorecard and
+chart, an answer opened as a conversation, the report exported and the winner applied."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from desktop_app_lab import state
+from desktop_app_lab.ui import open_lab
+
+from test_lab_runner import small_arithmetic
+
+
+def test_a_run_from_the_window_is_stopped_resumed_scored_opened_and_applied(qtbot, open_window, tmp_path):
+    window = open_window()
+    lab = open_lab(window.api)
+    qtbot.addWidget(lab)
+    made = state.library.import_file(small_arithmetic(tmp_path).path, name="Small sums")
+    lab.refresh_sets(made)
+    assert "Small sums" in lab.sets.currentText() and lab.candidates.count() == 4
+    for row in range(2, lab.candidates.count()):  # keep zero-shot and few-shot: quick to answer
+        lab.candidates.item(row).setCheckState(Qt.Unchecked)
+    lab.candidate_spec.setText("nonsense:3")
+    lab.add_candidate()
+    assert "nonsense" in lab.status.text() and lab.candidate_spec.text() == "nonsense:3"  # explained, kept
+
+    answered = []
+
+    def stop_after_two(progress):
+        if progress.result is not None:
+            answered.append(progress)
+            if len(answered) == 2:
+                lab.stop_run()
+
+    lab.relay.progress.connect(stop_after_two)
+    lab.start_run()
+    assert not lab.run_button.isEnabled() and lab.stop_button.isEnabled() and lab.progress.isVisible()
+    qtbot.waitUntil(lambda: lab.job is None, timeout=120_000)
+    assert lab.run.status == "stopped" and lab.resume_button.isEnabled() and len(lab.run.results) == 2
+    lab.resume_run()
+    qtbot.waitUntil(lambda: lab.job is None, timeout=120_000)
+    assert lab.run.status == "finished" and len(lab.run.results) == 6
+    assert lab.scorecard.rowCount() == 2 and "/3" in lab.scorecard.item(0, 1).text()
+    assert not lab.chart.pixmap().isNull() and lab.answers.rowCount() == 6
+
+    conversation_id = lab.open_answer(0)
+    assert window.current_conversation == conversation_id
+    assert [w.message.role for w in window.chat_view.widgets] == ["user", "assistant"]
+
+    report = lab.export_report(str(tmp_path / "report.html"))
+    assert report.exists() and "data:image/png;base64" in report.read_text(encoding="utf-8")
+    applied = lab.apply_winner()
+    assert applied is not None and applied.template in lab.status.text()
+    lab.grab().save(str(tmp_path / "lab.png"))
