@@ -51,8 +51,8 @@ def app_started(context: PluginContext) -> None:
     from desktop_app_lab.runs import RunStore
 
     state.context = context
-    state.runs = RunStore(context.data_dir / "runs")
-    state.library = TaskSetLibrary(context.data_dir / "sets")
+    state.runs = RunStore(context.data_dir / "lab" / "runs")
+    state.library = TaskSetLibrary(context.data_dir / "lab" / "sets")
 
 
 @hookimpl

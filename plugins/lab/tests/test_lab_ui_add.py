@@ -42,7 +42,7 @@ def test_a_corrected_answer_starts_a_new_set_and_a_mistake_loses_nothing(qtbot, 
     assert saved.name == "Questions about leave" and saved.check == {"kind": "contains_any"}
     assert saved.items[0].expected == ["26 days"] and saved.split_of(saved.items[0]) == "test"
     assert saved.items[0].extra["source"].startswith("conversation ")
-    assert task_set.path.parent == window.context.plugin_context("lab").data_dir / "sets"
+    assert task_set.path.parent == window.context.plugin_context("lab").data_dir / "lab" / "sets"
 
     # the next answer goes into the set just made (the user's sets come first)
     dialog = _add_dialog(window, _show_answer(window, "Where do I book leave?", "On paper."))
