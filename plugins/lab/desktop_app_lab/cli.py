@@ -234,6 +234,8 @@ def _print_scorecard(run) -> None:
     print("★ best  ◆ on the accuracy/time Pareto front")
     if len(summary.candidates) > 1:
         print(summary.disagreement_line())
+    if run.judge:
+        print(run.judge)
     for name, found in summary.sensitivity.items():
         print(f"Prompt sensitivity of {name}: accuracy {format_percent(found.low)}–{format_percent(found.high)} "
               f"over {len(found.accuracies)} instructions (spread {found.spread * 100:.1f} pts).")

@@ -73,6 +73,18 @@ def _make_judge(context: PluginContext, task_set: TaskSet) -> Any:
     return Judge(complete, rubric) if rubric else Judge(complete)
 
 
+def _measure_judge(context: PluginContext, run: Run, task_set: TaskSet, tell: Callable[..., None]) -> None:
+    """How often the model, as judge, agrees with the set's labelled answers (kept in the run,
+    shown in its report): whether its verdicts could stand in for a person's on this task."""
+    from desktop_app_lab.judge import Judge, describe_agreement, judge_agreement
+
+    tell(f"Checking the judge against {len(task_set.judge_labels)} labelled answers…")
+    rubric = task_set.check.get("rubric")
+    judge = Judge(lambda messages, options: context.complete(messages, options), *([rubric] if rubric else []))
+    run.judge = describe_agreement(judge_agreement(judge, task_set))
+    run.save()
+
+
 class _Preparation:
     """What candidates need made before they answer, made once per run and kept in it."""
 
@@ -209,6 +221,8 @@ def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress
             run.record(result)
             count += 1
             tell(f"{label}: {'right' if result['passed'] else 'wrong'}", candidate.name, item.id, result)
+        if not stop.is_set() and task_set.judge_labels and not run.judge:
+            _measure_judge(context, run, task_set, tell)
         if stop.is_set():
             run.status, run.message = "stopped", f"Stopped after {count} of {total} answers; resume to finish."
         else:

@@ -66,5 +66,5 @@ def write_run_report(run: Run, path: Path | None = None) -> Path:
                          rows=summary.rows, front=summary.front, best_name=summary.best,
                          disagreements=summary.disagreements,
                          items={i.id: i for i in summary.task_set.items}, answers=summary.answers,
-                         sensitivity=summary.sensitivity or None)
+                         sensitivity=summary.sensitivity or None, judge_agreement=run.judge or None)
     return write_report(path or run.folder / "report.html", html)

@@ -381,7 +381,7 @@ class LabWindow(QDialog):
         self._draw_chart(summary)
         if summary.best:
             self.verdict.setText(f"Best: {summary.best} (★). ◆ marks the accuracy/time Pareto front. "
-                                 f"{summary.disagreement_line()}")
+                                 f"{summary.disagreement_line()} {run.judge}".strip())
 
     def _fill_scorecard(self, summary: Any) -> None:
         from desktop_app_lab.stats import format_percent, format_seconds

@@ -91,3 +91,15 @@ def test_the_benchmarks_chat_loop_scores_what_the_lab_scores(lab, tmp_path):
         measured = measure(lab, task_set, candidate, task_set.test)
         lab_says = {r["item"]: (r["passed"], r["extracted"]) for r in run.latest() if r["candidate"] == candidate.name}
         assert {i: (measured.verdicts[i], measured.answers[i]) for i in measured.verdicts} == lab_says
+
+
+def test_a_set_with_labelled_answers_measures_its_judge_once(lab, tmp_path):
+    task_set = small_arithmetic(tmp_path, test=1)
+    first = task_set.test[0]
+    task_set.judge_labels = [{"item": first.id, "answer": f"It is {first.expected}.", "passed": True},
+                             {"item": first.id, "answer": "It is 1000.", "passed": False}]
+    save_task_set(task_set)
+    store = RunStore(tmp_path / "runs")
+    run = run_lab(lab.plugin_context("lab"), store.create(load_task_set(task_set.path), parse_candidates("zero")))
+    assert run.status == "finished" and run.judge.startswith("The judge agrees with your labels on ")
+    assert "of 2" in run.judge and store.get(run.id).judge == run.judge
