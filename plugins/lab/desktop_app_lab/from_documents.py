@@ -109,7 +109,7 @@ def propose_pairs(context: PluginContext, collection: str, *, count: int = 10, s
         questions.add(question.lower())
         source = str(passage.get("source") or "")
         items.append(TaskItem(f"doc-{len(items) + 1}", question, [answer],
-                              extra={"source": Path(source).name if source else "", "passage": text[:400]}))
+                              extra={"source": Path(source).name if source else "", "passage": text}))
     return items
 
 
@@ -122,7 +122,7 @@ def make_documents_set(context: PluginContext, library: Any, folder: Path, name:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise TaskSetError(f"{folder} is not a folder of documents.")
-    library._new_path(name)  # a taken name is refused before the slow part, not after
+    library.check_name_free(name)  # a taken name is refused before the slow part, not after
     collection = f"lab-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'documents'}"
     index = context.service("documents.index_folder")
     if on_progress is not None:

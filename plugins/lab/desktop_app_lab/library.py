@@ -110,6 +110,10 @@ class TaskSetLibrary:
             number += 1
         return path
 
+    def check_name_free(self, name: str) -> None:
+        """TaskSetError when a set of this name exists (asked before slow work that makes one)."""
+        self._new_path(name)
+
     def create(self, name: str, items: list[TaskItem], *, check: dict[str, Any] | None = None,
                instruction: str = "", description: str = "", documents: Path | None = None) -> Path:
         """Save a new set of the user's; returns its file. TaskSetError when the name is taken."""

@@ -16,11 +16,11 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QFileDialog, QHBoxLayout,
                                QHeaderView, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QProgressBar, QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
                                QTabWidget, QVBoxLayout, QWidget)
 
 from desktop_app.api import ParleyError
-from desktop_app.ui.api import run_task
+from desktop_app.ui.api import add_job_controls, run_task
 
 __all__ = ["LabWindow", "open_lab"]
 
@@ -100,13 +100,10 @@ class LabWindow(QDialog):
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.start_run)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.clicked.connect(self.stop_run)
-        self.stop_button.setEnabled(False)
         self.resume_button = QPushButton("Resume")
         self.resume_button.clicked.connect(self.resume_run)
         self.resume_button.setEnabled(False)
-        for button in (self.run_button, self.stop_button, self.resume_button):
+        for button in (self.run_button, self.resume_button):
             buttons.addWidget(button)
         left_layout.addLayout(buttons)
         left_layout.addWidget(QLabel("Earlier runs of this set:"))
@@ -152,14 +149,10 @@ class LabWindow(QDialog):
         split.setSizes([320, 660])
         layout.addWidget(split, 1)
 
-        self.progress = QProgressBar()
-        self.progress.setAccessibleName("Run progress")
-        self.progress.hide()
-        layout.addWidget(self.progress)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        layout.addWidget(self.status)
+        self.progress, self.status, self.stop_button = add_job_controls(layout, "Run progress", "Stop")
+        self.stop_button.setToolTip("Stop after the answer being written; Resume finishes the run later")
+        self.stop_button.clicked.connect(self.stop_run)
+        self.stop_button.setEnabled(False)
 
         self.sets.currentIndexChanged.connect(self._on_set_changed)
         self.refresh_sets()
@@ -318,6 +311,7 @@ class LabWindow(QDialog):
     def _running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
+        self.stop_button.setVisible(running)
         self.resume_button.setEnabled(False)
         self.sets.setEnabled(not running)
         self.progress.setVisible(running)

@@ -35,10 +35,10 @@ def test_a_run_from_the_window_is_stopped_resumed_scored_opened_and_applied(qtbo
     lab.relay.progress.connect(stop_after_two)
     lab.start_run()
     assert not lab.run_button.isEnabled() and lab.stop_button.isEnabled() and lab.progress.isVisible()
-    qtbot.waitUntil(lambda: lab.job is None, timeout=120_000)
+    qtbot.waitUntil(lambda: lab.job is None, timeout=900_000)
     assert lab.run.status == "stopped" and lab.resume_button.isEnabled() and len(lab.run.results) == 2
     lab.resume_run()
-    qtbot.waitUntil(lambda: lab.job is None, timeout=120_000)
+    qtbot.waitUntil(lambda: lab.job is None, timeout=900_000)
     assert lab.run.status == "finished" and len(lab.run.results) == 6
     assert lab.scorecard.rowCount() == 2 and "/3" in lab.scorecard.item(0, 1).text()
     assert not lab.chart.pixmap().isNull() and lab.answers.rowCount() == 6
