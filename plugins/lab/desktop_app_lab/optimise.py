@@ -7,7 +7,7 @@ Every variant is scored on the train split only (less the items shown as example
 best is kept for the next round. The search stops when the user's budget (model calls or
 minutes) is spent.
 
-The gain is then measured where it counts: the original and the optimised candidate are run
+The gain is then measured where it counts: when a variant beat the original, both are run
 on the held-out split as an ordinary lab run, so the scorecard, its confidence intervals and
 the paired test say whether the better train score generalises. A gain on the train split
 alone proves nothing.
@@ -86,6 +86,9 @@ class Optimised:
                  f"{self.best.correct}/{self.best.n} with the best ({self.best.origin}).",
                  f"Best instruction: {self.best.instruction}" + (f" (+{self.best.shots} examples)"
                                                                  if self.best.shots else "")]
+        if self.best is self.base and self.stopped_by != "stopped":
+            lines.append("No instruction beat the original on the train split, so there is nothing to measure "
+                         "on the held-out split: keep the original, or try again with a larger budget.")
         if self.held_out:
             before, after = self.held_out.get("original", 0.0), self.held_out.get("optimised", 0.0)
             lines.append(f"Held-out split (what counts): {before:.1%} → {after:.1%} "
@@ -120,12 +123,16 @@ def _reply_text(reply: Any) -> str:
 
 
 def propose_instructions(complete: Callable[[list[ChatMessage], GenerationOptions], Any], instruction: str,
-                         examples: list[TaskItem], kinds: list[str], *, seed: int = 17) -> list[tuple[str, str]]:
+                         examples: list[TaskItem], kinds: list[str], *, seed: int = 17,
+                         can_ask: Callable[[], bool] = lambda: True) -> list[tuple[str, str]]:
     """New instructions from the model, one per kind of ``ASKS`` (origin, text); replies that
-    are not a usable instruction are left out."""
+    are not a usable instruction are left out. ``can_ask`` is asked before each call (the
+    budget), and asking stops when it says no."""
     shown = "\n".join(f"Question: {e.input}\nCorrect answer: {expected_text(e.expected)}" for e in examples[:3])
     proposals = []
     for n, kind in enumerate(kinds):
+        if not can_ask():
+            break
         ask = ASKS[kind].format(instruction=instruction, examples=shown)
         options = GenerationOptions(temperature=0.7 if n else 0.0, max_tokens=160, seed=seed + n,
                                     json_schema=INSTRUCTION_SCHEMA)
@@ -196,7 +203,8 @@ def optimise(context: PluginContext, task_set: TaskSet, candidate: Candidate, *,
     while spend.can_spend() and best.n == len(scored) and rounds < 5:
         rounds += 1
         say(f"Round {rounds}: asking the model for new instructions…")
-        proposals = propose_instructions(complete, best.instruction, task_set.train, kinds, seed=task_set.seed + rounds)
+        proposals = propose_instructions(complete, best.instruction, task_set.train, kinds,
+                                         seed=task_set.seed + rounds, can_ask=spend.can_spend)
         tried = {(t.instruction, t.shots) for t in result.trials}
         trials = [Trial(text, kind, best.shots) for kind, text in proposals if (text, best.shots) not in tried]
         if (best.instruction, best.shots + extra_shots) not in tried and best.shots + extra_shots <= len(shown):
@@ -217,8 +225,8 @@ def optimise(context: PluginContext, task_set: TaskSet, candidate: Candidate, *,
             break
     result.best, result.calls = best, spend.calls
     result.stopped_by = spend.reason or ("no proposal beat the best" if rounds else "")
-    if stop.is_set():
-        return result
+    if stop.is_set() or best is base:
+        return result  # stopped, or nothing to measure: the original stays as it is
     if runs is None:
         from desktop_app_lab import state
 
