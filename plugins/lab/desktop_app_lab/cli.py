@@ -215,7 +215,7 @@ def list_runs(args, context) -> int:
 
 
 def _print_scorecard(run) -> None:
-    from desktop_app_lab.stats import format_percent, format_seconds
+    from desktop_app_lab.stats import describe_sensitivity, format_percent, format_seconds
     from desktop_app_lab.summary import summarise
 
     summary = summarise(run)
@@ -237,8 +237,7 @@ def _print_scorecard(run) -> None:
     if run.judge:
         print(run.judge)
     for name, found in summary.sensitivity.items():
-        print(f"Prompt sensitivity of {name}: accuracy {format_percent(found.low)}–{format_percent(found.high)} "
-              f"over {len(found.accuracies)} instructions (spread {found.spread * 100:.1f} pts).")
+        print(describe_sensitivity(name, found))
 
 
 def _write_report(context, run, output: Path | None) -> Path:

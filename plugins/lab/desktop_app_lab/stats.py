@@ -17,6 +17,7 @@ __all__ = [
     "ScoreRow",
     "Sensitivity",
     "best",
+    "describe_sensitivity",
     "disagreements",
     "format_percent",
     "format_seconds",
@@ -265,6 +266,12 @@ def sensitivity(results: Iterable[dict[str, Any]], candidate: str) -> Sensitivit
 
 
 # -- formatting -----------------------------------------------------------------------------------
+def describe_sensitivity(candidate: str, found: Sensitivity) -> str:
+    """One sentence on how far a candidate's accuracy moves across reworded instructions."""
+    return (f"Prompt sensitivity of {candidate}: accuracy {format_percent(found.low)}–{format_percent(found.high)} "
+            f"over {len(found.accuracies)} instructions (spread {found.spread * 100:.1f} pts).")
+
+
 def format_percent(x: float | None) -> str:
     """A fraction as a whole percentage ("84%"); "—" for None."""
     if x is None:

@@ -52,6 +52,8 @@ class LabWindow(QDialog):
         self.summary: Any = None
         self.stop: threading.Event | None = None
         self.job: Any = None
+        #: What the last prompt optimisation found (desktop_app_lab.optimise.Optimised), if any.
+        self.optimised: Any = None
         self.relay = _Relay()
         self.relay.progress.connect(self._on_progress)
         self.setWindowTitle("Strategy lab")
@@ -103,7 +105,11 @@ class LabWindow(QDialog):
         self.resume_button = QPushButton("Resume")
         self.resume_button.clicked.connect(self.resume_run)
         self.resume_button.setEnabled(False)
-        for button in (self.run_button, self.resume_button):
+        self.optimise_button = QPushButton("Optimise prompt…")
+        self.optimise_button.setToolTip("Let the model propose better instructions for the first ticked candidate, "
+                                        "scored on the train split, then measured on the held-out split")
+        self.optimise_button.clicked.connect(lambda: self.optimise_prompt())
+        for button in (self.run_button, self.resume_button, self.optimise_button):
             buttons.addWidget(button)
         left_layout.addLayout(buttons)
         left_layout.addWidget(QLabel("Earlier runs of this set:"))
@@ -126,6 +132,10 @@ class LabWindow(QDialog):
         self.disagreements = self._table(["Item", "Expected"])
         self.disagreements.cellDoubleClicked.connect(self._open_disagreement)
         self.tabs.addTab(self.disagreements, "Disagreements")
+        self.sensitivity = self._table(["Candidate", "Lowest", "Highest", "Spread", "Per instruction"])
+        self.sensitivity.setToolTip("Accuracy under each wording of the instruction: tick 'Also measure prompt "
+                                    "sensitivity' before a run")
+        self.tabs.addTab(self.sensitivity, "Prompt sensitivity")
         self.answers = self._table(["Candidate", "Item", "Verdict", "Answer", "Why"])
         self.answers.cellDoubleClicked.connect(lambda row, _col: self.open_answer(row))
         self.tabs.addTab(self.answers, "Answers")
@@ -308,8 +318,15 @@ class LabWindow(QDialog):
             self.stop.set()
             self.status.setText("Stopping after this answer…")
 
+    def optimise_prompt(self, calls: int | None = None) -> Any:
+        """Search for a better instruction for the first ticked candidate (see ui_optimise)."""
+        from desktop_app_lab.ui_optimise import optimise_in_window
+
+        return optimise_in_window(self, calls)
+
     def _running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
+        self.optimise_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
         self.stop_button.setVisible(running)
         self.resume_button.setEnabled(False)
@@ -356,7 +373,7 @@ class LabWindow(QDialog):
 
         self.run = run
         self.summary = None
-        for table in (self.scorecard, self.disagreements, self.answers):
+        for table in (self.scorecard, self.disagreements, self.sensitivity, self.answers):
             table.setRowCount(0)
         self.verdict.setText("")
         has_results = bool(run is not None and run.results)
@@ -371,11 +388,15 @@ class LabWindow(QDialog):
         self.summary = summary = summarise(run)
         self._fill_scorecard(summary)
         self._fill_disagreements(summary)
+        self._fill_sensitivity(summary)
         self._fill_answers(summary)
         self._draw_chart(summary)
         if summary.best:
+            from desktop_app_lab.stats import describe_sensitivity
+
+            sensitivity = " ".join(describe_sensitivity(n, s) for n, s in summary.sensitivity.items())
             self.verdict.setText(f"Best: {summary.best} (★). ◆ marks the accuracy/time Pareto front. "
-                                 f"{summary.disagreement_line()} {run.judge}".strip())
+                                 f"{summary.disagreement_line()} {sensitivity} {run.judge}".strip())
 
     def _fill_scorecard(self, summary: Any) -> None:
         from desktop_app_lab.stats import format_percent, format_seconds
@@ -413,6 +434,18 @@ class LabWindow(QDialog):
                 mark = "✓" if record["passed"] else "✗"
                 self.disagreements.setItem(row, column, _cell(f"{mark} {(record['extracted'] or '')[:40]}",
                                                               record["answer"]))
+
+    def _fill_sensitivity(self, summary: Any) -> None:
+        from desktop_app_lab.stats import format_percent
+
+        found = summary.sensitivity
+        self.sensitivity.setRowCount(len(found))
+        for row, (name, s) in enumerate(found.items()):
+            wordings = ", ".join(f"{'main' if v is None else f'#{v + 1}'} {format_percent(a)}"
+                                 for v, a in zip(s.variants, s.accuracies))
+            for column, value in enumerate([name, format_percent(s.low), format_percent(s.high),
+                                            f"{s.spread * 100:.1f} pts", wordings]):
+                self.sensitivity.setItem(row, column, _cell(value))
 
     def _fill_answers(self, summary: Any) -> None:
         records = [summary.answers[key] for key in sorted(summary.answers,
@@ -576,8 +609,10 @@ def open_lab(window: Any) -> LabWindow:
     """The menu action: show the lab (one window, raised if already open)."""
     from desktop_app_lab import state
 
+    from shiboken6 import isValid
+
     existing = getattr(state, "window", None)
-    if existing is not None and existing.isVisible():
+    if existing is not None and isValid(existing) and existing.isVisible():  # closed windows are deleted
         existing.raise_()
         existing.activateWindow()
         return existing

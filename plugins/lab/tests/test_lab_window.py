@@ -52,3 +52,31 @@ def test_a_run_from_the_window_is_stopped_resumed_scored_opened_and_applied(qtbo
     applied = lab.apply_winner()
     assert applied is not None and applied.template in lab.status.text()
     lab.grab().save(str(tmp_path / "lab.png"))
+
+
+def test_prompt_sensitivity_and_prompt_optimisation_from_the_window(qtbot, open_window, tmp_path):
+    window = open_window()
+    lab = open_lab(window.api)
+    qtbot.addWidget(lab)
+    small = small_arithmetic(tmp_path, test=2, train=6)
+    lab.refresh_sets(state.library.import_file(small.path, name="Sums to word"))
+    for row in range(1, lab.candidates.count()):  # zero-shot only
+        lab.candidates.item(row).setCheckState(Qt.Unchecked)
+    lab.paraphrases.setChecked(True)
+    lab.start_run()
+    qtbot.waitUntil(lambda: lab.job is None, timeout=900_000)
+    wordings = 1 + len(small.paraphrases)
+    assert lab.run.status == "finished" and len(lab.run.results) == 2 * wordings
+    assert lab.scorecard.rowCount() == 1 and lab.scorecard.item(0, 1).text().endswith("/2")  # paraphrases not scored
+    assert lab.sensitivity.rowCount() == 1 and lab.sensitivity.item(0, 0).text() == "zero-shot"
+    assert lab.sensitivity.item(0, 4).text().startswith("main ") and f"#{wordings - 1} " in lab.sensitivity.item(0, 4).text()
+    assert f"over {wordings} instructions" in lab.verdict.text()
+
+    lab.optimise_prompt(calls=10)
+    assert not lab.optimise_button.isEnabled() and lab.stop_button.isVisible()
+    qtbot.waitUntil(lambda: lab.job is None, timeout=900_000)
+    found = lab.optimised
+    assert found is not None and found.calls <= 10 and lab.optimise_button.isEnabled()
+    assert lab.verdict.text().startswith(f"Tried {len(found.trials)} instructions with {found.calls} model calls")
+    if found.run is not None:  # a proposal beat the original on the train split: measured and listed
+        assert lab.run_list.currentData() == found.run.id and lab.scorecard.rowCount() == 2
