@@ -67,8 +67,8 @@ def main() -> None:
         from desktop_app_lab import state
 
         lab = state.window
-        lab.resize(1100, 700)
-        lab.move(90, 50)
+        lab.resize(1180, 720)
+        lab.move(50, 40)
         lab.sets.setCurrentIndex(lab.sets.findData(str(state.library.find(args.set))))
         lab.candidates.clear()
         lab.candidate_spec.setText(args.candidates)

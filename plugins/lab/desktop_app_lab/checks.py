@@ -95,7 +95,7 @@ def describe_check(check: dict[str, Any]) -> str:
                         + " with the expected fields",
                 "judge": "the model, as judge, finds it agrees with the expected answer"}[kind]
     if check.get("answer_pattern"):
-        text += " (in the part of the answer the pattern picks)"
+        text += ", in the part of the answer a pattern picks out"
     return text
 
 

@@ -65,6 +65,8 @@ class LabWindow(QDialog):
         self.sets = QComboBox()
         self.sets.setAccessibleName("Task set")
         self.sets.setMinimumWidth(280)
+        # Long names and run ids must not widen the window: the combo boxes elide instead.
+        self.sets.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         top.addWidget(self.sets, 1)
         self.import_button = QPushButton("Import…")
         self.import_button.setToolTip("Make a task set from a JSONL or CSV file of inputs and answers")
@@ -97,7 +99,9 @@ class LabWindow(QDialog):
         add_button.clicked.connect(self.add_candidate)
         add_row.addWidget(add_button)
         left_layout.addLayout(add_row)
-        self.paraphrases = QCheckBox("Also measure prompt sensitivity (the set's other wordings)")
+        self.paraphrases = QCheckBox("Also measure prompt sensitivity")
+        self.paraphrases.setToolTip("Also answer with each of the set's other wordings of its instruction, to see "
+                                    "how much the score moves when only the wording changes")
         left_layout.addWidget(self.paraphrases)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
@@ -115,6 +119,8 @@ class LabWindow(QDialog):
         left_layout.addWidget(QLabel("Earlier runs of this set:"))
         self.run_list = QComboBox()
         self.run_list.setAccessibleName("Earlier runs")
+        self.run_list.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.run_list.setMinimumContentsLength(24)
         self.run_list.activated.connect(self._on_run_picked)
         left_layout.addWidget(self.run_list)
         split.addWidget(left)
@@ -123,6 +129,7 @@ class LabWindow(QDialog):
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
         self.tabs = QTabWidget()
+        self.tabs.setUsesScrollButtons(True)  # a narrow window scrolls the tabs rather than growing
         self.scorecard = self._table(["Candidate", "Right", "Accuracy (95% CI)", "p50", "p95", "Tokens",
                                       "vs baseline"])
         self.tabs.addTab(self.scorecard, "Scorecard")
@@ -218,7 +225,7 @@ class LabWindow(QDialog):
             judged = task_set.check.get("kind", "")
         documents = f" · documents: {task_set.documents.name}" if task_set.documents is not None else ""
         self.set_info.setText(f"{len(task_set.items)} items: {len(task_set.train)} train, {len(task_set.test)} "
-                              f"held out · right when {judged}{documents}. {task_set.description}")
+                              f"held out · check: {judged}{documents}. {task_set.description}")
         self.paraphrases.setEnabled(bool(task_set.paraphrases))
         self.candidates.clear()
         for candidate in default_candidates(task_set):
