@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QPixmap
@@ -564,22 +564,12 @@ class LabWindow(QDialog):
                                             text=Path(folder).name)
             if not ok or not name.strip():
                 return None
-        self.stop = threading.Event()
-        stop = self.stop
-        self._running(True)
 
-        def tell(text: str) -> None:
-            from desktop_app_lab.runner import Progress
-
-            self.relay.progress.emit(Progress(0, 0, "", "", text))
-
-        def work() -> Any:
+        def work(tell: Callable[[str], None], stop: threading.Event) -> Any:
             return make_documents_set(self.context, self.library, Path(folder), name.strip(), count=count,
                                       on_progress=tell, stop=stop)
 
         def done(path: Any) -> None:
-            self.job = None
-            self._running(False)
             if path is None:
                 self.status.setText("Stopped; no task set was made.")
                 return
@@ -587,12 +577,33 @@ class LabWindow(QDialog):
             self.status.setText(f"Proposed questions from {Path(folder).name} as {name.strip()!r} ({path}). "
                                 "Review them in that file before you trust the scores.")
 
-        def failed(message: str) -> None:
+        return self.start_job(work, done)
+
+    def start_job(self, work: Callable[[Callable[[str], None], threading.Event], Any],
+                  done: Callable[[Any], None], failed: str = "{}") -> Any:
+        """Run ``work(tell, stop)`` in the background with the window's progress line and Stop
+        button, then ``done(result)`` on the GUI thread; a failure's message goes to the status
+        line (through ``failed``, a format with one ``{}``). Returns the job."""
+        from desktop_app_lab.runner import Progress
+
+        self.stop = threading.Event()
+        stop = self.stop
+        self._running(True)
+
+        def tell(text: str) -> None:
+            self.relay.progress.emit(Progress(0, 0, "", "", text))
+
+        def finished(result: Any) -> None:
             self.job = None
             self._running(False)
-            self.status.setText(message)
+            done(result)
 
-        self.job = run_task(work, done, failed)
+        def fail(message: str) -> None:
+            self.job = None
+            self._running(False)
+            self.status.setText(failed.format(message))
+
+        self.job = run_task(lambda: work(tell, stop), finished, fail)
         return self.job
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override

@@ -3,13 +3,11 @@ progress and Stop, then show what was found and the held-out run that measures i
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from PySide6.QtWidgets import QInputDialog
 
 from desktop_app.api import ParleyError
-from desktop_app.ui.api import run_task
 
 __all__ = ["optimise_in_window"]
 
@@ -19,7 +17,6 @@ def optimise_in_window(lab: Any, calls: int | None = None) -> Any:
     calls (asked for when ``calls`` is None). Returns the background job, or None when there is
     nothing to do (the reason is in the status line)."""
     from desktop_app_lab.optimise import Budget, optimise
-    from desktop_app_lab.runner import Progress
 
     candidates = lab.chosen_candidates()
     if not candidates:
@@ -41,20 +38,12 @@ def optimise_in_window(lab: Any, calls: int | None = None) -> Any:
     except ParleyError as exc:
         lab.status.setText(str(exc))
         return None
-    lab.stop = threading.Event()
-    stop = lab.stop
-    lab._running(True)
 
-    def tell(text: str) -> None:
-        lab.relay.progress.emit(Progress(0, 0, "", "", text))
-
-    def work() -> Any:
+    def work(tell, stop) -> Any:
         return optimise(lab.context, task_set, candidate, budget=Budget(calls=calls), on_progress=tell,
                         stop=stop, runs=lab.runs)
 
     def done(result: Any) -> None:
-        lab.job = None
-        lab._running(False)
         lab.optimised = result
         text = result.describe()
         lab.status.setText(text.splitlines()[-1])
@@ -62,10 +51,4 @@ def optimise_in_window(lab: Any, calls: int | None = None) -> Any:
             lab._list_runs_keep(result.run)
         lab.verdict.setText(text)  # after the run is shown, whose summary would replace it
 
-    def failed(message: str) -> None:
-        lab.job = None
-        lab._running(False)
-        lab.status.setText(f"Optimising failed: {message}")
-
-    lab.job = run_task(work, done, failed)
-    return lab.job
+    return lab.start_job(work, done, "Optimising failed: {}")

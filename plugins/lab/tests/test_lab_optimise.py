@@ -20,17 +20,6 @@ from test_lab_runner import small_arithmetic
 pytestmark = pytest.mark.timeout(1800)
 
 
-@pytest.fixture
-def lab(paths):
-    from desktop_app.context import build_context
-
-    context = build_context(paths)
-    context.settings.set("model.context_length", 2048)
-    context.load_model(None)
-    yield context
-    context.close()
-
-
 GOOD = "Give only the final number, nothing else."
 PROPOSALS = {"Rewrite this instruction for an assistant in different words": "Say the answer in your own words.",
              "Rewrite this instruction for an assistant so it also says": GOOD,

@@ -7,8 +7,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
-
 from desktop_app_lab.candidates import parse_candidates
 from desktop_app_lab.runner import run_lab
 from desktop_app_lab.runs import RunStore
@@ -24,17 +22,6 @@ def small_arithmetic(folder: Path, test: int = 3, train: int = 4) -> TaskSet:
     shipped = load_task_set(SETS / "arithmetic.json")
     shipped.items = shipped.train[:train] + shipped.test[:test]
     return load_task_set(save_task_set(shipped, folder / "small-arithmetic.json"))
-
-
-@pytest.fixture
-def lab(paths):
-    from desktop_app.context import build_context
-
-    context = build_context(paths)
-    context.settings.set("model.context_length", 2048)
-    context.load_model(None)
-    yield context
-    context.close()
 
 
 def _verdicts(run):

@@ -26,17 +26,6 @@ TRAIN = [("What is the secret word?", f"The secret word is {SECRET}."),
 TEST = ["What is the secret word?", "Tell me the secret word."]
 
 
-@pytest.fixture
-def lab(paths):
-    from desktop_app.context import build_context
-
-    context = build_context(paths)
-    context.settings.set("model.context_length", 1024)
-    context.load_model(None)
-    yield context
-    context.close()
-
-
 def secret_set(folder) -> TaskSet:
     items = [TaskItem(f"t{n}", q, a, "train") for n, (q, a) in enumerate(TRAIN)]
     items += [TaskItem(f"h{n}", q, [SECRET], "test") for n, q in enumerate(TEST)]

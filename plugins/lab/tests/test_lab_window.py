@@ -80,3 +80,33 @@ def test_prompt_sensitivity_and_prompt_optimisation_from_the_window(qtbot, open_
     assert lab.verdict.text().startswith(f"Tried {len(found.trials)} instructions with {found.calls} model calls")
     if found.run is not None:  # a proposal beat the original on the train split: measured and listed
         assert lab.run_list.currentData() == found.run.id and lab.scorecard.rowCount() == 2
+
+
+def test_sets_imported_and_proposed_from_documents_in_the_window(qtbot, open_window, tmp_path):
+    import shutil
+
+    from test_lab_from_documents import HANDBOOK
+
+    window = open_window()
+    lab = open_lab(window.api)
+    qtbot.addWidget(lab)
+    assert lab.import_dialog(str(tmp_path / "missing.csv")) is None
+    assert "Cannot read" in lab.status.text()
+    csv = tmp_path / "capitals.csv"
+    csv.write_text("question,answer\nCapital of France?,Paris\nCapital of Italy?,Rome\nCapital of Spain?,Madrid\n",
+                   encoding="utf-8")
+    made = lab.import_dialog(str(csv))
+    assert made is not None and lab.sets.currentData() == str(made) and "3 items" in lab.set_info.text()
+
+    folder = tmp_path / "Handbook"
+    shutil.copytree(HANDBOOK, folder)
+    lab.documents_dialog(str(folder), "Handbook questions", count=2)
+    assert lab.stop_button.isVisible() and not lab.run_button.isEnabled()
+    qtbot.waitUntil(lambda: lab.job is None, timeout=900_000)
+    assert "Review them in that file" in lab.status.text(), lab.status.text()
+    assert "Handbook questions" in lab.sets.currentText() and "2 items" in lab.set_info.text()
+    assert "documents: Handbook" in lab.set_info.text() and lab.run_button.isEnabled()
+
+    lab.documents_dialog(str(folder), "Handbook questions", count=2)  # the name is taken: said, nothing lost
+    qtbot.waitUntil(lambda: lab.job is None, timeout=900_000)
+    assert "Handbook questions" in lab.status.text() and "2 items" in lab.set_info.text()
