@@ -167,16 +167,18 @@ def _cost(value: float | None) -> float:
 
 
 def pareto_front(rows: Sequence[ScoreRow]) -> list[str]:
-    """The candidates no other beats on every count: accuracy (higher is better), mean latency
-    and mean tokens (lower is better). Rows with no answers are left out."""
+    """The candidates no other beats on both counts the chart shows: accuracy (higher is
+    better) and mean latency (lower is better); between two equal on both, fewer tokens wins.
+    Rows with no answers are left out."""
     scored = [r for r in rows if r.n]
 
     def dominates(a: ScoreRow, b: ScoreRow) -> bool:
-        at_least = (a.accuracy >= b.accuracy and _cost(a.latency_mean) <= _cost(b.latency_mean)
-                    and _cost(a.tokens_mean) <= _cost(b.tokens_mean))
-        better = (a.accuracy > b.accuracy or _cost(a.latency_mean) < _cost(b.latency_mean)
-                  or _cost(a.tokens_mean) < _cost(b.tokens_mean))
-        return at_least and better
+        a_time, b_time = _cost(a.latency_mean), _cost(b.latency_mean)
+        if a.accuracy < b.accuracy or a_time > b_time:
+            return False
+        if a.accuracy > b.accuracy or a_time < b_time:
+            return True
+        return _cost(a.tokens_mean) < _cost(b.tokens_mean)
 
     return [r.candidate for r in scored if not any(dominates(other, r) for other in scored if other is not r)]
 

@@ -123,6 +123,7 @@ def test_pareto_front_leaves_out_the_dominated():
     rows.append(_row("slow-and-worse", 0.5, 3.0, 80))
     rows.append(_row("equal-but-wordier", 0.8, 0.5, 9))  # few is as good and as fast, with fewer tokens
     rows.append(_row("unanswered", 1.0, None, None, n=0))
+    rows.append(_row("terse-but-slower-and-worse", 0.7, 0.6, 1))  # tokens alone do not put it on the chart's front
     assert pareto_front(rows) == ["zero", "few", "chain"]
     assert pareto_front([_row("a", 0.5, 1.0, 5), _row("b", 0.5, 1.0, 5)]) == ["a", "b"]  # ties both stay
 
