@@ -49,6 +49,13 @@ def template_data(candidate: Candidate, setup: dict[str, Any], name: str) -> dic
     """The template fields of a candidate's setup, named ``name``."""
     inline = dict(setup["plugins"]["prompt_templates"]["inline"])
     inline["name"] = name
+    # The run's short answer limit suits scoring, not chatting: new conversations keep the
+    # user's own answer length (and the temperature the candidate was measured with).
+    preset = {k: v for k, v in dict(inline.get("preset") or {}).items() if k != "max_tokens"}
+    if preset:
+        inline["preset"] = preset
+    else:
+        inline.pop("preset", None)
     return inline
 
 
@@ -76,6 +83,10 @@ def apply_candidate(context: PluginContext, run: Run, candidate_name: str | None
     if candidate_name is None:
         from desktop_app_lab.stats import best, scorecard
 
+        if run.status != "finished":  # a candidate at 1/1 would beat one at 30/40
+            raise TaskSetError(f"Run {run.id} is {run.status}, so its candidates have not all answered every item: "
+                               f"resume it first (parley lab resume {run.id}), or name the candidate to apply.")
+
         names = [c.name for c in run.candidates]
         candidate_name = best(scorecard(run.latest(), names))
         if candidate_name is None:
@@ -83,7 +94,8 @@ def apply_candidate(context: PluginContext, run: Run, candidate_name: str | None
     candidate = run.candidate(candidate_name)
     task_set = run.task_set()
     setup, _ = build_setup(candidate, task_set, collection=run.prepared.get("collection"),
-                           trained_adapter=run.prepared.get(f"adapter:{candidate.model or ''}"))
+                           trained_adapter=run.prepared.get(f"adapter:{candidate.model or ''}"),
+                           tool_names=sorted(context.tools()) if candidate.all_tools else [])
     title = name or f"{task_set.name} – {candidate.name}"
     saved = context.service("templates.save")(template_data(candidate, setup, title), make_default=make_default)
     left_out = _left_out(setup)

@@ -223,9 +223,10 @@ def _print_scorecard(run) -> None:
     print(f"\n{run.task_set_name} · {run.model} · seed {run.seed} · {summary.rows[0].n if summary.rows else 0} "
           "held-out items")
     print(f"{'candidate':{width}s}  right   accuracy (95% CI)     p50      p95  tokens  vs baseline")
-    for r in summary.rows:
+    for n, r in enumerate(summary.rows):
         ci = f"{format_percent(r.accuracy)} ({format_percent(r.ci_low)}–{format_percent(r.ci_high)})"
-        versus = "not answered yet" if not r.n else "baseline" if r.diff is None else (
+        baseline = "baseline" if n == 0 else "no items in common with the baseline"
+        versus = "not answered yet" if not r.n else baseline if r.diff is None else (
             f"{r.diff * 100:+.1f} pts ({r.wins} won, {r.losses} lost, p={r.p_value:.3f})")
         marks = ("★" if r.candidate == summary.best else " ") + ("◆" if r.candidate in summary.front else " ")
         errors = f"  {r.errors} failed" if r.errors else ""

@@ -128,7 +128,7 @@ class TaskSetLibrary:
                     check: dict[str, Any] | None = None) -> Path:
         """Make a set of the user's from a JSONL or CSV file of inputs and answers (or copy a
         JSON set in); returns the new set's file. The file imported from is left as it was."""
-        source = Path(path).expanduser()
+        source = Path(path).expanduser().resolve()  # a set's documents folder is relative to its file
         if source.suffix.lower() == ".json":
             task_set = load_task_set(source)
             if name:
@@ -157,7 +157,8 @@ class TaskSetLibrary:
         (the returned set says where it now lives)."""
         path = self.find(name_or_path)
         if self.is_shipped(path):
-            path = self.copy(path)
+            mine = f"{load_task_set(path).name} (mine)"
+            path = next((e.path for e in self.entries() if not e.shipped and e.name == mine), None) or self.copy(path)
         task_set = load_task_set(path)
         if str(input_text).strip() in {i.input.strip() for i in task_set.items}:
             raise TaskSetError(f"{task_set.name!r} already has an item with this input.")

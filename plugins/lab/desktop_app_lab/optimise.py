@@ -156,7 +156,7 @@ def optimise(context: PluginContext, task_set: TaskSet, candidate: Candidate, *,
     Raises TaskSetError when the set has too few train items to score on.
     """
     from desktop_app_lab.checks import check_answer
-    from desktop_app_lab.runner import documents_collection, run_lab
+    from desktop_app_lab.runner import make_judge, documents_collection, run_lab
 
     stop = stop or threading.Event()
     say = on_progress or (lambda text: None)
@@ -170,6 +170,10 @@ def optimise(context: PluginContext, task_set: TaskSet, candidate: Candidate, *,
     if candidate.train_lora:
         raise TaskSetError("Prompt optimisation improves a prompt: pick a candidate without train-lora, then "
                            "compare the optimised prompt with train-lora in a run.")
+    if candidate.model:
+        raise TaskSetError("Prompt optimisation searches with the loaded model: load the model you want, and "
+                           "pick a candidate without model:.")
+    judge = make_judge(context, task_set)
     collection = documents_collection(context, task_set, say, stop) if candidate.documents else None
     tool_names = sorted(context.tools()) if candidate.all_tools else []
 
@@ -184,7 +188,7 @@ def optimise(context: PluginContext, task_set: TaskSet, candidate: Candidate, *,
             if turn.finish_reason == "cancelled":
                 return
             verdict = check_answer(task_set.check_for(item), final_answer_text(turn.text, trying.strategy),
-                                   item.expected)
+                                   item.expected, judge=judge, question=item.input)
             trial.correct += verdict.passed
             trial.n += 1
 
@@ -203,7 +207,8 @@ def optimise(context: PluginContext, task_set: TaskSet, candidate: Candidate, *,
     while spend.can_spend() and best.n == len(scored) and rounds < 5:
         rounds += 1
         say(f"Round {rounds}: asking the model for new instructions…")
-        proposals = propose_instructions(complete, best.instruction, task_set.train, kinds,
+        examples = [i for i in task_set.train if i.id in shown]  # never an item the proposals are scored on
+        proposals = propose_instructions(complete, best.instruction, examples, kinds,
                                          seed=task_set.seed + rounds, can_ask=spend.can_spend)
         tried = {(t.instruction, t.shots) for t in result.trials}
         trials = [Trial(text, kind, best.shots) for kind, text in proposals if (text, best.shots) not in tried]

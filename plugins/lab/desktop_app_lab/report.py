@@ -130,7 +130,7 @@ def _facts(title: str, task_set: TaskSet, run: Mapping[str, Any], judge_agreemen
         ("Status", " — ".join(str(x) for x in (run.get("status"), run.get("message")) if x)),
         ("Answers judged by", _check_description(task_set)),
     ]
-    if run.get("judge"):
+    if run.get("judge") and run.get("judge") != judge_agreement:
         facts.append(("Judge", run.get("judge")))
     if judge_agreement:
         facts.append(("Judge agreement", judge_agreement))

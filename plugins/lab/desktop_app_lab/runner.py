@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -58,7 +59,7 @@ def planned_answers(run: Run, task_set: TaskSet) -> list[tuple[Candidate, TaskIt
     return plan
 
 
-def _make_judge(context: PluginContext, task_set: TaskSet) -> Any:
+def make_judge(context: PluginContext, task_set: TaskSet) -> Any:
     """A judge on the loaded model, for sets whose check asks for one."""
     kinds = {task_set.check_for(i).get("kind") for i in task_set.items}
     if "judge" not in kinds:
@@ -101,7 +102,10 @@ class _Preparation:
             raise TaskSetError(f"Candidate {candidate.name!r} answers from documents, but the set "
                                f"{self.task_set.name!r} names no documents folder.")
         if "collection" not in self.run.prepared:
-            self.run.prepared["collection"] = documents_collection(self.context, self.task_set, self.say, self.stop)
+            name = documents_collection(self.context, self.task_set, self.say, self.stop)
+            if self.stop.is_set():
+                return name  # indexing was stopped part way: a resumed run indexes again
+            self.run.prepared["collection"] = name
             self.run.save()
         return self.run.prepared["collection"]
 
@@ -118,11 +122,26 @@ class _Preparation:
             if not examples:
                 raise TaskSetError(f"The set {self.task_set.name!r} has no train items to train a LoRA adapter on.")
             self.say(f"Training a LoRA adapter on {len(examples)} train items…")
-            name = train(examples, name=f"Lab {self.task_set.name} {self.run.id[:15]}",
+            model = Path(candidate.model).stem if candidate.model else Path(self.run.model or "model").stem
+            # One adapter per run and model: the library reuses an adapter of the same name.
+            name = train(examples, name=f"Lab {self.task_set.name} {self.run.id} {model}",
                          on_progress=self.say, stop=self.stop)
             self.run.prepared[key] = name
             self.run.save()
         return self.run.prepared[key]
+
+
+def _check_model(context: PluginContext, candidate: Candidate, run: Run) -> None:
+    """Raise TaskSetError when the model answering is not the one the run is for (none loaded,
+    or another picked in the window meanwhile): such answers would be judged against the
+    wrong model, so the run stops before recording one."""
+    loaded = context.model.path.name if context.model.path is not None else None
+    wanted = Path(candidate.model).name if candidate.model else run.model
+    if loaded is None:
+        raise TaskSetError("No model is loaded: load one, then resume the run.")
+    if wanted and Path(wanted).suffix == ".gguf" and loaded != Path(wanted).name:
+        raise TaskSetError(f"The model changed to {loaded} during the run, which answers with {wanted}: "
+                           f"load {wanted} again, then resume.")
 
 
 def documents_collection(context: PluginContext, task_set: TaskSet, say: Callable[[str], None],
@@ -192,7 +211,7 @@ def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress
     prepare = _Preparation(context, run, task_set, lambda text: tell(text), stop)
     current_model: str | None = None
     try:
-        judge = _make_judge(context, task_set)
+        judge = make_judge(context, task_set)
         tool_names = sorted(context.tools()) if any(c.all_tools for c in run.candidates) else []
         for candidate, item, variant in plan:
             if stop.is_set():
@@ -217,6 +236,7 @@ def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress
             latency = time.perf_counter() - started
             if turn.finish_reason == "cancelled" or stop.is_set():
                 break  # a stopped answer is not judged: resuming asks it again
+            _check_model(context, candidate, run)
             result = _result(candidate, item, variant, turn, latency, setup, task_set, judge)
             run.record(result)
             count += 1
@@ -228,8 +248,18 @@ def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress
         else:
             run.status, run.message = "finished", f"{count} answers judged."
     except (ParleyError, OSError) as exc:
-        log.warning("lab run %s failed: %s", run.id, exc)
-        run.status, run.message = "failed", str(exc)
+        if stop.is_set():  # e.g. training stopped: the run is stopped, not broken
+            run.status, run.message = "stopped", f"Stopped after {count} of {total} answers; resume to finish."
+        else:
+            log.warning("lab run %s failed: %s", run.id, exc)
+            run.status, run.message = "failed", str(exc)
+    except KeyboardInterrupt:
+        run.status, run.message = "stopped", f"Stopped after {count} of {total} answers; resume to finish."
+        raise
+    except Exception as exc:  # a bug must not leave the run "running" for ever
+        log.exception("lab run %s failed", run.id)
+        run.status, run.message = "failed", f"The run failed unexpectedly ({type(exc).__name__}: {exc}); " \
+                                            "resume to try again, and please report it."
     finally:
         if current_model is not None and original_model is not None:
             try:

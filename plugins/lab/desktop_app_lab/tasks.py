@@ -188,21 +188,49 @@ def _item_from(record: Any, where: str, index: int) -> TaskItem:
     known = {k.lower(): k for k in record}
     input_key = next((known[k] for k in INPUT_FIELDS if k in known), None)
     expected_key = next((known[k] for k in EXPECTED_FIELDS if k in known), None)
-    if input_key is None or not str(record[input_key]).strip():
+    if input_key is None or record[input_key] is None or not str(record[input_key]).strip():
         raise TaskSetError(f"{where}: item {index} has no input (a field named one of {', '.join(INPUT_FIELDS)}).")
     if expected_key is None:
         raise TaskSetError(f"{where}: item {index} has no expected answer "
                            f"(a field named one of {', '.join(EXPECTED_FIELDS)}).")
+    if record[expected_key] is None or record[expected_key] in ("", [], {}):
+        raise TaskSetError(f"{where}: item {index} has an empty expected answer.")
     split = str(record.get("split") or "").strip().lower()
     if split and split not in SPLITS:
         raise TaskSetError(f"{where}: item {index} has split {split!r}; use train or test (or leave it out).")
     check = record.get("check")
-    if check is not None and not (isinstance(check, dict) and check.get("kind")):
-        raise TaskSetError(f"{where}: item {index} has a check without a kind.")
+    if check is not None:
+        _valid_check(check, f"{where}: item {index}")
     used = {input_key, expected_key, "id", "split", "check"}
     extra = {k: v for k, v in record.items() if k not in used}
     item_id = str(record.get("id") or f"item-{index}")
     return TaskItem(item_id, str(record[input_key]), record[expected_key], split, check, extra)
+
+
+def _valid_check(check: Any, where: str) -> None:
+    """TaskSetError naming ``where`` when a check cannot judge anything (an unknown kind, a bad
+    pattern or schema), so a broken set is refused when read, not minutes into a run."""
+    from desktop_app_lab.checks import validate_check  # checks imports this module
+
+    if not isinstance(check, dict) or not check.get("kind"):
+        raise TaskSetError(f"{where}: a check must be an object with a kind, e.g. {{\"kind\": \"exact\"}}.")
+    try:
+        validate_check(check)
+    except ParleyError as exc:
+        raise TaskSetError(f"{where}: {exc}") from exc
+
+
+def _labels(labels: Any, items: list[TaskItem], where: str) -> list[dict[str, Any]]:
+    """The judge's human labels, checked: each names an item, an answer and whether it is right."""
+    if not isinstance(labels, list):
+        raise TaskSetError(f"{where}: judge_labels must be a list.")
+    ids = {item.id for item in items}
+    for n, label in enumerate(labels, 1):
+        if not (isinstance(label, dict) and label.get("item") in ids and isinstance(label.get("answer"), str)
+                and isinstance(label.get("passed"), bool)):
+            raise TaskSetError(f"{where}: judge label {n} must name an item of the set (\"item\"), an answer "
+                               f"(\"answer\") and whether it is right (\"passed\": true or false).")
+    return list(labels)
 
 
 def _unique(items: list[TaskItem], where: str) -> list[TaskItem]:
@@ -258,8 +286,7 @@ def task_set_from_dict(data: Any, where: str = "task set", path: Path | None = N
         raise TaskSetError(f"{where}: the task set has no items.")
     items = _unique([_item_from(r, where, i) for i, r in enumerate(raw_items, 1)], where)
     check = data.get("check") or dict(DEFAULT_CHECK)
-    if not isinstance(check, dict) or not check.get("kind"):
-        raise TaskSetError(f"{where}: the check must be an object with a kind, e.g. {{\"kind\": \"exact\"}}.")
+    _valid_check(check, where)
     paraphrases = data.get("paraphrases") or []
     if not isinstance(paraphrases, list) or not all(isinstance(p, str) for p in paraphrases):
         raise TaskSetError(f"{where}: paraphrases must be a list of instructions.")
@@ -276,9 +303,7 @@ def task_set_from_dict(data: Any, where: str = "task set", path: Path | None = N
         raise TaskSetError(f"{where}: seed must be a whole number and train_fraction a number.") from exc
     if not 0.0 <= fraction < 1.0:
         raise TaskSetError(f"{where}: train_fraction must be at least 0 and below 1, not {fraction}.")
-    labels = data.get("judge_labels") or []
-    if not isinstance(labels, list):
-        raise TaskSetError(f"{where}: judge_labels must be a list.")
+    labels = _labels(data.get("judge_labels") or [], items, where)
     return TaskSet(str(data["name"]).strip(), items, str(data.get("description") or ""),
                    str(data.get("instruction") or ""), list(paraphrases), dict(check), folder, seed,
                    fraction, list(labels), path)

@@ -167,7 +167,7 @@ class LabWindow(QDialog):
         layout.addWidget(split, 1)
 
         self.progress, self.status, self.stop_button = add_job_controls(layout, "Run progress", "Stop")
-        self.stop_button.setToolTip("Stop after the answer being written; Resume finishes the run later")
+        self.stop_button.setToolTip("Stop now (the answer being written is dropped); Resume finishes the run later")
         self.stop_button.clicked.connect(self.stop_run)
         self.stop_button.setEnabled(False)
 
@@ -302,6 +302,9 @@ class LabWindow(QDialog):
         """Finish the shown run where it stopped."""
         if self.run is None:
             return None
+        if self.context.model.path is None:
+            self.status.setText("Load a model first: the run goes on with the loaded model.")
+            return None
         return self._go(self.runs.get(self.run.id))
 
     def _go(self, run: Any) -> Any:
@@ -323,7 +326,7 @@ class LabWindow(QDialog):
         """Stop after the answer being written; the run can be resumed."""
         if self.stop is not None:
             self.stop.set()
-            self.status.setText("Stopping after this answer…")
+            self.status.setText("Stopping…")
 
     def optimise_prompt(self, calls: int | None = None) -> Any:
         """Search for a better instruction for the first ticked candidate (see ui_optimise)."""
@@ -334,6 +337,11 @@ class LabWindow(QDialog):
     def _running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.optimise_button.setEnabled(not running)
+        # The shown results belong to another run while one is written: nothing acts on them.
+        for button in (self.open_button, self.report_button, self.apply_button, self.import_button,
+                       self.documents_button):
+            button.setEnabled(not running and (button in (self.import_button, self.documents_button)
+                                               or self.summary is not None))
         self.stop_button.setEnabled(running)
         self.stop_button.setVisible(running)
         self.resume_button.setEnabled(False)
@@ -386,8 +394,12 @@ class LabWindow(QDialog):
         has_results = bool(run is not None and run.results)
         self.resume_button.setEnabled(run is not None and run.status in ("stopped", "failed", "running")
                                       and self.job is None)
-        for button in (self.open_button, self.report_button, self.apply_button):
+        for button in (self.open_button, self.report_button):
             button.setEnabled(has_results)
+        self.apply_button.setEnabled(has_results and run.status == "finished")
+        self.apply_button.setToolTip("Save the best candidate as a template new conversations use" if
+                                     self.apply_button.isEnabled() or not has_results else
+                                     "Finish the run first (Resume): until then the candidates are not comparable")
         if not has_results:
             self.chart.setPixmap(QPixmap())
             self.chart.setText("Run a task set to see accuracy against time.")
@@ -414,7 +426,7 @@ class LabWindow(QDialog):
             if not r.n:
                 versus = "not answered yet"
             elif r.diff is None:
-                versus = "baseline"
+                versus = "baseline" if row == 0 else "no items in common with the baseline"
             else:
                 plain = "significant" if r.p_value is not None and r.p_value < 0.05 else "could be chance"
                 versus = f"{r.diff * 100:+.1f} pts ({r.wins} won, {r.losses} lost; p={r.p_value:.3f}, {plain})"
@@ -555,6 +567,9 @@ class LabWindow(QDialog):
         """Propose a task set from a folder of documents, in the background."""
         from desktop_app_lab.from_documents import make_documents_set
 
+        if self.context.model.path is None:
+            self.status.setText("Load a model first: it proposes the questions.")
+            return None
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self, "A folder of your documents", str(Path.home()))
             if not folder:
@@ -612,6 +627,12 @@ class LabWindow(QDialog):
             self.stop.set()
         super().closeEvent(event)
 
+    def reject(self) -> None:
+        """Esc hides the window without a close event: it stops a run all the same."""
+        if self.stop is not None:
+            self.stop.set()
+        super().reject()
+
 
 def _expected(value: Any) -> str:
     if isinstance(value, list):
@@ -630,7 +651,8 @@ def open_lab(window: Any) -> LabWindow:
     from shiboken6 import isValid
 
     existing = getattr(state, "window", None)
-    if existing is not None and isValid(existing) and existing.isVisible():  # closed windows are deleted
+    if existing is not None and isValid(existing):  # one lab window, shown again after it was closed
+        existing.show()
         existing.raise_()
         existing.activateWindow()
         return existing

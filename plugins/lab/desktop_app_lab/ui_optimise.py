@@ -29,8 +29,8 @@ def optimise_in_window(lab: Any, calls: int | None = None) -> Any:
     if calls is None:
         calls, ok = QInputDialog.getInt(
             lab, "Optimise prompt",
-            f"Improve the instruction of {candidate.name}.\nBudget (model calls; each train item answered "
-            "is one):", 60, 5, 2000)
+            f"Improve the instruction of {candidate.name}.\nBudget (model calls: each train item answered is one, "
+            "N with self-consistency):", 60, 5, 2000)
         if not ok:
             return None
     try:

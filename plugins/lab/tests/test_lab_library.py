@@ -57,6 +57,9 @@ def test_adding_to_a_shipped_set_copies_it_and_keeps_its_documents(tmp_path):
     # the copy is now the one found by the name it was given; adding the same input twice is refused
     with pytest.raises(TaskSetError, match="already has an item with this input"):
         library.add_item(task_set.name, "How many days of leave?", ["25"])
+    # adding to the shipped set again grows the same copy rather than failing on its name
+    grown, _ = library.add_item("handbook_qa", "Who approves carry-over?", ["Tomasz Wren"])
+    assert grown.path == task_set.path and len(grown.items) == len(again.items) + 1
 
 
 def test_a_typed_right_answer_takes_the_form_the_sets_check_compares(tmp_path):
@@ -67,3 +70,39 @@ def test_a_typed_right_answer_takes_the_form_the_sets_check_compares(tmp_path):
     assert library.expected_from_text(library.load("handbook_qa"), "25 days, twenty-five") == ["25 days", "twenty-five"]
     assert library.expected_from_text(library.load("arithmetic"), " 42 \n") == "42"
     json.dumps(library.expected_from_text(library.load("arithmetic"), "7"))
+
+
+def test_a_json_set_imported_by_a_relative_path_keeps_its_documents(tmp_path, monkeypatch):
+    import shutil
+
+    from desktop_app_lab.library import SHIPPED_FOLDER
+
+    shutil.copytree(SHIPPED_FOLDER / "handbook", tmp_path / "mine" / "handbook")
+    shutil.copy(SHIPPED_FOLDER / "handbook_qa.json", tmp_path / "mine" / "handbook_qa.json")
+    monkeypatch.chdir(tmp_path)
+    library = TaskSetLibrary(tmp_path / "sets")
+    made = load_task_set(library.import_file("mine/handbook_qa.json", name="Handbook, mine"))
+    assert made.documents == (tmp_path / "mine" / "handbook").resolve() and made.documents.is_dir()
+
+
+def test_a_broken_set_is_refused_when_read_with_what_to_fix(tmp_path):
+    import json
+
+    from desktop_app_lab.tasks import import_items, task_set_from_dict
+
+    item = {"id": "q1", "input": "2+2?", "expected": "4"}
+    with pytest.raises(TaskSetError, match="Unknown check .sideways.; the checks are"):
+        task_set_from_dict({"name": "S", "items": [item], "check": {"kind": "sideways"}})
+    with pytest.raises(TaskSetError, match="item 1"):
+        task_set_from_dict({"name": "S", "items": [{**item, "check": {"kind": "regex", "pattern": "("}}]})
+    with pytest.raises(TaskSetError, match="judge label 1 must name an item"):
+        task_set_from_dict({"name": "S", "items": [item], "judge_labels": [{"item": "q9", "answer": "4",
+                                                                             "passed": True}]})
+    short = tmp_path / "short.csv"
+    short.write_text("question,answer\n2+2?,4\n3+3?\n", encoding="utf-8")
+    with pytest.raises(TaskSetError, match="item 2 has an empty expected answer"):
+        import_items(short)
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"answer": "4", "input": None}) + "\n", encoding="utf-8")
+    with pytest.raises(TaskSetError, match="item 1 has no input"):
+        import_items(missing)

@@ -44,7 +44,9 @@ def scripted_lab(paths, task_set):
         return answers[asked] if GOOD in request.prompt else "I am not sure."
 
     engine.enqueue(*[reply] * 200)
-    return build_context(paths, engine=engine), engine
+    context = build_context(paths, engine=engine)
+    context.load_model(None)  # the scripted engine reads nothing, but the lab needs a model to answer with
+    return context, engine
 
 
 def test_instructions_are_chosen_on_the_train_split_and_judged_on_the_held_out_one(paths, tmp_path):

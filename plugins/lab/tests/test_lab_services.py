@@ -8,6 +8,7 @@ import pytest
 from desktop_app.api import ParleyError
 from desktop_app_lab.candidates import parse_candidates
 from desktop_app_lab.runs import RunStore
+from desktop_app_lab.tasks import TaskSetError
 
 from test_lab_runner import small_arithmetic
 
@@ -61,6 +62,9 @@ def test_the_winner_is_applied_as_the_default_template_and_an_api_profile(contex
                         "expected": item.expected, "passed": passed, "detail": "", "latency": 0.1, "tokens": 1,
                         "error": None})
     lab = context.plugin_context("lab")
+    with pytest.raises(TaskSetError, match="resume it first"):  # not finished: the scores are not comparable yet
+        apply_candidate(lab, run)
+    run.status = "finished"
     applied = apply_candidate(lab, run, profile=True)
     assert applied.template == f"{task_set.name} – {run.candidates[1].name}" and applied.default
     templates = context.plugin_context("prompt_templates")
@@ -69,6 +73,7 @@ def test_the_winner_is_applied_as_the_default_template_and_an_api_profile(contex
 
     saved = templates_state.library.get(applied.template)
     assert saved.origin == "user" and len(saved.examples) == 2
+    assert "max_tokens" not in (saved.preset or {})  # the run's short answers are for scoring, not for chats
     from desktop_app_server.profiles import ProfileStore
 
     profile = ProfileStore.of(context.plugin_context("server")).get(applied.profile)

@@ -26,13 +26,13 @@ def test_a_run_from_the_window_is_stopped_resumed_scored_opened_and_applied(qtbo
 
     answered = []
 
-    def stop_after_two(progress):
+    def stop_after_two(progress):  # runs on the run's own thread, so the stop comes before a third answer
         if progress.result is not None:
             answered.append(progress)
             if len(answered) == 2:
-                lab.stop_run()
+                lab.stop.set()
 
-    lab.relay.progress.connect(stop_after_two)
+    lab.relay.progress.connect(stop_after_two, Qt.DirectConnection)
     lab.start_run()
     assert not lab.run_button.isEnabled() and lab.stop_button.isEnabled() and lab.progress.isVisible()
     qtbot.waitUntil(lambda: lab.job is None, timeout=900_000)
