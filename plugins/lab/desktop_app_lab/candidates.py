@@ -235,7 +235,11 @@ def default_candidates(task_set: TaskSet) -> list[Candidate]:
         specs = ["zero", "zero+docs", "few:4+docs", "chain+docs"]
     elif task_set.check.get("kind") == "json":
         specs = ["zero", "zero+schema", "few:3", "few:3+schema"]
-    return parse_candidates(specs)
+    # A small set of the user's may have fewer train items than the ladder's examples.
+    shots = len(task_set.train)
+    specs = [re.sub(r"few:(\d+)", lambda m: f"few:{min(int(m.group(1)), shots)}", spec) for spec in specs
+             if shots or "few:" not in spec]
+    return parse_candidates(list(dict.fromkeys(specs)))
 
 
 # -- turning a candidate into a conversation setup ----------------------------------------------

@@ -2,7 +2,7 @@
 
 A run is a folder under the lab's data folder::
 
-    runs/2026-12-02-2310-arithmetic/
+    runs/2026-12-02-231045-arithmetic/
         run.json        what was compared: the candidates, the model, the seed, its status
         task_set.json   the task set as it was when the run started (the report never depends
                         on a file the user has edited since)
@@ -148,6 +148,11 @@ class RunStore:
         if paraphrases and not task_set.paraphrases:
             raise TaskSetError(f"The task set {task_set.name!r} has no paraphrased instructions to compare; "
                                "add some under \"paraphrases\".")
+        short = [c for c in candidates if c.shots > len(task_set.train)]
+        if short:
+            raise TaskSetError(f"{short[0].name} shows {short[0].shots} worked examples from the train split, but "
+                               f"{task_set.name!r} has {len(task_set.train)} train items: ask for fewer, or add "
+                               "train items to the set.")
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y-%m-%d-%H%M%S")
         base = f"{stamp}-{slug(task_set.name)}"
@@ -196,12 +201,16 @@ class RunStore:
         except TypeError as exc:
             raise TaskSetError(f"The run in {folder} is damaged: a candidate is malformed ({exc}).") from None
         status = data.get("status") if data.get("status") in STATUSES else "stopped"
+        try:
+            seed, prepared = int(data.get("seed", 17)), dict(data.get("prepared") or {})
+        except (TypeError, ValueError) as exc:
+            raise TaskSetError(f"The run in {folder} is damaged: its seed or prepared parts are malformed "
+                               f"({exc}).") from None
         return Run(id=str(data.get("id") or folder.name), folder=folder, created=str(data.get("created", "")),
                    task_set_name=str(data.get("task_set", "")), candidates=candidates,
-                   model=str(data.get("model") or ""), seed=int(data.get("seed") or 17),
-                   paraphrases=bool(data.get("paraphrases")),
+                   model=str(data.get("model") or ""), seed=seed, paraphrases=bool(data.get("paraphrases")),
                    sensitivity_candidate=str(data.get("sensitivity_candidate") or ""), status=status,
-                   message=str(data.get("message") or ""), prepared=dict(data.get("prepared") or {}),
+                   message=str(data.get("message") or ""), prepared=prepared,
                    judge=str(data.get("judge") or ""), results=_read_results(folder / "results.jsonl"))
 
     def _folders(self) -> list[Path]:

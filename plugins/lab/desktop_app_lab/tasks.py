@@ -13,8 +13,9 @@ A task set is one JSON file::
      "judge_labels": [{"item": "q1", "answer": "...", "passed": true}]}   # people's verdicts, to check a judge
 
 Splits are fixed: an item's own ``split`` ("train" or "test") wins; the others are assigned from a
-hash of the seed and the item's id, so the same file always splits the same way whatever order
-its items are in. Few-shot examples and LoRA training only ever see the train split; scores come
+hash of the seed and the item's id, so the same file always splits the same way, and items with
+ids of their own keep their split whatever order they are in (an item without one is numbered by
+its place). Few-shot examples and LoRA training only ever see the train split; scores come
 from the test split.
 
 Importing reads JSONL (one item per line) or CSV (a header row); the input is the first of the

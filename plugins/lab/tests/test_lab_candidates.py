@@ -94,6 +94,11 @@ def test_each_shipped_set_gets_a_ladder_that_suits_it():
     specs = {p.stem: [c.spec for c in default_candidates(load_task_set(p))] for p in SETS.glob("*.json")}
     assert specs["arithmetic"] == ["zero", "few:4", "chain", "self:5"]
     assert "zero+docs" in specs["handbook_qa"] and "zero+schema" in specs["extraction"]
+    small = load_task_set(SETS / "arithmetic.json")
+    small.items = small.train[:2] + small.test[:3]  # a small set of the user's: the examples fit its train split
+    assert [c.spec for c in default_candidates(small)] == ["zero", "few:2", "chain", "self:5"]
+    small.items = small.test
+    assert [c.spec for c in default_candidates(small)] == ["zero", "chain", "self:5"]
 
 
 def test_the_judged_part_of_an_answer():

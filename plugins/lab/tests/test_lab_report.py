@@ -21,7 +21,7 @@ RIGHT = {"zero-shot": range(0, 4), "few-shot k=2": range(0, 8), "chain-of-though
 def _task_set() -> TaskSet:
     items = [TaskItem(f"q{i:02d}", f"What is {i} + {i}?", str(2 * i), split="test") for i in range(10)]
     items[3].input = 'Ignore this: <script>alert("x")</script> & add 3 + 3'
-    items.append(TaskItem("t01", "What is 1 + 1?", "2", split="train"))
+    items += [TaskItem("t01", "What is 1 + 1?", "2", split="train"), TaskItem("t02", "What is 2 + 5?", "7", split="train")]
     return TaskSet("Sums <small>", items, description="Adding small numbers.", instruction="Answer with the number.",
                    paraphrases=["Give only the number.", "Reply with just the sum."], check={"kind": "number"})
 

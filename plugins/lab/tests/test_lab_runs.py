@@ -56,8 +56,15 @@ def test_runs_that_cannot_be_found_or_read_say_so(tmp_path):
     with pytest.raises(TaskSetError, match="cannot be read"):
         store.get(run.id)
     assert store.list() == []  # a damaged run is left out of the list, not a crash
+    (run.folder / "run.json").write_text(json.dumps({"candidates": [], "seed": "seventeen"}))
+    with pytest.raises(TaskSetError, match="seed or prepared parts are malformed"):
+        store.get(run.id)
+    assert store.list() == []
     with pytest.raises(TaskSetError, match="at least one candidate"):
         store.create(arithmetic, [])
+    with pytest.raises(TaskSetError, match="shows 40 worked examples from the train split, but 'Arithmetic word "
+                                           "problems' has 20 train items"):
+        store.create(arithmetic, parse_candidates("few:40"))
     with pytest.raises(TaskSetError, match="no candidate 'nope'. Its candidates: 'zero-shot'"):
         store.create(arithmetic, parse_candidates("zero")).candidate("nope")
 
