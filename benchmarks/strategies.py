@@ -36,6 +36,7 @@ class Measured:
 
     @property
     def correct(self) -> int:
+        """How many items it got right."""
         return sum(self.verdicts.values())
 
 
@@ -50,6 +51,9 @@ def measure(context, task_set, candidate, items) -> Measured:
     for item in items:
         conversation = context.store.create_conversation()
         outcome = context.chat.send(conversation.id, item.input, options=options, plugin_options=setup["plugins"])
+        if not hasattr(outcome, "result"):  # a failed turn counts as wrong, but is said
+            print(f"  {candidate.name} · {item.id}: the turn failed: {getattr(outcome, 'error', outcome)}",
+                  file=sys.stderr)
         text = outcome.result.text if hasattr(outcome, "result") else ""
         verdict = check_answer(task_set.check_for(item), final_answer_text(text, candidate.strategy), item.expected)
         measured.verdicts[item.id] = verdict.passed

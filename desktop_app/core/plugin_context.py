@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: (plugin, service) pairs already warned about as offered twice.
+_WARNED_SERVICES: set[tuple[str, str]] = set()
 
 #: A conversation's meta entry that marks its setup as fixed (see :meth:`ConversationChoice.current`).
 FIXED_SETUP = "_fixed_setup"
@@ -429,8 +431,10 @@ class PluginContext:
         for entry in self.collect("register_services"):
             if len(entry.args) >= 2 and isinstance(entry.args[0], str) and callable(entry.args[1]):
                 if entry.args[0] in found:
-                    log.warning("plugin %s offers the service %r another plugin already offers; the first is used",
-                                entry.plugin, entry.args[0])
+                    if (entry.plugin, entry.args[0]) not in _WARNED_SERVICES:  # once, not on every call
+                        _WARNED_SERVICES.add((entry.plugin, entry.args[0]))
+                        log.warning("plugin %s offers the service %r another plugin already offers; the first "
+                                    "is used", entry.plugin, entry.args[0])
                     continue
                 found[entry.args[0]] = entry.args[1]
         return found

@@ -63,6 +63,7 @@ class Trial:
 
     @property
     def accuracy(self) -> float:
+        """The share of the train items scored that it got right."""
         return self.correct / self.n if self.n else 0.0
 
 

@@ -62,10 +62,12 @@ class Run:
     # -- files -----------------------------------------------------------------------------------
     @property
     def task_set_file(self) -> Path:
+        """The run's own copy of the task set (edits to the user's set do not change a run)."""
         return self.folder / "task_set.json"
 
     @property
     def results_file(self) -> Path:
+        """The answers, one JSON line each, appended as they are judged."""
         return self.folder / "results.jsonl"
 
     def task_set(self) -> TaskSet:

@@ -29,9 +29,11 @@ class RunSummary:
 
     @property
     def candidates(self) -> list[str]:
+        """The run's candidate names, the baseline first."""
         return [c.name for c in self.run.candidates]
 
     def disagreement_line(self) -> str:
+        """How many held-out items the candidates disagree on, in a sentence."""
         from desktop_app_lab.stats import summary_line
 
         return summary_line(self.disagreements, self.candidates)
