@@ -27,11 +27,14 @@ def main() -> None:
     parser.add_argument("--set", default="classification", help="the shipped task set to run")
     parser.add_argument("--candidates", default="zero, few:4, chain",
                         help="the candidates, typed into the window (default: zero, few:4, chain)")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs",
+                        help="the folder the pictures go to (default: docs/)")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY"):
         sys.exit("screenshot_lab.py needs an X display (see its docstring).")
     os.environ.setdefault("PARLEY_LOAD_PLUGINS", "")
-    docs = ROOT / "docs"
+    docs = args.output
+    docs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as home:
         os.environ["PARLEY_HOME"] = home
         from PySide6.QtCore import QEventLoop, QTimer
@@ -58,7 +61,7 @@ def main() -> None:
             for _ in range(30):
                 QApplication.processEvents()
             QApplication.primaryScreen().grabWindow(0).save(str(docs / name))
-            print(f"wrote docs/{name}")
+            print(f"wrote {docs / name}")
 
         window.load_model(None)
         wait(lambda: context.engine.loaded and not window.model_loading)
@@ -76,6 +79,9 @@ def main() -> None:
         lab.run_button.click()
         wait(lambda: lab.job is None)
         lab.status.setText(lab.run.message)
+        print(f"{lab.sets.currentText()}: {lab.run.message}")
+        for row in range(lab.scorecard.rowCount()):  # the scorecard as the window shows it
+            print("  " + " | ".join(lab.scorecard.item(row, c).text() for c in range(lab.scorecard.columnCount())))
         lab.scorecard.selectRow(-1)
         shoot("screenshot-lab.png")
         lab.tabs.setCurrentWidget(lab.chart)

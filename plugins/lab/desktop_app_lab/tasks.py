@@ -227,6 +227,9 @@ def _labels(labels: Any, items: list[TaskItem], where: str) -> list[dict[str, An
         raise TaskSetError(f"{where}: judge_labels must be a list.")
     ids = {item.id for item in items}
     for n, label in enumerate(labels, 1):
+        if isinstance(label, dict) and "item" in label and label["item"] not in ids:
+            raise TaskSetError(f"{where}: judge label {n} is for the item {label['item']!r}, which the set does "
+                               "not have: remove the label or put the item back.")
         if not (isinstance(label, dict) and label.get("item") in ids and isinstance(label.get("answer"), str)
                 and isinstance(label.get("passed"), bool)):
             raise TaskSetError(f"{where}: judge label {n} must name an item of the set (\"item\"), an answer "

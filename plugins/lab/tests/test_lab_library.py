@@ -95,9 +95,11 @@ def test_a_broken_set_is_refused_when_read_with_what_to_fix(tmp_path):
         task_set_from_dict({"name": "S", "items": [item], "check": {"kind": "sideways"}})
     with pytest.raises(TaskSetError, match="item 1"):
         task_set_from_dict({"name": "S", "items": [{**item, "check": {"kind": "regex", "pattern": "("}}]})
-    with pytest.raises(TaskSetError, match="judge label 1 must name an item"):
+    with pytest.raises(TaskSetError, match="judge label 1 is for the item 'q9', which the set does not have"):
         task_set_from_dict({"name": "S", "items": [item], "judge_labels": [{"item": "q9", "answer": "4",
                                                                              "passed": True}]})
+    with pytest.raises(TaskSetError, match="judge label 1 must name an item"):
+        task_set_from_dict({"name": "S", "items": [item], "judge_labels": [{"item": "q1", "passed": "yes"}]})
     short = tmp_path / "short.csv"
     short.write_text("question,answer\n2+2?,4\n3+3?\n", encoding="utf-8")
     with pytest.raises(TaskSetError, match="item 2 has an empty expected answer"):

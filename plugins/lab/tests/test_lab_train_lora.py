@@ -71,3 +71,11 @@ def test_a_lora_trained_on_the_train_split_is_measured_against_the_prompt_alone(
     # The prompt cannot know the made-up word; the adapter taught it.
     assert scores[candidates[1].name] == 0, [r["answer"] for r in plain]
     assert scores[candidates[0].name] == len(TEST), [r["answer"] for r in trained]
+
+    # The trained adapter is in the library, so a run can compare its scales: at 0 the fact is gone.
+    scaled = run_lab(context, store.create(task_set, parse_candidates([f"lora:{adapter}@1, lora:{adapter}@0"]),
+                                           model="m"))
+    assert scaled.status == "finished", scaled.message
+    full, off = (row.correct for row in summarise(scaled).rows)
+    assert (full, off) == (len(TEST), 0), [r["answer"] for r in scaled.results]
+    assert {r["setup"]["plugins"]["lora"]["adapters"][0]["scale"] for r in scaled.results} == {1.0, 0.0}
