@@ -275,10 +275,19 @@ class _Task(QRunnable):
 
 
 def run_task(fn: Callable[[], Any], on_done: Callable[[Any], None],
-             on_error: Callable[[str], None]) -> _TaskSignals:
-    """Run ``fn`` on the thread pool; ``on_done(result)`` or ``on_error(message)`` run on the GUI thread."""
+             on_error: Callable[[str], None], *, owner: Any = None) -> _TaskSignals:
+    """Run ``fn`` on the thread pool; ``on_done(result)`` or ``on_error(message)`` run on the GUI thread.
+
+    Pass the widget the callbacks update as ``owner``: when it is gone by the time the work
+    ends (its window was closed), the callbacks are skipped rather than touching deleted widgets.
+    """
     task = _Task(fn)
     signals = task.signals
+    if owner is not None:
+        from shiboken6 import isValid
+
+        on_done = _while_alive(owner, on_done, isValid)
+        on_error = _while_alive(owner, on_error, isValid)
     # The signals object lives on the GUI thread, so the callbacks are queued to it.
     _live.add(signals)
     signals.finished.connect(on_done)
@@ -287,6 +296,14 @@ def run_task(fn: Callable[[], Any], on_done: Callable[[Any], None],
     signals.failed.connect(lambda _: _live.discard(signals))
     QThreadPool.globalInstance().start(task)
     return signals
+
+
+def _while_alive(owner: Any, callback: Callable[[Any], None], is_valid: Callable[[Any], bool]) -> Callable[[Any], None]:
+    def call(value: Any) -> None:
+        if is_valid(owner):
+            callback(value)
+
+    return call
 
 
 #: Signal objects of tasks still running (kept alive until they report).

@@ -199,7 +199,7 @@ class ModelsWindow(QDialog):
                 token = "with your access token" if has_token else "without an access token"
                 self.source.setText(f"{where} ({token}). {mirror}")
 
-        run_task(lambda: bool(hub.token), done, lambda message: None)
+        run_task(lambda: bool(hub.token), done, lambda message: None, owner=self)
         if not self.results.count() and not self.query.text().strip():
             self.search()  # an empty window lists the most downloaded GGUF models to start from
 
@@ -230,7 +230,7 @@ class ModelsWindow(QDialog):
             self.refresh_hub()
             self.status.setText(message)
 
-        run_task(keep, done, self.status.setText)
+        run_task(keep, done, self.status.setText, owner=self)
 
     @Slot()
     def search(self) -> None:
@@ -263,7 +263,8 @@ class ModelsWindow(QDialog):
                 self.search_button.setEnabled(True)
                 self.status.setText(message)
 
-        run_task(lambda: hub.search(query) if query else hub.find_repos(None, ("gguf",)), done, failed)
+        run_task(lambda: hub.search(query) if query else hub.find_repos(None, ("gguf",)), done, failed,
+                 owner=self)
 
     @staticmethod
     def _result_item(repo: Any) -> QListWidgetItem:
@@ -313,7 +314,7 @@ class ModelsWindow(QDialog):
             if serial == self._details_serial:
                 self.licence.setText(message)
 
-        run_task(fetch, done, failed)
+        run_task(fetch, done, failed, owner=self)
 
     def _show_details(self, details: Any, fit: Any = None) -> None:
         self.details = details

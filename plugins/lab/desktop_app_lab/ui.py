@@ -319,7 +319,7 @@ class LabWindow(QDialog):
         def work() -> Any:
             return run_lab(self.context, run, on_progress=self.relay.progress.emit, stop=stop)
 
-        self.job = run_task(work, self._on_finished, self._on_failed)
+        self.job = run_task(work, self._on_finished, self._on_failed, owner=self)
         return self.job
 
     def stop_run(self) -> None:
@@ -434,7 +434,7 @@ class LabWindow(QDialog):
                       f"{format_percent(r.accuracy)} ({format_percent(r.ci_low)}–{format_percent(r.ci_high)})",
                       format_seconds(r.latency_p50), format_seconds(r.latency_p95), "—" if r.tokens_mean is None else f"{r.tokens_mean:.1f}", versus]
             for column, value in enumerate(values):
-                self.scorecard.setItem(row, column, _cell(value))
+                self.scorecard.setItem(row, column, _cell(value, value if column == len(values) - 1 else ""))
 
     def _fill_disagreements(self, summary: Any) -> None:
         names = summary.candidates
@@ -618,7 +618,7 @@ class LabWindow(QDialog):
             self._running(False)
             self.status.setText(failed.format(message))
 
-        self.job = run_task(lambda: work(tell, stop), finished, fail)
+        self.job = run_task(lambda: work(tell, stop), finished, fail, owner=self)
         return self.job
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
