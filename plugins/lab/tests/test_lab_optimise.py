@@ -128,3 +128,20 @@ def test_optimise_from_the_command_line(paths, tmp_path, capsys):
     measured = "Held-out split (what counts)" in captured.out
     assert measured != ("nothing to measure on the held-out split" in captured.out)
     assert measured == ("parley lab apply" in captured.out)
+
+
+def test_a_search_bounded_by_minutes_stops_when_they_are_spent(paths, tmp_path, monkeypatch):
+    from desktop_app_lab import optimise as module
+
+    clock = iter(range(0, 10_000, 20))  # each look at the clock is 20 s later: the budget is spent, not timed
+    monkeypatch.setattr(module._Spender, "clock", staticmethod(lambda: next(clock)))
+    task_set = small_arithmetic(tmp_path, test=3, train=7)
+    context, engine = scripted_lab(paths, task_set)
+    try:
+        result = optimise(context.plugin_context("lab"), task_set, parse_candidate("zero"),
+                          budget=Budget(calls=0, minutes=1), runs=RunStore(tmp_path / "runs"))
+    finally:
+        context.close()
+    # Started at 0 s; looks at 20, 40 s allow two answers; at 60 s the minute is spent.
+    assert result.stopped_by == "the budget of 1 minute was spent" and result.calls == 2
+    assert len(engine.history) == 2 and result.run is None
