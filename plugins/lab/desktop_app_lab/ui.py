@@ -280,14 +280,20 @@ class LabWindow(QDialog):
             self._show_run(self.runs.get(self.run_list.itemData(index)))
 
     # -- running -------------------------------------------------------------------------------
+    def model_loaded(self, why: str) -> bool:
+        """Whether a model is loaded; if not, the status line asks for one and says ``why``."""
+        if self.context.model.path is None:
+            self.status.setText(f"Load a model first: {why}")
+            return False
+        return True
+
     def start_run(self) -> Any:
         """Start a run of the ticked candidates on the chosen set."""
         candidates = self.chosen_candidates()
         if not candidates:
             self.status.setText("Tick at least one candidate.")
             return None
-        if self.context.model.path is None:
-            self.status.setText("Load a model first: candidates answer with the loaded model.")
+        if not self.model_loaded("candidates answer with the loaded model."):
             return None
         try:
             task_set = self.task_set()
@@ -302,8 +308,7 @@ class LabWindow(QDialog):
         """Finish the shown run where it stopped."""
         if self.run is None:
             return None
-        if self.context.model.path is None:
-            self.status.setText("Load a model first: the run goes on with the loaded model.")
+        if not self.model_loaded("the run goes on with the loaded model."):
             return None
         return self._go(self.runs.get(self.run.id))
 
@@ -567,8 +572,7 @@ class LabWindow(QDialog):
         """Propose a task set from a folder of documents, in the background."""
         from desktop_app_lab.from_documents import make_documents_set
 
-        if self.context.model.path is None:
-            self.status.setText("Load a model first: it proposes the questions.")
+        if not self.model_loaded("it proposes the questions."):
             return None
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self, "A folder of your documents", str(Path.home()))

@@ -22,8 +22,7 @@ def optimise_in_window(lab: Any, calls: int | None = None) -> Any:
     if not candidates:
         lab.status.setText("Tick the candidate whose instruction should be improved.")
         return None
-    if lab.context.model.path is None:
-        lab.status.setText("Load a model first: it proposes the instructions and answers with them.")
+    if not lab.model_loaded("it proposes the instructions and answers with them."):
         return None
     candidate = candidates[0]
     if calls is None:
