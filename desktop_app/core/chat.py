@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from desktop_app.core.engine import DoneEvent, Engine, ErrorEvent, TokenEvent
 from desktop_app.core.errors import EngineError, ModelFileError
@@ -366,8 +366,15 @@ class ChatService:
                 return loop.run(t, options or t.options, on_token)
             return self._generate_once(t, options, on_token)
 
+        def many(t: Turn, options: Sequence[GenerationOptions],
+                 on_result: Callable[[int, TurnResult], bool] | None = None) -> list[TurnResult]:
+            if t.tools or len(options) > getattr(self.engine, "parallel", 0) or len(options) < 2:
+                return self._generate_serially(generate, t, options, on_result)
+            return self._generate_together(t, options, on_result)
+
         # Strategies show progress (e.g. "sample 2 of 5") through the same stream as tokens.
         generate.emit = on_progress  # type: ignore[attr-defined]
+        generate.many = many  # type: ignore[attr-defined]
 
         try:
             strategy["running"] = True
@@ -434,6 +441,43 @@ class ChatService:
         if len(usable) == len(turn.adapters):
             raise EngineError(first_error)
         self.engine.set_adapters(usable)
+
+    @staticmethod
+    def _generate_serially(generate: Callable[..., TurnResult], turn: Turn, options: Sequence[GenerationOptions],
+                           on_result: Callable[[int, TurnResult], bool] | None) -> list[TurnResult]:
+        """The answers of ``generate.many`` one after another (tools, or a backend that writes one at a time)."""
+        results: list[TurnResult] = []
+        for i, one in enumerate(options):
+            result = generate(turn, options=one)
+            results.append(result)
+            if result.finish_reason == "cancelled" or (on_result is not None and on_result(i, result)):
+                break
+        return results
+
+    def _generate_together(self, turn: Turn, options: Sequence[GenerationOptions],
+                           on_result: Callable[[int, TurnResult], bool] | None) -> list[TurnResult]:
+        """The answers of ``generate.many`` written in one batch, the prompt evaluated once."""
+        self._apply_adapters(turn)
+        keep = 1 + len(turn.tool_exchange)
+        request = self.engine.answers(turn.messages(), list(options), None, keep)
+        results: list[TurnResult | None] = [None] * len(options)
+        failure: EngineError | None = None
+        for index, event in request.events():
+            if isinstance(event, DoneEvent):
+                result = results[index] = TurnResult(event.text, event.finish_reason, event.stats.as_dict(),
+                                                     event.prompt)
+                if on_result is not None and event.finish_reason != "cancelled" and on_result(index, result):
+                    for other in range(len(options)):
+                        if results[other] is None:
+                            request.give_up(other)
+            elif isinstance(event, ErrorEvent) and failure is None:
+                failure = EngineError(event.message)
+                failure.partial = event.text  # type: ignore[attr-defined]
+                for other in range(len(options)):
+                    request.give_up(other)
+        if failure is not None:
+            raise failure
+        return [r for r in results if r is not None]
 
     def _generate_once(self, turn: Turn, options: GenerationOptions | None,
                        on_token: Callable[[str], None] | None,

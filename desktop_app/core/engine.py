@@ -1,39 +1,43 @@
 """The engine: owns one llama.cpp model and streams answers from it.
 
-Loading goes through llama-cpp-python's ``Llama`` (it sets up the model, context and
-tokenizer), but generation drives llama.cpp directly through the low-level bindings: the
-prompt is decoded in batches, and each token is picked by llama.cpp's native sampler chain
-(penalties, top-k, top-p, min-p, temperature, seeded distribution, optional grammar). Python
-does a handful of cheap calls per token, so streaming runs at llama.cpp's own speed.
+Loading goes through llama-cpp-python's ``Llama`` (it reads the model and the tokenizer); the
+context is Parley's own, made for several sequences at once. Generation drives llama.cpp
+directly through the low-level bindings, in :mod:`desktop_app.core.batch`: answers asked for
+from any thread are decoded together, one batch per step, each with its own sampler
+(:mod:`desktop_app.core.sampling`). Python does a handful of cheap calls per token, so one
+answer streams at llama.cpp's own speed, and several share each step's cost.
 
-The engine remembers which tokens sit in the KV cache. A new prompt that starts with the
-same tokens (the usual case for a follow-up question) only evaluates what is new.
+The cache keeps what earlier answers left in it. A new prompt that starts with the same
+tokens (the usual case for a follow-up question) only evaluates what is new.
 
-One model call runs at a time (``_lock``); :meth:`Engine.cancel` may be called from any
-thread and stops generation before the next token, keeping what was generated.
+Loading, unloading and tokenizing take ``_lock``; answers do not hold it while they are
+written. :meth:`Engine.cancel` may be called from any thread and stops the answers that watch
+the shared Stop before their next token, keeping what was generated.
 
 LoRA adapters are switched and rescaled on the loaded model (:meth:`Engine.set_adapters`),
-without reloading it; any change empties the KV cache, which was computed with the old set.
+without reloading it (:mod:`desktop_app.core.adapters`); any change empties the KV cache,
+which was computed with the old set.
 """
 
 from __future__ import annotations
 
-import codecs
-import collections
-import ctypes
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
+from desktop_app.core.adapters import (AdapterHandle, AdapterSet, apply_adapters, free_adapters, read_adapter,
+                                       same_adapters)
+from desktop_app.core.batch import Request, Scheduler
 from desktop_app.core.chat_template import ChatTemplate
 from desktop_app.core.context_fit import fit_to_context
-from desktop_app.core.errors import EngineError, ModelFileError, ModelLoadError
+from desktop_app.core.errors import EngineError, ModelLoadError
 from desktop_app.core.events import DoneEvent, ErrorEvent, Event, GenerationStats, TokenEvent
-from desktop_app.core.turn import Adapter, ChatMessage, GenerationOptions, trigger_opening
+from desktop_app.core.sampling import json_schema_grammar
+from desktop_app.core.turn import Adapter, ChatMessage, GenerationOptions
 
 __all__ = [
     "DoneEvent",
@@ -90,7 +94,8 @@ class LoadConfig:
     ``context_length`` 0 (``memory_fit.AUTO_CONTEXT``) and ``gpu_layers`` -2
     (``memory_fit.AUTO_GPU_LAYERS``) are chosen at load time to fit the free memory
     (:func:`memory_fit.plan_load`); ``adapters`` are LoRA files that will be applied to the
-    model after it loads, counted in that choice.
+    model after it loads, counted in that choice. ``parallel`` is how many answers can be
+    written at once; they share the context's cells, so it costs no memory of its own.
     """
 
     context_length: int = 4096
@@ -101,7 +106,7 @@ class LoadConfig:
     mmap: bool = True
     seed: int = -1
     adapters: tuple[str, ...] = ()
-
+    parallel: int = 8
 
 
 @dataclass
@@ -115,16 +120,17 @@ class _Loaded:
     add_bos: bool
     #: How the context and GPU layers were chosen (None for a model loaded without a plan).
     plan: Any = None
-    cached_tokens: list[int] = field(default_factory=list)
+    #: Decodes the answers (made right after the model loads).
+    scheduler: Any = None
     pieces: dict[int, bytes] = field(default_factory=dict)
     #: Whether a token ends generation, by token (asked of llama.cpp once per token).
     ends: dict[int, bool] = field(default_factory=dict)
     #: LoRA adapters read into llama.cpp, by resolved file; they belong to this model.
-    adapter_handles: dict[Path, "_AdapterHandle"] = field(default_factory=dict)
-    #: Handles of adapter files that changed on disk, freed once no longer applied.
-    retired_adapters: list["_AdapterHandle"] = field(default_factory=list)
-    #: The adapters applied to the context: (file, scale, handle); a scale is never 0.
-    active_adapters: tuple[tuple[Path, float, "_AdapterHandle"], ...] = ()
+    adapter_handles: dict[Path, AdapterHandle] = field(default_factory=dict)
+    #: Handles of adapter files that changed on disk, freed with the model.
+    retired_adapters: list[AdapterHandle] = field(default_factory=list)
+    #: The adapters answers use unless they ask for others: (file, scale, handle); a scale is never 0.
+    active_adapters: AdapterSet = ()
 
 
 class Engine:
@@ -266,19 +272,26 @@ class Engine:
             llama_cpp.llama_backend_init()
             self._backend_ready = True
         threads = config.threads or physical_cores()
+        # Llama makes a context for one sequence; a small one, replaced at once by Parley's.
+        small = 64
         llm = llama_cpp.Llama(
             model_path=str(path),
-            n_ctx=config.context_length,
+            n_ctx=small,
             n_gpu_layers=config.gpu_layers,
             n_threads=threads,
             n_threads_batch=threads,
-            n_batch=config.batch_size,
-            n_ubatch=config.batch_size,
+            n_batch=small,
+            n_ubatch=small,
             flash_attn=config.flash_attention,
             use_mmap=config.mmap,
             seed=config.seed if config.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
             verbose=False,
         )
+        try:
+            _own_context(llm, config)
+        except Exception:
+            llm.close()
+            raise
         metadata = llm.metadata or {}
         if template_source is None:
             template_source = metadata.get("tokenizer.chat_template")
@@ -287,7 +300,10 @@ class Engine:
         eos = _token_text(llm, llm.token_eos())
         template = ChatTemplate(template_source, bos_token=bos, eos_token=eos)
         add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
-        return _Loaded(path, config, llm, template, vocab, llm.n_ctx(), add_bos)
+        loaded = _Loaded(path, config, llm, template, vocab, llm.n_ctx(), add_bos)
+        loaded.scheduler = Scheduler(loaded, self._cancel, lambda target: apply_adapters(llm._ctx.ctx, target),
+                                     slots=max(1, config.parallel), batch_size=config.batch_size)
+        return loaded
 
     def unload(self) -> None:
         """Free the loaded model's memory (no-op when none is loaded)."""
@@ -295,7 +311,9 @@ class Engine:
             if self._loaded is None:
                 return
             loaded, self._loaded = self._loaded, None
-            _free_adapters(loaded)
+            # Answers being written end with an error (they keep their text); then the memory goes.
+            loaded.scheduler.close()
+            free_adapters(loaded)
             # Frees the weights, context and batch in llama.cpp at once. No gc.collect()
             # after it: a full collection holds the GIL for tens of ms, freezing the window.
             loaded.llm.close()
@@ -343,13 +361,14 @@ class Engine:
                               reserve, keep_last)
 
     def clear_cache(self) -> None:
-        """Forget the KV cache: the next prompt is evaluated from its first token."""
-        import llama_cpp
+        """Forget the KV cache: the next prompt is evaluated from its first token.
 
+        Waits for the answers being written to finish.
+        """
         with self._lock:
-            loaded = self._require()
-            loaded.cached_tokens.clear()
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(loaded.llm._ctx.ctx), True)
+            scheduler = self._require().scheduler
+            with scheduler.exclusive():
+                scheduler.forget()
 
     # -- LoRA adapters ---------------------------------------------------------------------
     @property
@@ -365,19 +384,18 @@ class Engine:
         llama.cpp refuses the file; the model and the active adapters are untouched.
         """
         with self._lock:
-            self._adapter_handle(self._require(), Path(path).resolve())
+            read_adapter(self._require(), Path(path).resolve())
 
     def set_adapters(self, adapters: Sequence[Adapter | tuple[Path | str, float]]) -> bool:
         """Make exactly ``adapters`` active on the loaded model, each at its scale.
 
         Takes :class:`Adapter` objects or (file, scale) pairs; scale 0 means off, and a file
-        listed twice counts once (its last scale). Returns True if the active set changed; a
-        change empties the KV cache, so nothing computed with the old set leaks into the next
-        answer. An unchanged set is a no-op that keeps the cache. Raises :class:`EngineError`
-        if an adapter cannot be read, leaving the previous set active.
+        listed twice counts once (its last scale). Returns True if the active set changed; the
+        next answer then starts from an empty KV cache, so nothing computed with the old set
+        leaks into it. Answers already being written keep the set they started with. An
+        unchanged set is a no-op that keeps the cache. Raises :class:`EngineError` if an
+        adapter cannot be read, leaving the previous set active.
         """
-        import llama_cpp
-
         wanted: dict[Path, float] = {}
         for item in adapters:
             path, scale = (item.path, item.scale) if isinstance(item, Adapter) else item
@@ -388,23 +406,13 @@ class Engine:
                 if any(wanted.values()):
                     raise EngineError("No model is loaded. Pick a model first.")
                 return False
-            target = tuple((path, scale, self._adapter_handle(loaded, path))
+            target = tuple((path, scale, read_adapter(loaded, path))
                            for path, scale in wanted.items() if scale != 0.0)
-            if len(target) == len(loaded.active_adapters) and all(
-                    a[:2] == b[:2] and a[2] is b[2] for a, b in zip(target, loaded.active_adapters)):
+            if same_adapters(target, loaded.active_adapters):
                 return False
-            n = len(target)  # ctypes arrays get at least one slot, even for "no adapters"
-            handles = (llama_cpp.llama_adapter_lora_p_ctypes * max(n, 1))(*[h.pointer for _, _, h in target])
-            scales = (ctypes.c_float * max(n, 1))(*[scale for _, scale, _ in target])
-            if llama_cpp.llama_set_adapters_lora(loaded.llm._ctx.ctx, handles, n, scales) != 0:
-                raise EngineError("llama.cpp could not apply the LoRA adapters.")
             loaded.active_adapters = target
-            # The keys and values in the cache were computed with the old weights.
-            self.clear_cache()
-            # Handles of files that changed on disk are let go once they are no longer applied.
-            for handle in loaded.retired_adapters:
-                handle.free()
-            loaded.retired_adapters.clear()
+            # At once when the model is idle; else before the next answer that uses it.
+            loaded.scheduler.use_adapters(target)
             return True
 
     def release_adapter(self, path: Path | str) -> None:
@@ -415,48 +423,31 @@ class Engine:
             if loaded is None or any(p == path for p, _, _ in loaded.active_adapters):
                 return
             handle = loaded.adapter_handles.pop(path, None)
-            if handle is not None:
-                handle.free()
-
-    def _adapter_handle(self, loaded: _Loaded, path: Path) -> "_AdapterHandle":
-        import llama_cpp
-
-        try:
-            st = path.stat()
-        except OSError:
-            raise EngineError(f"The LoRA adapter {path} does not exist.") from None
-        version = (st.st_size, st.st_mtime_ns)
-        handle = loaded.adapter_handles.get(path)
-        if handle is not None and handle.version == version:
-            return handle
-        from desktop_app.core.models import check_lora_file
-
-        try:
-            check_lora_file(path)  # files llama.cpp would crash on instead of refusing
-        except ModelFileError as exc:
-            raise EngineError(f"{exc} The model keeps working without it.") from None
-        pointer = llama_cpp.llama_adapter_lora_init(loaded.llm._model.model, str(path).encode("utf-8"))
-        if not pointer:
-            raise EngineError(
-                f"llama.cpp could not load the LoRA adapter {path.name}: it does not fit "
-                f"{loaded.path.name} or is damaged. The model keeps working without it."
-            )
-        if handle is not None:  # the file changed: let the old handle go once it is not applied
-            if any(h is handle for _, _, h in loaded.active_adapters):
-                loaded.retired_adapters.append(handle)
+            if handle is None:
+                return
+            scheduler = loaded.scheduler
+            if scheduler.answering or any(h is handle for _, _, h in scheduler.applied):
+                loaded.retired_adapters.append(handle)  # still on the context, or wanted by an answer
             else:
                 handle.free()
-        handle = loaded.adapter_handles[path] = _AdapterHandle(pointer, version)
-        return handle
+
 
     # -- generation ------------------------------------------------------------------------
+    @property
+    def parallel(self) -> int:
+        """How many answers the loaded model can write at once (0 when none is loaded)."""
+        return self._loaded.scheduler.parallel if self._loaded else 0
+
     def cancel(self) -> None:
-        """Stop the running generation before its next token, or the next one if none runs yet.
+        """Stop the running generations before their next token, or the next one if none runs yet.
 
         Safe from any thread. The generation that stops consumes the request, so pressing Stop
         while a turn is still queued (behind a model load, or between the samples of a
-        strategy) is not lost.
+        strategy) is not lost. Answers started with a ``cancel`` event of their own ignore it.
         """
+        loaded = self._loaded
+        if loaded is not None and loaded.scheduler.halt():
+            return  # the answers being written took it
         self._cancel.set()
 
     @property
@@ -474,441 +465,82 @@ class Engine:
         options: GenerationOptions | None = None,
         tools: list[dict[str, Any]] | None = None,
         keep_last: int = 1,
+        *,
+        cancel: threading.Event | None = None,
+        adapters: Sequence[Adapter | tuple[Path | str, float]] | None = None,
     ) -> Iterator[Event]:
         """Stream an answer to ``messages``; the last event is a DoneEvent or an ErrorEvent.
 
         ``tools`` (OpenAI-style descriptions) go to chat templates that support tools;
-        the newest ``keep_last`` messages are never left out to fit the context.
+        the newest ``keep_last`` messages are never left out to fit the context. Safe to call
+        from several threads at once: the answers are written together. ``cancel``, when
+        given, stops this answer alone (instead of :meth:`cancel`); ``adapters`` are the LoRA
+        adapters for this answer (instead of those :meth:`set_adapters` made active).
         """
-        options = options or GenerationOptions()
-        with self._lock:
-            started = time.perf_counter()
-            try:
-                loaded = self._require()
-                reserve = min(options.max_tokens, loaded.n_ctx // 2)
-                _, prompt, tokens, dropped = self.fit_messages(messages, reserve, tools, keep_last)
-            except EngineError as exc:
-                yield ErrorEvent(str(exc))
-                return
-            yield from self._generate(loaded, prompt, tokens, options, started, dropped)
-
-    def _generate(
-        self,
-        loaded: _Loaded,
-        prompt: str,
-        tokens: list[int],
-        options: GenerationOptions,
-        started: float,
-        dropped: int,
-    ) -> Iterator[Event]:
-        import llama_cpp
-
-        stats = GenerationStats(prompt_tokens=len(tokens), dropped_messages=dropped, context_length=loaded.n_ctx)
-        ctx = loaded.llm._ctx.ctx
-        sampler = None
-        text = ""
         try:
-            evaluated = self._evaluate_prompt(loaded, tokens)
-            stats.prompt_tokens_evaluated = evaluated
-            sampler = _build_sampler(loaded, options)
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            stop = [s for s in options.stop if s]
-            held = ""  # text held back because it may be the start of a stop string
-            one = (llama_cpp.llama_token * 1)()
-            next_batch = llama_cpp.llama_batch_get_one(one, 1)  # reads ``one`` at each decode
-            limit = min(options.max_tokens, loaded.n_ctx - len(tokens))
-            finish = "length"
-            hit_stop = False
-            end_token = None
-            first_at = 0.0
-            # A grammar with a trigger binds only answers that begin with the trigger.
-            undecided = bool(options.grammar_trigger) and bool(options.grammar or options.json_schema)
-            opening = ""
-            generated: list[int] = []
-            # Bound once: this loop runs right after each decode, with cold CPU caches, where
-            # every lookup costs (see _GreedySampler).
-            cancelled = self._cancel.is_set
-            decode = llama_cpp.llama_decode
-            decode_text = decoder.decode
-            remember = loaded.cached_tokens.append
-            count = 0
-            while count < limit:
-                if cancelled():
-                    self._cancel.clear()  # this generation consumed the Stop
-                    finish = "cancelled"
-                    break
-                token = sampler.sample(ctx)
-                if _is_end(loaded, token):
-                    finish, end_token = "stop", token
-                    break
-                count += 1
-                if count == 1:
-                    first_at = time.perf_counter()
-                    stats.time_to_first_token = first_at - started
-                piece = decode_text(_piece(loaded, token))
-                generated.append(token)
-                if undecided and piece:
-                    opening += piece
-                    opens = trigger_opening(opening, options.grammar_trigger)
-                    if opens:
-                        undecided = False  # a constrained answer: the grammar stays
-                    elif opens is False:
-                        # Free text: checking the grammar on every token would halve the speed.
-                        undecided = False
-                        sampler.free()
-                        sampler = None
-                        sampler = _build_sampler(loaded, replace(options, grammar=None, json_schema=None))
-                        for seen in generated:  # the repeat penalty remembers what was said
-                            sampler.accept(seen)
-                if piece:
-                    if stop:
-                        held += piece
-                        emit, held, hit_stop = _split_stop(held, stop)
-                    else:
-                        emit = piece
-                    if emit:
-                        text += emit
-                        yield TokenEvent(emit)
-                    if hit_stop:
-                        finish = "stop"
-                        break
-                if count >= limit:
-                    break  # the last token allowed: nothing will be sampled after it
-                # Feed the token back so the next one can be sampled.
-                one[0] = token
-                if decode(ctx, next_batch) != 0:
-                    raise EngineError("llama.cpp failed to evaluate the next token.")
-                remember(token)
-            stats.generated_tokens = count
-            if not hit_stop:
-                # Text held back for a stop string that never completed belongs to the answer.
-                tail = held + decoder.decode(b"", final=True)
-                if tail:
-                    text += tail
-                    yield TokenEvent(tail)
-            now = time.perf_counter()
-            stats.total_time = now - started
-            if stats.generated_tokens > 1 and now > first_at:
-                stats.tokens_per_second = (stats.generated_tokens - 1) / (now - first_at)
-            if end_token is not None and len(loaded.cached_tokens) < loaded.n_ctx:
-                # The chat template closes the answer with this token in the next prompt;
-                # having it in the cache already makes the follow-up's prefix match longer.
-                one[0] = end_token
-                if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1)) == 0:
-                    loaded.cached_tokens.append(end_token)
-            yield DoneEvent(text, finish, stats, prompt)
+            request = self.answers(messages, [options or GenerationOptions()], tools, keep_last,
+                                   cancel=cancel, adapters=adapters)
         except EngineError as exc:
-            yield ErrorEvent(str(exc), text)
-        except GeneratorExit:
-            raise
-        except Exception as exc:  # a llama.cpp failure must not take the app down
-            log.exception("generation failed")
-            # The KV cache may be inconsistent now; forget it so the next turn starts clean.
-            loaded.cached_tokens.clear()
-            yield ErrorEvent(f"Generation failed: {exc}", text)
-        finally:
-            if sampler is not None:
-                sampler.free()
+            yield ErrorEvent(str(exc))
+            return
+        for _, event in request.events():
+            yield event
 
-    def _evaluate_prompt(self, loaded: _Loaded, tokens: list[int]) -> int:
-        """Bring the KV cache to ``tokens``, reusing the common prefix; return how many were evaluated."""
-        import llama_cpp
+    def answers(
+        self,
+        messages: Sequence[ChatMessage],
+        options: Sequence[GenerationOptions],
+        tools: list[dict[str, Any]] | None = None,
+        keep_last: int = 1,
+        *,
+        cancel: threading.Event | None = None,
+        adapters: Sequence[Adapter | tuple[Path | str, float]] | None = None,
+    ) -> Request:
+        """Start one answer to ``messages`` for each of ``options``, written together.
 
-        ctx = loaded.llm._ctx.ctx
-        cached = loaded.cached_tokens
-        common = 0
-        for a, b in zip(cached, tokens):
-            if a != b:
-                break
-            common += 1
-        # The last prompt token must be evaluated again to get fresh logits to sample from.
-        common = min(common, len(tokens) - 1)
-        memory = llama_cpp.llama_get_memory(ctx)
-        if common == 0:
-            llama_cpp.llama_memory_clear(memory, True)
-        elif not llama_cpp.llama_memory_seq_rm(memory, 0, common, -1):
-            llama_cpp.llama_memory_clear(memory, True)
-            common = 0
-        del cached[common:]
-        batch_size = max(1, loaded.config.batch_size)
-        for start in range(common, len(tokens), batch_size):
-            if self._cancel.is_set():
-                break
-            chunk = tokens[start:start + batch_size]
-            array = (llama_cpp.llama_token * len(chunk))(*chunk)
-            if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(chunk))) != 0:
-                cached.clear()
-                llama_cpp.llama_memory_clear(memory, True)
-                raise EngineError("llama.cpp failed to evaluate the prompt.")
-            cached.extend(chunk)
-        return len(tokens) - common
-
-
-@dataclass
-class _AdapterHandle:
-    """A LoRA adapter read into llama.cpp, and the (size, mtime) of the file it came from."""
-
-    pointer: Any
-    version: tuple[int, int]
-
-    def free(self) -> None:
-        import llama_cpp
-
-        if self.pointer:
-            llama_cpp.llama_adapter_lora_free(self.pointer)
-            self.pointer = None
-
-
-def _free_adapters(loaded: _Loaded) -> None:
-    """Detach the adapters from the context, then free them (before the model goes)."""
-    if not loaded.adapter_handles and not loaded.retired_adapters:
-        return
-    import llama_cpp
-
-    # The context keeps pointers to the applied adapters: clear them before freeing.
-    llama_cpp.llama_set_adapters_lora(loaded.llm._ctx.ctx, None, 0, None)
-    loaded.active_adapters = ()
-    for handle in [*loaded.adapter_handles.values(), *loaded.retired_adapters]:
-        handle.free()
-    loaded.adapter_handles.clear()
-    loaded.retired_adapters.clear()
-
-
-def json_schema_grammar(schema: dict[str, Any]) -> str:
-    """Return a GBNF grammar that only admits JSON matching ``schema`` (llama.cpp's converter)."""
-    import json
-
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except Exception as exc:
-        raise EngineError(f"The JSON schema cannot be used for output: {exc}") from exc
-
-
-#: How many recent tokens the repeat penalty looks at (llama.cpp's usual default).
-PENALTY_LAST_N = 64
-
-
-class _ChainSampler:
-    """llama.cpp's native sampler chain."""
-
-    def __init__(self, chain: Any):
-        self.chain = chain
-
-    def sample(self, ctx: Any) -> int:
-        """Pick the next token from the last logits (and remember it)."""
-        import llama_cpp
-
-        return llama_cpp.llama_sampler_sample(self.chain, ctx, -1)
-
-    def accept(self, token: int) -> None:
-        """Remember a token generated elsewhere (for the repeat penalty)."""
-        import llama_cpp
-
-        llama_cpp.llama_sampler_accept(self.chain, token)
-
-    def free(self) -> None:
-        """Free the chain."""
-        import llama_cpp
-
-        llama_cpp.llama_sampler_free(self.chain)
-
-
-class _GreedySampler:
-    """Greedy decoding with llama.cpp's repeat penalty, straight from the logits.
-
-    llama.cpp's samplers first copy all logits into a candidate array (the whole vocabulary,
-    every token); for greedy decoding that copy and the sort that follows cost several
-    percent of the time per token. The same choice is an argmax: the best token not in the
-    penalty window, against the best penalised one (a test compares both token for token).
-
-    The code here runs right after each llama_decode, which has just streamed the whole
-    model through the CPU caches, so every extra Python call is a cold one (tens of µs):
-    hence the cached view of the logits and the short path when the best token is not
-    penalised at all.
-    """
-
-    def __init__(self, loaded: _Loaded, repeat_penalty: float):
-        import numpy
-
-        import llama_cpp
-
-        self.np = numpy
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(loaded.vocab)
-        self.penalty = repeat_penalty
-        self.recent: collections.deque[int] = collections.deque()
-        self.counts: dict[int, int] = {}  # how often each token occurs in ``recent``
-        self._logits_address = _logits_address_function()
-        self._address = 0
-        self._view: Any = None
-
-    def _logits(self, ctx: Any) -> Any:
-        """The last logits as a numpy array over llama.cpp's buffer (not a copy)."""
-        address = self._logits_address(ctx, -1)
-        if not address:
-            raise EngineError("llama.cpp has no logits to sample from.")
-        if address != self._address:  # the buffer moves only when llama.cpp reallocates it
-            self._view = self.np.ctypeslib.as_array((ctypes.c_float * self.n_vocab).from_address(address))
-            self._address = address
-        return self._view
-
-    def sample(self, ctx: Any) -> int:
-        """The token with the highest (penalised) logit."""
-        logits = self._logits(ctx)
-        best = int(logits.argmax())
-        # A penalty above 1 only lowers logits, so an unpenalised winner stays the winner;
-        # one below 1 (asking for repetition) may lift a recent token above it.
-        if self.counts and self.penalty != 1.0 and (best in self.counts or self.penalty < 1.0):
-            best = self._penalised_best(logits)
-        self.accept(best)
-        return best
-
-    def _penalised_best(self, logits: Any) -> int:
-        np = self.np
-        ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
-        saved = logits[ids].copy()
-        logits[ids] = -np.inf  # the buffer is llama.cpp's scratch until the next decode
-        best = int(logits.argmax())
-        value = logits[best]
-        logits[ids] = saved
-        penalised = np.where(saved <= 0, saved * self.penalty, saved / self.penalty)
-        j = int(penalised.argmax())
-        if penalised[j] > value:
-            best = int(ids[j])
-        return best
-
-    def accept(self, token: int) -> None:
-        """Remember a token (for the repeat penalty over the last PENALTY_LAST_N)."""
-        self.recent.append(token)
-        self.counts[token] = self.counts.get(token, 0) + 1
-        if len(self.recent) > PENALTY_LAST_N:
-            old = self.recent.popleft()
-            left = self.counts[old] - 1
-            if left:
-                self.counts[old] = left
+        The prompt is evaluated once and shared. Read the answers from the returned request's
+        ``events()``: ``(index, event)`` pairs, each answer's ending with a DoneEvent or an
+        ErrorEvent; ``give_up(index)`` stops one. At most :attr:`parallel` answers at once.
+        Raises EngineError when no model is loaded or the adapters cannot be read.
+        """
+        started = time.perf_counter()
+        options = list(options)
+        if not options:
+            raise EngineError("Ask for at least one answer.")
+        with self._lock:
+            loaded = self._require()
+            reserve = min(max(o.max_tokens for o in options), loaded.n_ctx // 2)
+            _, prompt, tokens, dropped = self.fit_messages(messages, reserve, tools, keep_last)
+            if adapters is None:
+                target = loaded.active_adapters
             else:
-                del self.counts[old]
+                wanted: dict[Path, float] = {}
+                for item in adapters:
+                    path, scale = (item.path, item.scale) if isinstance(item, Adapter) else item
+                    wanted[Path(path).resolve()] = float(scale)
+                target = tuple((path, scale, read_adapter(loaded, path)) for path, scale in wanted.items() if scale)
+            request = Request(tokens, prompt, options, target, cancel, dropped, started)
+            return loaded.scheduler.submit(request)
 
-    def free(self) -> None:
-        """Nothing to free."""
 
+def _own_context(llm: Any, config: LoadConfig) -> None:
+    """Give ``llm`` a context for ``config.parallel`` sequences in place of the one it made.
 
-def _logits_address_function() -> Callable[[Any, int], int | None]:
-    """``llama_get_logits_ith`` returning a plain address, so no ctypes pointer is built per token."""
+    The cells are unified: the sequences share the whole context, and a prompt copied to
+    several sequences shares its cells.
+    """
     import llama_cpp
+    from llama_cpp import _internals
 
-    library = getattr(getattr(llama_cpp, "llama_cpp", None), "_lib", None)
-    if library is None:  # another packaging of the bindings: go through the public function
-        get = llama_cpp.llama_get_logits_ith
-        return lambda ctx, i: ctypes.cast(get(ctx, i), ctypes.c_void_p).value
-    function = library["llama_get_logits_ith"]  # indexing gives a new object: the bindings' own is untouched
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-    function.restype = ctypes.c_void_p
-    return function
-
-
-def _build_sampler(loaded: _Loaded, options: GenerationOptions) -> "_ChainSampler | _GreedySampler":
-    """The sampler for ``options``: llama.cpp's native chain, or plain greedy when that is all."""
-    grammar_text = options.grammar or options.json_schema
-    extras = options.logit_bias or options.presence_penalty or options.frequency_penalty
-    if options.temperature <= 0 and not grammar_text and not extras:
-        return _GreedySampler(loaded, options.repeat_penalty or 1.0)
-    return _ChainSampler(_build_chain(loaded, options))
-
-
-def _build_chain(loaded: _Loaded, options: GenerationOptions) -> Any:
-    """Build llama.cpp's native sampler chain for ``options``."""
-    import llama_cpp
-
-    # Converting the schema may fail: do it before anything needs freeing.
-    grammar_text = options.grammar or (json_schema_grammar(options.json_schema) if options.json_schema else None)
-    params = llama_cpp.llama_sampler_chain_default_params()
-    params.no_perf = True
-    chain = llama_cpp.llama_sampler_chain_init(params)
-    add = llama_cpp.llama_sampler_chain_add
-    if grammar_text:
-        grammar = llama_cpp.llama_sampler_init_grammar(loaded.vocab, grammar_text.encode("utf-8"), b"root")
-        if not grammar:
-            llama_cpp.llama_sampler_free(chain)
-            raise EngineError("The output grammar is not valid GBNF.")
-        add(chain, grammar)
-    if options.logit_bias:
-        # Before the penalties' cut below, which must see the biased logits.
-        add(chain, _logit_bias_sampler(loaded, options.logit_bias))
-    repeat = options.repeat_penalty or 1.0
-    freq, present = options.frequency_penalty or 0.0, options.presence_penalty or 0.0
-    penalize = repeat != 1.0 or bool(freq) or bool(present)
-    if penalize:
-        # A repeat penalty above 1 (and positive frequency and presence penalties) only lower
-        # the logits of the last PENALTY_LAST_N tokens, so the winners after them are always
-        # among the top (wanted + PENALTY_LAST_N) before them. Cutting to those first gives
-        # exactly the same tokens, but spares llama.cpp a penalty lookup for every entry of
-        # the vocabulary (tens of thousands) per token. (Penalties that raise them: no cut.)
-        wanted = 1 if options.temperature <= 0 else options.top_k
-        if wanted > 0 and repeat >= 1.0 and freq >= 0 and present >= 0:
-            add(chain, llama_cpp.llama_sampler_init_top_k(wanted + PENALTY_LAST_N))
-        penalty_args = (PENALTY_LAST_N, repeat, freq, present)
-        init = llama_cpp.llama_sampler_init_penalties
-        # Some llama.cpp versions also take the vocabulary size first.
-        if len(getattr(init, "argtypes", ()) or ()) == 5:
-            penalty_args = (llama_cpp.llama_vocab_n_tokens(loaded.vocab), *penalty_args)
-        add(chain, init(*penalty_args))
-    if options.temperature <= 0:
-        add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    if options.top_k > 0:
-        add(chain, llama_cpp.llama_sampler_init_top_k(options.top_k))
-    if options.top_p < 1.0:
-        add(chain, llama_cpp.llama_sampler_init_top_p(options.top_p, 1))
-    if options.min_p > 0.0:
-        add(chain, llama_cpp.llama_sampler_init_min_p(options.min_p, 1))
-    add(chain, llama_cpp.llama_sampler_init_temp(options.temperature))
-    seed = options.seed if options.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
-    add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return chain
-
-
-def _logit_bias_sampler(loaded: _Loaded, bias: dict[int, float]) -> Any:
-    """llama.cpp's logit-bias sampler: each token's logit plus its bias (-100: never the token)."""
-    import llama_cpp
-
-    n_vocab = llama_cpp.llama_vocab_n_tokens(loaded.vocab)
-    wrong = sorted(t for t in bias if not 0 <= int(t) < n_vocab)
-    if wrong:
-        raise EngineError(f"logit_bias names token {wrong[0]}, but the model's tokens are 0 to {n_vocab - 1}.")
-    entries = (llama_cpp.llama_logit_bias * len(bias))()
-    for entry, (token, value) in zip(entries, bias.items()):
-        entry.token = int(token)
-        # OpenAI: -100 "should result in a ban"; adding -100 to a logit nearly does, -inf does.
-        entry.bias = float("-inf") if value <= -100 else float(value)
-    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), entries)
-
-
-def _is_end(loaded: _Loaded, token: int) -> bool:
-    """Whether ``token`` ends generation (cached: a ctypes call per token costs more)."""
-    end = loaded.ends.get(token)
-    if end is None:
-        import llama_cpp
-
-        end = loaded.ends[token] = bool(llama_cpp.llama_vocab_is_eog(loaded.vocab, token))
-    return end
-
-
-def _piece(loaded: _Loaded, token: int) -> bytes:
-    """Return a token's bytes (cached: the same tokens recur constantly)."""
-    piece = loaded.pieces.get(token)
-    if piece is None:
-        import llama_cpp
-
-        buf = ctypes.create_string_buffer(64)
-        n = llama_cpp.llama_token_to_piece(loaded.vocab, token, buf, len(buf), 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(loaded.vocab, token, buf, len(buf), 0, False)
-        piece = buf.raw[:max(n, 0)]
-        loaded.pieces[token] = piece
-    return piece
+    params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+    params.n_ctx = config.context_length or llm._model.n_ctx_train()
+    params.n_batch = params.n_ubatch = config.batch_size
+    params.n_seq_max = max(1, min(config.parallel, llama_cpp.llama_max_parallel_sequences()))
+    params.kv_unified = True
+    made = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    previous, llm._ctx = llm._ctx, made
+    llm.context_params = params
+    previous.close()
 
 
 def _token_text(llm: Any, token: int) -> str:
@@ -918,29 +550,3 @@ def _token_text(llm: Any, token: int) -> str:
         return llm._model.token_get_text(token)
     except Exception:
         return ""
-
-
-def _split_stop(held: str, stop: list[str]) -> tuple[str, str, bool]:
-    """Split ``held`` into (text safe to show, text to keep holding, whether a stop string was hit).
-
-    Text that could be the beginning of a stop string is held back until it is clear
-    whether the stop string completes, so the user never sees half of one.
-    """
-    if not stop:
-        return held, "", False
-    first = -1
-    for s in stop:
-        i = held.find(s)
-        if i != -1 and (first == -1 or i < first):
-            first = i
-    if first != -1:
-        return held[:first], "", True
-    keep = 0
-    for s in stop:
-        for n in range(min(len(s) - 1, len(held)), 0, -1):
-            if held.endswith(s[:n]):
-                keep = max(keep, n)
-                break
-    if keep:
-        return held[:-keep], held[-keep:], False
-    return held, "", False

@@ -316,7 +316,7 @@ def _reference_chain(engine, options):
 def test_the_fast_sampler_chain_picks_exactly_what_the_textbook_chain_picks(engine, options):
     import llama_cpp
 
-    from desktop_app.core.engine import _build_sampler
+    from desktop_app.core.sampling import build_sampler
 
     loaded = engine._loaded
     ctx = loaded.llm._ctx.ctx
@@ -335,7 +335,7 @@ def test_the_fast_sampler_chain_picks_exactly_what_the_textbook_chain_picks(engi
         return out
 
     with engine._lock:
-        sampler = _build_sampler(loaded, options)
+        sampler = build_sampler(loaded.vocab, options)
         fast = generate(lambda: sampler.sample(ctx), sampler.free)
         chain = _reference_chain(engine, options)
         reference = generate(lambda: llama_cpp.llama_sampler_sample(chain, ctx, -1),
