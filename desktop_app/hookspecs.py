@@ -139,11 +139,12 @@ def generate_turn(turn: "Turn", generate: Callable[..., Any]) -> "TurnResult | N
         pass through the engine; call it as often as needed. ``on_token(text)`` receives
         streamed text; leave it out to show the pass as it is written. ``generate.emit(text)``
         streams progress text of the strategy's own (e.g. "sample 2 of 5").
-        ``generate.many(turn, options_list, on_result=None) -> list[TurnResult]`` writes one
-        answer per options at once, in one batch with the prompt evaluated once, when the
-        model can (else one after another, each streamed as progress). ``on_result(index,
-        result)`` is called as each one ends; return True to stop the others (they end
-        "cancelled"). The results come in the order of ``options_list``. Everything streamed
+        ``generate.many(turn, options_list, on_result=None, show=0) -> list[TurnResult]``
+        writes one answer per options at once, in one batch with the prompt evaluated once,
+        when the model can (else one after another, each streamed). Answer ``show`` streams
+        as it is written (None: none). ``on_result(index, result)`` is called as each one
+        ends; return True to stop the others (they end "cancelled"). The results come in the
+        order of ``options_list``. Everything streamed
         while the strategy runs is shown as progress, not as the answer (a program asking
         through the API gets only the returned text). The engine's cancel flag ends the current
         pass with finish_reason "cancelled": stop there.

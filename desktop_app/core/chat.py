@@ -367,10 +367,11 @@ class ChatService:
             return self._generate_once(t, options, on_token)
 
         def many(t: Turn, options: Sequence[GenerationOptions],
-                 on_result: Callable[[int, TurnResult], bool] | None = None) -> list[TurnResult]:
+                 on_result: Callable[[int, TurnResult], bool] | None = None,
+                 show: int | None = 0) -> list[TurnResult]:
             if t.tools or len(options) > getattr(self.engine, "parallel", 0) or len(options) < 2:
                 return self._generate_serially(generate, t, options, on_result)
-            return self._generate_together(t, options, on_result)
+            return self._generate_together(t, options, on_result, show, on_token)
 
         # Strategies show progress (e.g. "sample 2 of 5") through the same stream as tokens.
         generate.emit = on_progress  # type: ignore[attr-defined]
@@ -455,15 +456,20 @@ class ChatService:
         return results
 
     def _generate_together(self, turn: Turn, options: Sequence[GenerationOptions],
-                           on_result: Callable[[int, TurnResult], bool] | None) -> list[TurnResult]:
-        """The answers of ``generate.many`` written in one batch, the prompt evaluated once."""
+                           on_result: Callable[[int, TurnResult], bool] | None, show: int | None,
+                           on_token: Callable[[str], None] | None) -> list[TurnResult]:
+        """The answers of ``generate.many`` written in one batch, the prompt evaluated once;
+        answer ``show`` streams to ``on_token`` as it is written."""
         self._apply_adapters(turn)
         keep = 1 + len(turn.tool_exchange)
         request = self.engine.answers(turn.messages(), list(options), None, keep)
         results: list[TurnResult | None] = [None] * len(options)
         failure: EngineError | None = None
         for index, event in request.events():
-            if isinstance(event, DoneEvent):
+            if isinstance(event, TokenEvent):
+                if index == show and on_token is not None:
+                    on_token(event.text)
+            elif isinstance(event, DoneEvent):
                 result = results[index] = TurnResult(event.text, event.finish_reason, event.stats.as_dict(),
                                                      event.prompt)
                 if on_result is not None and event.finish_reason != "cancelled" and on_result(index, result):

@@ -91,6 +91,25 @@ def decided(answers: list[str], remaining: int) -> bool:
     return True
 
 
+def settled(answers: dict[int, str], samples: int) -> bool:
+    """Whether the samples not finished yet could no longer change the winner.
+
+    ``answers`` holds the final answers of the finished samples, by index (0 is the greedy
+    chain). Samples written together finish in any order: while an earlier one is still being
+    written, a tie it might make could go to it, so the leader must then win outright.
+    """
+    remaining = samples - len(answers)
+    ordered = [answers[i] for i in sorted(answers)]
+    if sorted(answers) == list(range(len(answers))):
+        return decided(ordered, remaining)
+    ranked = tally(ordered)
+    if not ranked:
+        return remaining == 0
+    lead = ranked[0][1]
+    second = ranked[1][1] if len(ranked) > 1 else 0
+    return lead > remaining and lead > second + remaining
+
+
 def self_consistency(turn: Turn, generate: Callable[..., TurnResult], template: PromptTemplate,
                      samples: int, temperature: float) -> TurnResult:
     """Answer with the greedy chain plus up to ``samples - 1`` sampled ones, and return the majority.
@@ -102,30 +121,67 @@ def self_consistency(turn: Turn, generate: Callable[..., TurnResult], template: 
     trace. Stopping ends the current answer and votes among those finished.
     """
     emit = getattr(generate, "emit", None) or (lambda text: None)
-    texts: list[str] = []
+    if getattr(generate, "many", None) is not None and samples > 1:
+        return _self_consistency_together(turn, generate, template, samples, temperature, emit)
     results: list[TurnResult] = []
     answers: list[str] = []
-    base_seed = turn.options.seed if turn.options.seed >= 0 else random.randrange(1 << 30)
     cancelled = False
     samples = max(1, samples)
-    for i in range(samples):
+    for i, options in enumerate(_sample_options(turn, samples, temperature)):
         if i and decided(answers, samples - i):
             break
         emit(f"\n\n*Sample {i + 1} of {samples}…*\n\n" if i else f"*Sample 1 of {samples}…*\n\n")
-        options = copy.copy(turn.options)
-        options.temperature = temperature if i else 0.0
-        options.seed = base_seed + i  # different, but reproducible for a fixed seed
         result = generate(turn, options=options)
         if result.finish_reason == "cancelled":
             cancelled = True
             if result.text.strip():
-                texts.append(result.text)
                 results.append(result)
                 answers.append(final_answer(template, result.text))
             break
-        texts.append(result.text)
         results.append(result)
         answers.append(final_answer(template, result.text))
+    return _vote(turn, template, results, samples, temperature, cancelled)
+
+
+def _sample_options(turn: Turn, samples: int, temperature: float) -> list[Any]:
+    """The options of each sample: the greedy chain first, then sampled ones with seeds after the turn's."""
+    base_seed = turn.options.seed if turn.options.seed >= 0 else random.randrange(1 << 30)
+    out = []
+    for i in range(samples):
+        options = copy.copy(turn.options)
+        options.temperature = temperature if i else 0.0
+        options.seed = base_seed + i  # different, but reproducible for a fixed seed
+        out.append(options)
+    return out
+
+
+def _self_consistency_together(turn: Turn, generate: Callable[..., TurnResult], template: PromptTemplate,
+                               samples: int, temperature: float, emit: Callable[[str], None]) -> TurnResult:
+    """Self-consistency with every sample written at once (one batch, the prompt evaluated once)."""
+    # The greedy chain streams as it is written; the others are reported as they end.
+    emit(f"*Writing {samples} samples at once; sample 1 of {samples}…*\n\n")
+    finished: dict[int, str] = {}
+
+    def on_result(index: int, result: TurnResult) -> bool:
+        finished[index] = final_answer(template, result.text)
+        emit(f"\n\n*Sample {index + 1} of {samples}: {finished[index] or 'no final answer'}*\n\n")
+        return settled(finished, samples)
+
+    drawn = generate.many(turn, _sample_options(turn, samples, temperature), on_result=on_result, show=0)
+    # Samples stopped because the vote was settled do not count. When the user stops, the vote
+    # is among those finished and the greedy chain as far as it got (the one they watched), as
+    # when samples are written one after another.
+    stopped_by_user = not settled(finished, samples) and any(
+        r.finish_reason == "cancelled" for i, r in enumerate(drawn) if i not in finished)
+    kept = [r for i, r in enumerate(drawn) if i in finished or (stopped_by_user and i == 0 and r.text.strip())]
+    return _vote(turn, template, kept, samples, temperature, stopped_by_user)
+
+
+def _vote(turn: Turn, template: PromptTemplate, results: list[TurnResult], samples: int, temperature: float,
+          cancelled: bool) -> TurnResult:
+    """The majority answer among ``results`` (in sample order), with the vote as its note."""
+    texts = [r.text for r in results]
+    answers = [final_answer(template, r.text) for r in results]
     if not results:
         return TurnResult("", "cancelled", {}, "", samples=[])
     ranked = tally(answers)
