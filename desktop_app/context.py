@@ -132,6 +132,7 @@ class AppContext:
             gpu_layers=own.get("gpu_layers", s.get("model.gpu_layers")),
             threads=s.get("model.threads"),
             batch_size=s.get("model.batch_size"),
+            parallel=s.get("model.parallel"),
             flash_attention=s.get("model.flash_attention"),
             mmap=s.get("model.mmap"),
             seed=s.get("model.seed"),

@@ -176,8 +176,9 @@ class EngineSwitch:
         return self._active.render(messages, tools)
 
     def stream_chat(self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None,
-                    tools: list[dict[str, Any]] | None = None, keep_last: int = 1) -> Iterator[Any]:
-        return self._active.stream_chat(messages, options, tools, keep_last)
+                    tools: list[dict[str, Any]] | None = None, keep_last: int = 1, **more: Any) -> Iterator[Any]:
+        # ``cancel`` and ``adapters`` go only to a backend that writes several answers at once.
+        return self._active.stream_chat(messages, options, tools, keep_last, **more)
 
     def set_adapters(self, adapters: Sequence[Any]) -> bool:
         return self._active.set_adapters(adapters)

@@ -218,6 +218,15 @@ class ModelAccess:
         return int(self._engine.context_length)
 
     @property
+    def parallel(self) -> int:
+        """How many answers the loaded model writes at once, decoded together (1 for a backend
+        that writes one at a time, 0 when no model is loaded). :meth:`PluginContext.complete`
+        calls from several threads share its batch; ``complete_many`` uses it for one prompt."""
+        if not self._engine.loaded:
+            return 0
+        return max(1, int(getattr(self._engine, "parallel", 1) or 1))
+
+    @property
     def vocab_size(self) -> int | None:
         """How many tokens the loaded model knows (token ids are 0 to vocab_size - 1); None for
         a backend that cannot tell."""
@@ -470,8 +479,10 @@ class PluginContext:
                  parallel_tool_calls: bool = True) -> TurnResult:
         """Ask the loaded model for one answer to ``messages``; blocks until it is written.
 
-        In the window the call waits its turn on the engine's worker, behind the answer being
-        written, so never call it on the GUI thread: use ``run_task``. Called by a turn itself
+        When the model writes several answers at once (``model.parallel``), the call runs on
+        the calling thread and joins the batch of answers being written; otherwise, in the
+        window, it waits its turn on the engine's worker. Either way it blocks, so never call
+        it on the GUI thread: use ``run_task``. Called by a turn itself
         (a hook, or a tool the turn runs) it runs at once; on the command line, on the calling
         thread.
         ``on_token(text)`` receives the answer as it streams; setting ``stop`` ends it early
@@ -486,6 +497,10 @@ class PluginContext:
         reply = self._tool_reply(messages, options or GenerationOptions(), tools, tool_choice, on_token,
                                  parallel_tool_calls)
         messages, options, on_token = reply.messages, reply.options, reply.on_token
+        if self._batches():
+            # The engine writes answers from several threads in one batch: this one joins it
+            # here, with its own Stop and adapters, instead of waiting for the answer being written.
+            return self._runner.here(lambda: self._complete_here(reply, stop, adapters))
 
         def run() -> TurnResult:
             if stop is not None and stop.is_set():  # given up while it waited: nothing to do
@@ -509,6 +524,78 @@ class PluginContext:
             raise EngineError("The model stopped without finishing the answer.")
 
         return self._runner.run(run)
+
+    def complete_many(self, messages: Sequence[ChatMessage], options: Sequence[GenerationOptions], *,
+                      on_token: Callable[[int, str], None] | None = None,
+                      on_done: Callable[[int, TurnResult], None] | None = None,
+                      stop: threading.Event | None = None, adapters: Iterable[Any] = (),
+                      tools: Sequence[Tool] | None = None, tool_choice: str = "auto",
+                      parallel_tool_calls: bool = True) -> list[TurnResult]:
+        """One answer to ``messages`` for each of ``options`` (e.g. different seeds), as :meth:`complete`.
+
+        When the model batches (``model.parallel`` of at least that many), they are written at
+        once and the prompt is evaluated once; otherwise one after another. ``on_token(index,
+        text)`` streams them, ``on_done(index, result)`` is called as each ends. Returns the
+        results in the order of ``options``.
+        """
+        options = list(options)
+        if not options:
+            return []
+        if not self._batches() or len(options) > self.model.parallel:
+            results = []
+            for i, one in enumerate(options):
+                streamed = (lambda text, i=i: on_token(i, text)) if on_token else None
+                result = self.complete(messages, one, on_token=streamed, stop=stop, adapters=adapters, tools=tools,
+                                       tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls)
+                results.append(result)
+                if on_done is not None:
+                    on_done(i, result)
+                if result.finish_reason == "cancelled":
+                    break
+            return results
+        replies = [self._tool_reply(messages, one, tools, tool_choice, None, parallel_tool_calls) for one in options]
+        first = replies[0]
+        if stop is not None and stop.is_set():
+            return [TurnResult("", "cancelled") for _ in options]
+        request = self._runner.here(lambda: self._engine.answers(
+            first.messages, [r.options for r in replies], first.template_tools, cancel=stop, adapters=list(adapters)))
+        results: list[TurnResult | None] = [None] * len(options)
+        for index, event in request.events():
+            if isinstance(event, TokenEvent):
+                if on_token is not None:
+                    on_token(index, event.text)
+            elif isinstance(event, ErrorEvent):
+                for other in range(len(options)):
+                    request.give_up(other)
+                raise EngineError(event.message)
+            elif isinstance(event, DoneEvent):
+                result = TurnResult(event.text, event.finish_reason, event.stats.as_dict(), event.prompt)
+                result.text, result.tool_calls = replies[index].read(event.text, event.finish_reason)
+                results[index] = result
+                if on_done is not None:
+                    on_done(index, result)
+        return [r for r in results if r is not None]
+
+    def _batches(self) -> bool:
+        """Whether the loaded model writes answers from several threads together."""
+        return self.model.parallel > 1 and hasattr(self._engine, "answers")
+
+    def _complete_here(self, reply: Any, stop: threading.Event | None, adapters: Iterable[Any]) -> TurnResult:
+        """:meth:`complete` on the calling thread, joining the engine's batch."""
+        if stop is not None and stop.is_set():  # given up while it waited: nothing to do
+            return TurnResult("", "cancelled")
+        on_token = reply.on_token
+        for event in self._engine.stream_chat(reply.messages, reply.options, reply.template_tools,
+                                              cancel=stop, adapters=list(adapters)):
+            if isinstance(event, TokenEvent) and on_token is not None:
+                on_token(event.text)
+            elif isinstance(event, ErrorEvent):
+                raise EngineError(event.message)
+            elif isinstance(event, DoneEvent):
+                result = TurnResult(event.text, event.finish_reason, event.stats.as_dict(), event.prompt)
+                result.text, result.tool_calls = reply.read(event.text, event.finish_reason)
+                return result
+        raise EngineError("The model stopped without finishing the answer.")
 
     def prompt_for(self, messages: Sequence[ChatMessage], *, tools: Sequence[Tool] | None = None,
                    tool_choice: str = "auto") -> str:
@@ -612,3 +699,10 @@ class EngineRunnerSlot:
         if self.runner is None or _ON_ENGINE.get():
             return fn()
         return self.runner(fn)
+
+    def here(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the calling thread (a model call that joins the engine's batch). With a
+        window, never on its GUI thread, which it would freeze: RuntimeError there."""
+        if self.runner is not None and not _ON_ENGINE.get() and threading.current_thread() is threading.main_thread():
+            raise RuntimeError("A model call would freeze the window: run it with run_task.")
+        return fn()

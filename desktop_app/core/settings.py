@@ -128,6 +128,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            True, minimum=0, named=(("auto", AUTO_GPU_LAYERS), ("all", ALL_GPU_LAYERS))),
     Option("model.threads", int, 0, "CPU threads; 0 = all physical cores.", True, minimum=0),
     Option("model.batch_size", int, 512, "Prompt tokens evaluated per batch.", True, minimum=1),
+    Option("model.parallel", int, 8, "Answers the model can write at once (the chat, programs using the API, "
+           "the lab, a strategy's samples), decoded together in one batch; 1 = one at a time. They share the "
+           "context, so it costs no memory.", True, minimum=1, maximum=64),
     Option("model.flash_attention", bool, True, "Use flash attention: faster, and the context takes less "
            "memory. Turn it off if a model gives garbled answers.", True),
     Option("model.mmap", bool, True, "Memory-map the model file instead of reading it all.", True),

@@ -56,10 +56,10 @@ class MarkdownView(QTextBrowser):
         """Never load anything from disk or elsewhere (the Markdown renderer emits no images anyway)."""
         return None
 
-    def set_markdown(self, text: str, dark: bool) -> None:
-        """Render ``text`` as Markdown."""
+    def set_markdown(self, text: str, dark: bool, remember: bool = True) -> None:
+        """Render ``text`` as Markdown (``remember``: see :func:`render_markdown`)."""
         self.markdown = text
-        rendered = render_markdown(text, dark)
+        rendered = render_markdown(text, dark, remember)
         self.code_blocks = rendered.code_blocks
         self.setHtml(rendered.html)
         self._fit()
@@ -280,10 +280,10 @@ class MessageWidget(QFrame):
         layout.addWidget(button)
         return button
 
-    def set_text(self, text: str) -> None:
-        """Show ``text`` (Markdown)."""
+    def set_text(self, text: str, remember: bool = True) -> None:
+        """Show ``text`` (Markdown); ``remember`` False for text that is still being written."""
         self.message.content = text
-        self.body.set_markdown(text, self.dark)
+        self.body.set_markdown(text, self.dark, remember)
 
     def set_status(self, status: str, stats: dict[str, Any] | None = None, *, streaming: bool = False) -> None:
         """Show whether the answer is complete, being written, stopped or failed."""
@@ -305,6 +305,12 @@ class MessageWidget(QFrame):
 
     def _copy(self) -> None:
         QGuiApplication.clipboard().setText(self.message.content)
+
+
+#: Messages built when a conversation opens (more than a window shows); the older ones follow
+#: OLDER_PER_EVENT at a time between events.
+FIRST_SHOWN = 8
+OLDER_PER_EVENT = 3
 
 
 class ChatView(QScrollArea):
@@ -332,6 +338,8 @@ class ChatView(QScrollArea):
         self.setWidget(self._inner)
         self.dark = False
         self.widgets: list[MessageWidget] = []
+        #: Messages of the conversation not built yet, oldest first (see :meth:`set_messages`).
+        self._older: list[tuple[Any, ...]] = []
         #: Plugins' message actions: (text, run(message), roles), see ``register_message_actions``.
         self.message_actions: list[tuple[str, Callable[[Message], None], tuple[str, ...]]] = []
         self._placeholder = QLabel("Ask anything. Your conversations stay on this computer.")
@@ -350,6 +358,7 @@ class ChatView(QScrollArea):
     def clear(self) -> None:
         """Remove every message."""
         self._timer.stop()
+        self._older = []  # a conversation still being filled in stops filling in
         self._stream_widget = None
         for widget in self.widgets:
             widget.setParent(None)
@@ -365,10 +374,43 @@ class ChatView(QScrollArea):
         siblings = siblings or {}
         traces = traces or {}
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
-        for i, message in enumerate(messages):
-            self.add_message(message, siblings.get(message.id), last=i == last_assistant,
-                             trace=traces.get(message.id))
+        made = [(message, siblings.get(message.id), i == last_assistant, traces.get(message.id))
+                for i, message in enumerate(messages)]
+        # Newest first: what the window shows at once is built now, the older messages above
+        # it a few at a time between events, so a long conversation opens at once and the
+        # window stays responsive while the rest fills in.
+        for message, alternatives, last, trace in made[-FIRST_SHOWN:]:
+            self.add_message(message, alternatives, last=last, trace=trace)
+        self._older = made[:-FIRST_SHOWN]
+        if self._older:
+            QTimer.singleShot(0, self._show_older)
         self.scroll_to_bottom()
+
+    @property
+    def loading(self) -> bool:
+        """Whether older messages of the conversation are still being filled in."""
+        return bool(self._older)
+
+    def finish_loading(self) -> None:
+        """Build every message still to be filled in, now (for tests and exports)."""
+        while self._older:
+            self._show_older(len(self._older))
+
+    @Slot()
+    def _show_older(self, count: int = OLDER_PER_EVENT) -> None:
+        if not self._older:
+            return
+        chunk, self._older = self._older[-count:], self._older[:-count]
+        bar = self.verticalScrollBar()
+        from_bottom = bar.maximum() - bar.value()
+        made = [self._make(*args) for args in chunk]
+        for widget in reversed(made):
+            self._layout.insertWidget(1, widget)  # after the (hidden) placeholder, above the rest
+        self.widgets[0:0] = made
+        # Keep what the user looks at in place while messages appear above it.
+        QTimer.singleShot(0, lambda: bar.setValue(bar.maximum() - from_bottom))
+        if self._older:
+            QTimer.singleShot(0, self._show_older)
 
     def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False,
                     trace: list[dict[str, Any]] | None = None) -> MessageWidget:
@@ -441,7 +483,7 @@ class ChatView(QScrollArea):
         self._dirty = False
         bar = self.verticalScrollBar()
         at_bottom = bar.value() >= bar.maximum() - 40
-        self._stream_widget.set_text(self._stream_text)
+        self._stream_widget.set_text(self._stream_text, remember=False)
         self.render_count += 1
         if at_bottom:  # follow the answer unless the user scrolled up to read
             self.scroll_to_bottom()

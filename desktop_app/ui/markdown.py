@@ -88,8 +88,18 @@ def _highlight(code: str, language: str, dark: bool) -> str:
     return highlight(code, lexer, _formatter(dark)).rstrip("\n")
 
 
-def render_markdown(text: str, dark: bool = False) -> Rendered:
-    """Render ``text``; an unfinished code fence (while streaming) renders as a code block too."""
+def render_markdown(text: str, dark: bool = False, remember: bool = True) -> Rendered:
+    """Render ``text``; an unfinished code fence (while streaming) renders as a code block too.
+
+    With ``remember`` the result is kept for the messages seen last, so reopening a
+    conversation renders nothing again (an answer being streamed passes False: its text
+    changes at every tick). Treat the result as read-only.
+    """
+    return _render(text, dark) if remember else _render.__wrapped__(text, dark)
+
+
+@lru_cache(maxsize=512)
+def _render(text: str, dark: bool) -> Rendered:
     md = _parser()
     env = {"dark": dark, "blocks": []}
     body = md.render(text, env)

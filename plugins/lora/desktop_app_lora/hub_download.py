@@ -114,6 +114,9 @@ def download_adapter(manager: Any, candidate: AdapterCandidate, library: Any, mo
     if status.state == DownloadState.CANCELLED or cancelled:
         if status.state != DownloadState.CANCELLED:
             manager.cancel(status.id)
+        # A cancelled download is marked at once, but its thread deletes what arrived as it
+        # stops: "nothing was added" holds only once it has.
+        manager.wait(status.id, timeout=60)
         raise DownloadCancelled(f"The download of {candidate.label} was cancelled; nothing was added.")
     if status.state == DownloadState.PAUSED:
         raise AdapterError(f"The download of {candidate.label} is paused; download it again to go on "

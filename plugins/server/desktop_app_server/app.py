@@ -247,19 +247,21 @@ async def _job_outcome(bridge: Bridge, item: tuple) -> list[TurnResult]:
 def _n_answers(gateway: Gateway, messages: list, options: GenerationOptions, n: int, tools: list,
                tool_choice: str, param: str = "messages",
                parallel_tool_calls: bool = True) -> Callable[[Bridge], list[TurnResult]]:
-    """The job: ``n`` answers one after another, each posted when done."""
+    """The job: ``n`` answers, written together when the model batches, each posted when done."""
 
     def job(bridge: Bridge) -> list[TurnResult]:
-        results = []
-        for i in range(n):
-            if bridge.stop.is_set():
-                break
-            result = gateway.complete(messages, choice_options(options, i), tools=tools, tool_choice=tool_choice,
-                                      parallel_tool_calls=parallel_tool_calls, on_token=bridge.token(i),
+        if n == 1:
+            result = gateway.complete(messages, options, tools=tools, tool_choice=tool_choice,
+                                      parallel_tool_calls=parallel_tool_calls, on_token=bridge.token(0),
                                       stop=bridge.stop, param=param)
-            results.append(result)
-            bridge.post("choice", i, result)
-        return results
+            bridge.post("choice", 0, result)
+            return [result]
+        tokens = [bridge.token(i) for i in range(n)]
+        return gateway.complete_many(messages, [choice_options(options, i) for i in range(n)], tools=tools,
+                                     tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+                                     on_token=lambda i, text: tokens[i](text),
+                                     on_done=lambda i, result: bridge.post("choice", i, result),
+                                     stop=bridge.stop, param=param)
 
     return job
 

@@ -95,7 +95,8 @@ class Gateway:
         self.context = context
         self.config = config
         self.profiles = ProfileStore.of(context)
-        self.queue = RequestQueue(lambda: self.config.queue_limit)
+        # As many requests run at once as the model writes answers together (its batch).
+        self.queue = RequestQueue(lambda: self.config.queue_limit, workers=lambda: max(1, context.model.parallel))
         #: Embedding requests wait in a queue of their own, bounded the same way: they need no
         #: chat model, so they never wait behind an answer being written, but they are CPU-heavy
         #: and one runs at a time.
@@ -208,12 +209,13 @@ class Gateway:
                 self.context.load_model(model["name"])
             return work()
 
-        return self._enqueue(self.queue, job, "The model")
+        # Loading a model ends the answers being written, so such a request runs alone.
+        return self._enqueue(self.queue, job, "The model", exclusive=not model["loaded"])
 
     @staticmethod
-    def _enqueue(queue: RequestQueue, job: Callable[[], Any], what: str) -> Future:
+    def _enqueue(queue: RequestQueue, job: Callable[[], Any], what: str, exclusive: bool = False) -> Future:
         try:
-            return queue.submit(job)
+            return queue.submit(job, exclusive=exclusive)
         except QueueFull as exc:
             raise ApiError(429, f"{what} is busy: {exc.waiting} requests are already waiting (the server's "
                            "queue limit, setting queue_limit). Try again shortly.", type="requests",
@@ -270,6 +272,29 @@ class Gateway:
                             options.max_tokens, param)
         return result
 
+
+    def complete_many(self, messages: Sequence[ChatMessage], options: list[GenerationOptions], *,
+                      tools: Sequence[Tool] | None = None, tool_choice: str = "auto", parallel_tool_calls: bool = True,
+                      on_token: Callable[[int, str], None] | None = None,
+                      on_done: Callable[[int, TurnResult], None] | None = None,
+                      stop: threading.Event | None = None, param: str = "messages") -> list[TurnResult]:
+        """The ``n`` answers of one request (runs inside a queued job): written together in one
+        batch, the prompt evaluated once, when the model can."""
+        size = self.context.model.vocab_size if options[0].logit_bias else None
+        if size and max(options[0].logit_bias) >= size:
+            raise ApiError(400, f"Invalid logit_bias key '{max(options[0].logit_bias)}': this model's token ids "
+                           f"are 0 to {size - 1}.", param="logit_bias")
+        try:
+            results = self.context.complete_many(messages, options, on_token=on_token, on_done=on_done, stop=stop,
+                                                 tools=list(tools) if tools else None, tool_choice=tool_choice,
+                                                 parallel_tool_calls=parallel_tool_calls)
+        except ValueError as exc:  # tool messages that answer no call, a bad tool_choice
+            raise ApiError(400, str(exc), param=param) from None
+        for result in results:
+            if result.stats.get("dropped_messages"):
+                raise _too_long(result.stats.get("prompt_tokens", 0), result.stats.get("context_length", 0),
+                                options[0].max_tokens, param)
+        return results
 
     def run_profile(self, profile: Profile, messages: Sequence[ChatMessage], overrides: dict[str, Any], *,
                     on_token: Callable[[str], None] | None = None,

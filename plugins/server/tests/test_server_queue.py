@@ -55,6 +55,73 @@ def test_a_limit_of_zero_still_takes_a_request_when_idle():
         queue.close(10)
 
 
+def test_jobs_run_side_by_side_up_to_the_workers_and_one_that_loads_a_model_runs_alone():
+    release = threading.Event()
+    running = []
+    queue = RequestQueue(lambda: 8, workers=lambda: 2)
+    try:
+        def held(name):
+            running.append(name)
+            release.wait()
+
+        first = queue.submit(lambda: held("a"))
+        second = queue.submit(lambda: held("b"))
+        wait_until(lambda: queue.running == 2)
+        third = queue.submit(lambda: held("c"))  # both places are taken: it waits
+        alone = queue.submit(lambda: running.append("load"), exclusive=True)
+        after = queue.submit(lambda: running.append("after"))
+        assert queue.waiting == 3 and sorted(running) == ["a", "b"]
+        release.set()
+        for f in (first, second, third, alone, after):
+            f.result(timeout=10)
+        # In arrival order; the exclusive job started only once the others had ended, and
+        # nothing started beside it.
+        assert running.index("load") > running.index("c") and running[-1] == "after"
+    finally:
+        release.set()
+        queue.close(10)
+
+
+def _hold_the_decoder(context):
+    """The engine's scheduler, for holding it while requests arrive (so they start together)."""
+    return context.engine._loaded.scheduler
+
+
+@pytest.mark.model
+def test_requests_from_two_clients_are_written_in_one_batch(app_context, client, model_name):
+    scheduler = _hold_the_decoder(app_context)
+    scheduler.widest = 0
+    answers = {}
+
+    def ask(name):
+        reply = client.chat.completions.create(model=model_name, messages=[{"role": "user", "content": name}],
+                                               max_tokens=20, extra_body={"grammar": ENDLESS})
+        answers[name] = reply.choices[0]
+
+    with scheduler.exclusive():
+        threads = [threading.Thread(target=ask, args=(name,)) for name in ("Sing.", "Hum.")]
+        for t in threads:
+            t.start()
+        wait_until(lambda: scheduler.answering == 2)  # both arrived: neither waits for the other
+    for t in threads:
+        t.join(300)
+    assert {c.finish_reason for c in answers.values()} == {"length"} and len(answers) == 2
+    assert scheduler.widest == 2
+
+
+@pytest.mark.model
+def test_n_choices_are_written_together_from_one_evaluated_prompt(app_context, client, model_name):
+    scheduler = _hold_the_decoder(app_context)
+    scheduler.widest = 0
+    reply = client.chat.completions.create(model=model_name, messages=[{"role": "user", "content": "Sing."}],
+                                           n=3, max_tokens=12, seed=5, temperature=0.9,
+                                           extra_body={"grammar": ENDLESS})
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert all(c.message.content.startswith("la") and c.finish_reason == "length" for c in reply.choices)
+    assert reply.usage.completion_tokens == 36
+    assert scheduler.widest == 3
+
+
 @pytest.mark.model
 def test_past_the_queue_limit_the_answer_is_429_with_retry_after(server_context, model_name):
     import openai
@@ -66,9 +133,12 @@ def test_past_the_queue_limit_the_answer_is_429_with_retry_after(server_context,
     url = controller.start("127.0.0.1", 0)
     release = threading.Event()
     try:
-        # Hold the model, then fill the one waiting place with a real request.
-        controller.gateway.queue.submit(release.wait)
-        wait_until(lambda: controller.gateway.queue.busy)
+        # Hold every place the model writes answers in, then fill the one waiting place with a
+        # real request.
+        places = server_context.model.parallel
+        for held in range(1, places + 1):
+            controller.gateway.queue.submit(release.wait)
+            wait_until(lambda: controller.gateway.queue.running == held)
         waiting = threading.Thread(target=lambda: httpx.post(url + "/v1/chat/completions", timeout=300, json={
             "model": model_name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}))
         waiting.start()
