@@ -40,6 +40,10 @@ __all__ = ["Request", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
+#: Idle places that keep what their last answer left in the cache besides the one a new answer
+#: reuses (see Scheduler._trim_idle).
+KEEP_IDLE = 0
+
 #: What a sequence ended with; the next prompt begins a message after it.
 _CLOSING = "closing"
 
@@ -503,6 +507,7 @@ class Scheduler:
         for slot in others:
             llama.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             slot.tokens.clear()
+        self._trim_idle()
         request.to_evaluate = tokens[common:]
         request.evaluated = len(request.to_evaluate)
         request.members = [_Sequence(self, request, i, slot) for i, slot in enumerate([lead, *others])]
@@ -516,6 +521,20 @@ class Scheduler:
             return
         with self._cond:
             self._active.append(request)
+
+    def _trim_idle(self) -> None:
+        """Idle places give their cache back when an answer starts (call after choosing its places).
+
+        Every answer's attention reads the cache up to its last cell in use, masked or not, so
+        cells kept for idle places slow every answer down: after five 400-token answers, one
+        stream ran at three quarters of its speed here. The place the new answer reuses keeps
+        what it shares with it (a chat's follow-up comes back to its own place); a client that
+        asks again after someone else evaluates its prompt again, which costs far less.
+        """
+        idle = sorted((s for s in self.slots if not s.busy and s.tokens), key=lambda s: s.used, reverse=True)
+        for slot in idle[KEEP_IDLE:]:
+            self._llama.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+            slot.tokens.clear()
 
     def _step(self) -> None:
         """One llama_decode: each answer's last token, the closing tokens, and chunks of new prompts."""

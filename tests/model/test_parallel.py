@@ -185,3 +185,15 @@ def test_unloading_ends_the_answers_being_written_with_what_they_wrote(model_pat
     engine.load(model_path, LoadConfig(context_length=1024))  # and the next model works
     assert list(engine.stream_chat(QUESTION, forced("yes")))[-1].text == "yes"
     engine.unload()
+
+
+def test_idle_places_give_their_cells_back_when_an_answer_starts(engine):
+    # Kept cells slow every answer's attention down, so only the place a new answer reuses keeps its cache.
+    scheduler = engine._loaded.scheduler
+    collect(engine.answers(QUESTION, [forced("yes"), forced("no"), forced("maybe")]))
+    assert sum(1 for slot in scheduler.slots if slot.tokens) >= 3
+    follow_up = QUESTION + [ChatMessage("assistant", "yes"), ChatMessage("user", "Why?")]
+    done = collect(engine.answers(follow_up, [forced("because")]))[1][0]
+    assert [len(slot.tokens) > 0 for slot in scheduler.slots].count(True) == 1
+    # ...and the follow-up found its own answer's place: only the new message was evaluated.
+    assert done.stats.prompt_tokens_evaluated < done.stats.prompt_tokens / 2
