@@ -148,8 +148,9 @@ def strategy_times(context, task_set, items) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128, help="tokens each concurrent stream writes")
+    parser.add_argument("--single-rounds", type=int, default=9, help="rounds of one stream against llama-bench")
     parser.add_argument("--questions", type=int, default=6, help="arithmetic questions for self-consistency")
     args = parser.parse_args()
     os.environ.setdefault("PARLEY_LOAD_PLUGINS", "")
@@ -186,10 +187,14 @@ def main() -> None:
         try:
             k = 0
             parley_streams(engine, STREAMS, 16, 1000)  # warm-up
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 prompts = [engine.render(messages_for(k + i)) for i in range(STREAMS)]
-                native, native_count = server_streams(server.url, prompts, args.tokens)
-                ours, ours_count = parley_streams(engine, STREAMS, args.tokens, k)
+                if round_ % 2:  # alternating order: a drift in the machine's speed hits both alike
+                    ours, ours_count = parley_streams(engine, STREAMS, args.tokens, k)
+                    native, native_count = server_streams(server.url, prompts, args.tokens)
+                else:
+                    native, native_count = server_streams(server.url, prompts, args.tokens)
+                    ours, ours_count = parley_streams(engine, STREAMS, args.tokens, k)
                 k += STREAMS
                 single, _ = parley_streams(engine, 1, args.tokens, k)
                 k += 1
@@ -210,21 +215,31 @@ def main() -> None:
                          f"({statistics.median(c[w] / c[1] for c in costs):.2f}x)" for w in widths)
         print(f"  time per decode step by answers written together: {line}")
 
-        # 2. One stream against llama-bench, after a prompt of the same length.
+        # 2. One stream against llama-bench, after a prompt of the same length. Greedy, as in
+        # benchmarks/engine_throughput.py; each round runs both, in alternating order, so a drift
+        # in the machine's speed hits both alike.
         depth = len(engine.tokenize(engine.render(messages_for(0))))
         singles = []
-        for _ in range(args.rounds):
+
+        def ours() -> float:
             engine.clear_cache()
             done = list(engine.stream_chat(messages_for(0), GenerationOptions(
-                temperature=0, max_tokens=args.tokens, logit_bias={t: -100 for t in end_tokens.cache})))[-1]
-            bench = native_speed(model, threads, args.tokens, 1, depth)
-            singles.append((done.stats.tokens_per_second, bench))
+                temperature=0, max_tokens=args.tokens, repeat_penalty=1.0)))[-1]
+            return done.stats.tokens_per_second
+
+        for i in range(args.single_rounds):
+            if i % 2:
+                bench = native_speed(model, threads, args.tokens, 1, depth)
+                singles.append((ours(), bench))
+            else:
+                mine = ours()
+                singles.append((mine, native_speed(model, threads, args.tokens, 1, depth)))
         engine.unload()
         if singles[0][1] is None:
             print("single stream / llama-bench: n/a (run `make native` first)")
         else:
-            for ours, bench in singles:
-                print(f"  one stream: Parley {ours:6.1f} tok/s, llama-bench -d {depth} {bench:6.1f} tok/s")
+            for mine, bench in singles:
+                print(f"  one stream: Parley {mine:6.1f} tok/s, llama-bench -d {depth} {bench:6.1f} tok/s")
             print(f"ratio single stream Parley / llama-bench: {statistics.median(a / b for a, b in singles):.3f}x  "
                   "(goal >= 0.95x)")
 

@@ -73,14 +73,14 @@ def main() -> None:
         wait_for(window.answer_finished)
         monitor.stop()
         print(f"opening an 80-message conversation: first paint after {opened * 1000:.0f} ms (goal < 100 ms), "
-              f"all messages after {filled * 1000:.0f} ms (worst stall meanwhile {fill_worst:.1f} ms); "
+              f"scrolled to its top after {filled * 1000:.0f} ms (worst stall meanwhile {fill_worst:.1f} ms); "
               f"then while an answer streams: worst stall {monitor.worst_ms:.1f} ms, "
               f"99th percentile {monitor.percentile_ms(99):.1f} ms")
         stream_worst = max(stream_worst, monitor.worst_ms, fill_worst)
         huge = _conversation(context, "Very long conversation", 500)
         opened, filled, fill_worst = _open(window, monitor, huge.id)
         print(f"opening a 1,000-message conversation: first paint after {opened * 1000:.0f} ms (goal < 100 ms), "
-              f"all messages after {filled * 1000:.0f} ms (worst stall meanwhile {fill_worst:.1f} ms)")
+              f"scrolled to its top after {filled * 1000:.0f} ms (worst stall meanwhile {fill_worst:.1f} ms)")
         stream_worst = max(stream_worst, fill_worst)
         print(f"worst stall overall: {max(load_worst, stream_worst):.1f} ms (goal < 50 ms)")
         window.close()
@@ -98,8 +98,8 @@ def _conversation(context, title: str, turns: int):
 
 
 def _open(window, monitor, conversation_id: int) -> tuple[float, float, float]:
-    """Open a conversation as a click does: seconds to its first paint, seconds until every
-    message is built, and the worst stall while they are."""
+    """Open a conversation as a click does: seconds to its first paint, then seconds until every
+    message is built while the user scrolls to the top, and the worst stall meanwhile."""
     from PySide6.QtCore import QEvent, QObject
     from PySide6.QtWidgets import QApplication
 
@@ -120,7 +120,10 @@ def _open(window, monitor, conversation_id: int) -> tuple[float, float, float]:
     window.show_conversation(conversation_id)
     while not painted and time.perf_counter() - start < 30:
         QApplication.processEvents()
+    # Older messages are built as the user scrolls up to them: scroll to the top until all are.
+    bar = window.chat_view.verticalScrollBar()
     while window.chat_view.loading:
+        bar.setValue(0)
         QApplication.processEvents()
     filled = time.perf_counter() - start
     for _ in range(3):

@@ -6,6 +6,7 @@ a timer at most ~30 times a second, never once per token, so long answers stay s
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal, Slot
@@ -307,10 +308,11 @@ class MessageWidget(QFrame):
         QGuiApplication.clipboard().setText(self.message.content)
 
 
-#: Messages built when a conversation opens (more than a window shows); the older ones follow
-#: OLDER_PER_EVENT at a time between events.
-FIRST_SHOWN = 8
-OLDER_PER_EVENT = 3
+#: Messages built when a conversation opens (more than a window shows); older ones are built
+#: OLDER_PER_SCROLL at a time as the user scrolls up to them.
+FIRST_SHOWN = 6
+OLDER_PER_SCROLL = 6
+FILL_DELAY_MS = 120
 
 
 class ChatView(QScrollArea):
@@ -354,6 +356,9 @@ class ChatView(QScrollArea):
         self._timer = QTimer(self)
         self._timer.setInterval(RENDER_INTERVAL_MS)
         self._timer.timeout.connect(self._flush)
+        self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
+        self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
+        self._from_bottom: int | None = None
 
     def clear(self) -> None:
         """Remove every message."""
@@ -366,29 +371,28 @@ class ChatView(QScrollArea):
         self.widgets = []
         self._placeholder.show()
 
-    def set_messages(self, messages: list[Message], siblings: dict[int, list[int]] | None = None,
-                     traces: dict[int, list[dict[str, Any]]] | None = None) -> None:
-        """Show ``messages`` (one branch, oldest first); ``siblings`` maps ids to their
-        alternatives, ``traces`` maps answer ids to their trace entries (sources, tool calls)."""
+    def set_messages(self, messages: list[Message],
+                     siblings: dict[int, list[int]] | Callable[[Message], list[int] | None] | None = None,
+                     traces: dict[int, list[dict[str, Any]]] | Callable[[Message], Any] | None = None) -> None:
+        """Show ``messages`` (one branch, oldest first); ``siblings`` gives each message's
+        alternatives and ``traces`` each answer's trace entries (sources, tool calls): dicts by
+        message id, or functions of the message, asked only when the message is shown.
+
+        Newest first: the messages a window shows are built at once; older ones are built
+        when the user scrolls up to them, so even a conversation of thousands of messages opens
+        at once and costs only what is read.
+        """
         self.clear()
-        siblings = siblings or {}
-        traces = traces or {}
+        alternatives = siblings if callable(siblings) else (lambda m, d=siblings or {}: d.get(m.id))
+        trace_of = traces if callable(traces) else (lambda m, d=traces or {}: d.get(m.id))
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
-        made = [(message, siblings.get(message.id), i == last_assistant, traces.get(message.id))
-                for i, message in enumerate(messages)]
-        # Newest first: what the window shows at once is built now, the older messages above
-        # it a few at a time between events, so a long conversation opens at once and the
-        # window stays responsive while the rest fills in.
-        for message, alternatives, last, trace in made[-FIRST_SHOWN:]:
-            self.add_message(message, alternatives, last=last, trace=trace)
-        self._older = made[:-FIRST_SHOWN]
-        if self._older:
-            QTimer.singleShot(0, self._show_older)
+        self._older = [(m, alternatives, i == last_assistant, trace_of) for i, m in enumerate(messages)]
+        self._show_older(FIRST_SHOWN)
         self.scroll_to_bottom()
 
     @property
     def loading(self) -> bool:
-        """Whether older messages of the conversation are still being filled in."""
+        """Whether older messages of the conversation are not built yet (they come as the user scrolls up)."""
         return bool(self._older)
 
     def finish_loading(self) -> None:
@@ -396,21 +400,43 @@ class ChatView(QScrollArea):
         while self._older:
             self._show_older(len(self._older))
 
-    @Slot()
-    def _show_older(self, count: int = OLDER_PER_EVENT) -> None:
+    def _show_older(self, count: int = OLDER_PER_SCROLL) -> None:
+        """Build the ``count`` newest messages not built yet, above those shown."""
         if not self._older:
             return
         chunk, self._older = self._older[-count:], self._older[:-count]
+        if chunk and not self.widgets:
+            self._placeholder.hide()
         bar = self.verticalScrollBar()
         from_bottom = bar.maximum() - bar.value()
-        made = [self._make(*args) for args in chunk]
+        made = [self._make(m, alternatives(m), last, trace_of(m)) for m, alternatives, last, trace_of in chunk]
         for widget in reversed(made):
             self._layout.insertWidget(1, widget)  # after the (hidden) placeholder, above the rest
         self.widgets[0:0] = made
-        # Keep what the user looks at in place while messages appear above it.
-        QTimer.singleShot(0, lambda: bar.setValue(bar.maximum() - from_bottom))
-        if self._older:
-            QTimer.singleShot(0, self._show_older)
+        if len(self.widgets) > len(made):
+            # Keep what the user looks at in place while messages appear above it: once the
+            # layout has made room for them (see _on_range_changed).
+            self._from_bottom = from_bottom
+        # Messages too short to fill the view leave nothing to scroll up to: build more, once
+        # the layout (and the first paint) has happened.
+        QTimer.singleShot(FILL_DELAY_MS, self._fill_view)
+
+    @Slot()
+    def _fill_view(self) -> None:
+        if self._older and self.verticalScrollBar().maximum() < self.viewport().height():
+            self._show_older()
+
+    @Slot(int, int)
+    def _on_range_changed(self, _low: int, high: int) -> None:
+        if self._from_bottom is not None:
+            keep, self._from_bottom = self._from_bottom, None
+            self.verticalScrollBar().setValue(high - keep)
+
+    @Slot(int)
+    def _on_scrolled(self, value: int) -> None:
+        # Near the top: the older messages come in before the user reaches the edge.
+        if self._older and value < self.viewport().height():
+            self._show_older()
 
     def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False,
                     trace: list[dict[str, Any]] | None = None) -> MessageWidget:
@@ -451,6 +477,7 @@ class ChatView(QScrollArea):
         self._stream_widget = widget
         self._stream_text = message.content
         self._dirty = False
+        self._timer.setInterval(RENDER_INTERVAL_MS)
         self._timer.start()
         self.scroll_to_bottom()
         return widget
@@ -483,8 +510,13 @@ class ChatView(QScrollArea):
         self._dirty = False
         bar = self.verticalScrollBar()
         at_bottom = bar.value() >= bar.maximum() - 40
+        started = time.perf_counter()
         self._stream_widget.set_text(self._stream_text, remember=False)
         self.render_count += 1
+        # A long answer takes longer to render: render it less often, so rendering never takes
+        # more than about a fifth of the GUI thread (and of the time the answer is written in).
+        spent_ms = (time.perf_counter() - started) * 1000
+        self._timer.setInterval(max(RENDER_INTERVAL_MS, int(spent_ms * 4)))
         if at_bottom:  # follow the answer unless the user scrolled up to read
             self.scroll_to_bottom()
 

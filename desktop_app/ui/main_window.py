@@ -313,8 +313,12 @@ class MainWindow(QMainWindow):
         if switched:
             self.composer.cancel_editing()  # an edit belongs to the conversation it was started in
         self.current_conversation = conversation_id
-        siblings = {m.id: [s.id for s in store.siblings(m)] for m in history}
-        traces = {m.id: answer_trace(store, m.id) for m in history if m.role == "assistant"}
+        # Asked for each message when it is shown: a long conversation shows its newest first.
+        def siblings(m: Any) -> list[int]:
+            return [s.id for s in store.siblings(m)]
+
+        def traces(m: Any) -> Any:
+            return answer_trace(store, m.id) if m.role == "assistant" else None
         streaming = self.generating_conversation == conversation_id and history and history[-1].role == "assistant"
         if streaming:
             self.chat_view.set_messages(history[:-1], siblings, traces)
