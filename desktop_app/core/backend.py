@@ -88,8 +88,11 @@ class Backend(Protocol):
         """Whether this backend can put layers on a GPU."""
 
     # Optional, not checked: ``models() -> list[BackendModel]``, the models this backend offers
-    # (answered at once from what it knows: it is asked on the GUI thread), and
-    # ``describe() -> str``, a line about where the loaded model runs.
+    # (answered at once from what it knows: it is asked on the GUI thread),
+    # ``describe() -> str``, a line about where the loaded model runs, and for a backend that
+    # writes several answers at once: ``parallel`` (how many), ``answers(messages, options_list,
+    # tools, keep_last, cancel=, adapters=)`` and ``stream_chat(..., cancel=, adapters=)`` safe
+    # to call from several threads (see desktop_app.core.engine.Engine).
 
 
 def missing_backend_members(backend: Any) -> list[str]:
