@@ -53,6 +53,20 @@ def end_tokens(engine) -> list[int]:
     return [t for t in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
 
 
+def _at_once(ask, count: int, barrier: threading.Barrier, generated: list[int]) -> tuple[float, int]:
+    """Run ``ask(i)`` on ``count`` threads released together by ``barrier``; aggregate tokens/s
+    (``generated`` holds each one's tokens) and the tokens in all."""
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return sum(generated) / elapsed, sum(generated)
+
+
 def parley_streams(engine, streams: int, tokens: int, first: int) -> tuple[float, int]:
     """Aggregate tokens/s of ``streams`` threads asking at once (prompts never seen before)."""
     from desktop_app.core.engine import DoneEvent
@@ -69,15 +83,7 @@ def parley_streams(engine, streams: int, tokens: int, first: int) -> tuple[float
             if isinstance(event, DoneEvent):
                 generated[i] = event.stats.generated_tokens
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(streams)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    return sum(generated) / elapsed, sum(generated)
+    return _at_once(ask, streams, barrier, generated)
 
 
 def width_costs(engine, tokens: int, widths=(1, 2, 4, 5, 8)) -> dict[int, float]:
@@ -113,15 +119,7 @@ def server_streams(url: str, prompts: list[str], tokens: int) -> tuple[float, in
         with urllib.request.urlopen(request, timeout=600) as reply:
             generated[i] = json.loads(reply.read())["tokens_predicted"]
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    return sum(generated) / elapsed, sum(generated)
+    return _at_once(ask, len(prompts), barrier, generated)
 
 
 def strategy_times(context, task_set, items) -> dict[str, float]:
