@@ -388,6 +388,8 @@ class ChatView(QScrollArea):
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
         self._older = [(m, alternatives, i == last_assistant, trace_of) for i, m in enumerate(messages)]
         self._show_older(FIRST_SHOWN)
+        # The newest message at the bottom once the layout has room for them (_on_range_changed).
+        self._from_bottom = 0
         self.scroll_to_bottom()
 
     @property
