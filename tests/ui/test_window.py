@@ -411,3 +411,28 @@ def test_a_configured_model_that_fails_at_start_gives_way_to_the_built_in_one(qt
     from desktop_app.core.settings import Settings
 
     assert Settings.load(paths.settings_file).get("model.path") == entry.name
+
+
+def test_a_long_conversation_opens_at_its_newest_message_and_builds_older_ones_on_scrolling(qtbot, window):
+    from desktop_app.ui.chat_view import FIRST_SHOWN
+
+    store = window.context.store
+    conversation = store.create_conversation("Long")
+    for i in range(60):
+        store.add_message(conversation.id, "user", f"Question {i}")
+        store.add_message(conversation.id, "assistant", f"Answer {i}:\n\n```python\nprint({i})\n```\n")
+    window.show_conversation(conversation.id)
+    view = window.chat_view
+    # Only the newest messages are built at first, and the view is at the bottom, once laid out.
+    assert len(view.widgets) == FIRST_SHOWN and view.loading
+    assert view.widgets[-1].message.content.startswith("Answer 59")
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=5_000)
+    # Scrolling up builds older ones above.
+    shown = len(view.widgets)
+    bar.setValue(0)
+    qtbot.waitUntil(lambda: len(view.widgets) > shown, timeout=5_000)
+    assert view.widgets[0].message.content.startswith("Question")
+    view.finish_loading()
+    assert not view.loading and len(view.widgets) == 120
+    assert [w.message.content for w in view.widgets][:2] == ["Question 0", "Answer 0:\n\n```python\nprint(0)\n```\n"]
