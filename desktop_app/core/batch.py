@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 KEEP_IDLE = 0
 
 #: What a sequence ended with; the next prompt begins a message after it.
-_CLOSING = "closing"
 
 
 @dataclass(eq=False)
@@ -152,8 +151,7 @@ class _Sequence:
         self.opening = ""
         self.first_at = 0.0
         self.next_token: int | None = None
-        self.end_token: int | None = None
-        self.state = "waiting"  # waiting (for its prompt), writing, closing, done
+        self.state = "waiting"  # waiting (for its prompt), writing, done
 
     def cancelled(self) -> bool:
         request = self.request
@@ -165,7 +163,6 @@ class _Sequence:
         """The token sampled for this answer: end it, or show it and feed it back next step."""
         scheduler = self.scheduler
         if scheduler.is_end(token):
-            self.end_token = token
             self.finish("stop")
             return
         self.count += 1
@@ -222,15 +219,12 @@ class _Sequence:
             stats.time_to_first_token = self.first_at - request.started
         if self.count > 1 and now > self.first_at:
             stats.tokens_per_second = (self.count - 1) / (now - self.first_at)
-        request.sink.put((self.index, DoneEvent(self.text, reason, stats, request.prompt), self.count))
+        # Its place is free before the answer is reported, so a follow-up sent at once finds it
+        # idle (the end token is not fed to the cache: the follow-up evaluates that one token).
         self.release()
-        # The chat template closes the answer with the end token in the next prompt; having it
-        # in the cache already makes the follow-up's prefix match longer. Fed at the next step.
-        if self.end_token is not None and len(self.slot.tokens) < self.scheduler.n_ctx and self.slot.tokens:
-            self.state = _CLOSING
-        else:
-            self.state = "done"
-            self.slot.busy = False
+        self.state = "done"
+        self.slot.busy = False
+        request.sink.put((self.index, DoneEvent(self.text, reason, stats, request.prompt), self.count))
 
     def fail(self, message: str) -> None:
         """End the answer with an error, keeping what it wrote."""
@@ -537,11 +531,10 @@ class Scheduler:
             slot.tokens.clear()
 
     def _step(self) -> None:
-        """One llama_decode: each answer's last token, the closing tokens, and chunks of new prompts."""
+        """One llama_decode: each answer's last token and chunks of new prompts."""
         llama = self._llama
         batch = self._batch
         writing: list[tuple[_Sequence, int]] = []  # (sequence, its row of logits)
-        closing: list[_Sequence] = []
         prompts: list[tuple[Request, list[int], int]] = []  # (request, its tokens in this batch, row of the last)
         n = 0
         for request in self._active:
@@ -553,11 +546,6 @@ class Scheduler:
                     slot = sequence.slot
                     _put(batch, n, sequence.next_token, len(slot.tokens), slot.seq_id, True)
                     writing.append((sequence, n))
-                    n += 1
-                elif sequence.state == _CLOSING:
-                    slot = sequence.slot
-                    _put(batch, n, sequence.end_token, len(slot.tokens), slot.seq_id, False)
-                    closing.append(sequence)
                     n += 1
         for request in self._active:
             lead = request.lead
@@ -583,10 +571,6 @@ class Scheduler:
             batch.n_tokens = n
             self._decode(batch)
             self.decoded += n
-        for sequence in closing:
-            sequence.slot.tokens.append(sequence.end_token)
-            sequence.state = "done"
-            sequence.slot.busy = False
         for sequence, row in writing:
             sequence.slot.tokens.append(sequence.next_token)
         for request, chunk, row in prompts:

@@ -359,14 +359,25 @@ class ChatView(QScrollArea):
         self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
         self._from_bottom: int | None = None
+        self._settling = False
+        # One timer, stopped by clear(): a fill scheduled for the conversation shown before
+        # must not build messages of the next one before it is painted.
+        self._fill_timer = QTimer(self)
+        self._fill_timer.setSingleShot(True)
+        self._fill_timer.setInterval(FILL_DELAY_MS)
+        self._fill_timer.timeout.connect(self._fill_view)
 
     def clear(self) -> None:
         """Remove every message."""
         self._timer.stop()
+        self._fill_timer.stop()
         self._older = []  # a conversation still being filled in stops filling in
         self._stream_widget = None
         for widget in self.widgets:
-            widget.setParent(None)
+            # Hidden and deleted later, not reparented: taking a widget out of a window with a
+            # style sheet re-styles it (70 ms for 80 messages, before the next conversation shows).
+            widget.hide()
+            self._layout.removeWidget(widget)
             widget.deleteLater()
         self.widgets = []
         self._placeholder.show()
@@ -420,24 +431,32 @@ class ChatView(QScrollArea):
             # layout has made room for them (see _on_range_changed).
             self._from_bottom = from_bottom
         # Messages too short to fill the view leave nothing to scroll up to: build more, once
-        # the layout (and the first paint) has happened.
-        QTimer.singleShot(FILL_DELAY_MS, self._fill_view)
+        # the layout (and the first paint) has happened (see _fill_view).
+        self._fill_timer.start()
 
     @Slot()
     def _fill_view(self) -> None:
-        if self._older and self.verticalScrollBar().maximum() < self.viewport().height():
+        # Messages too short to fill the view, or a view left at its top (where scrolling up
+        # moves nothing, so no scroll event comes): build more.
+        if self._older and self.verticalScrollBar().value() < self.viewport().height():
             self._show_older()
 
     @Slot(int, int)
     def _on_range_changed(self, _low: int, high: int) -> None:
         if self._from_bottom is not None:
             keep, self._from_bottom = self._from_bottom, None
-            self.verticalScrollBar().setValue(high - keep)
+            self._settling = True  # not the user scrolling up: build nothing before the first paint
+            try:
+                self.verticalScrollBar().setValue(high - keep)
+            finally:
+                self._settling = False
+        if self._older and self.verticalScrollBar().value() < self.viewport().height():
+            self._fill_timer.start()
 
     @Slot(int)
     def _on_scrolled(self, value: int) -> None:
         # Near the top: the older messages come in before the user reaches the edge.
-        if self._older and value < self.viewport().height():
+        if self._older and not self._settling and value < self.viewport().height():
             self._show_older()
 
     def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False,

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -139,12 +139,22 @@ class MainWindow(QMainWindow):
         self.plugin_ui.report_failures()
         for warning in context.warnings:
             self.show_error(warning)
-        # Import the Markdown and highlighting libraries off the GUI thread before the first
-        # answer needs them (doing it on first render froze the window for ~60 ms).
-        run_task(lambda: render_markdown("*warm-up*\n\n```python\npass\n```", self.chat_view.dark),
-                 lambda _: None, lambda _: None)
+        self.client.worker.set_warm_up(
+            lambda: render_markdown("*warm-up*\n\n```python\npass\n```", self.chat_view.dark))
+        QTimer.singleShot(0, self._warm_up)
         if load_model:
             self.load_model(None)
+
+    @Slot()
+    def _warm_up(self) -> None:
+        """Import the Markdown and highlighting libraries off the GUI thread before the first
+        answer needs them (doing it on first render froze the window for ~60 ms): on the
+        engine's thread before a model load that is under way, else on a thread of its own."""
+        if self.model_loading:
+            return  # the load runs it first (EngineWorker.set_warm_up)
+        warm_up = self.client.worker.take_warm_up()
+        if warm_up is not None:
+            run_task(warm_up, lambda _: None, lambda _: None)
 
     # -- building -------------------------------------------------------------------------
     def _build_toolbar(self) -> None:

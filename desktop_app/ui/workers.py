@@ -66,6 +66,24 @@ class EngineWorker(QObject):
         self.context = context
         #: Whether this llama.cpp build can use a GPU; known after the first load.
         self.gpu_supported: bool | None = None
+        self._warm_up: Callable[[], Any] | None = None
+        self._warm_up_lock = threading.Lock()
+
+    def set_warm_up(self, fn: Callable[[], Any]) -> None:
+        """Have ``fn`` (imports the window needs soon) run on this thread before the next load.
+
+        Run there, one after the other, rather than on a thread of their own at the same time:
+        two threads importing and parsing at once kept the GUI thread from the interpreter for
+        up to 90 ms while the model loaded.
+        """
+        with self._warm_up_lock:
+            self._warm_up = fn
+
+    def take_warm_up(self) -> Callable[[], Any] | None:
+        """The warm-up not run yet, which the caller now runs (None if it ran or was taken)."""
+        with self._warm_up_lock:
+            fn, self._warm_up = self._warm_up, None
+        return fn
 
     @Slot(object, object)
     def run_call(self, fn: Callable[[], Any], future: Future) -> None:
@@ -85,6 +103,12 @@ class EngineWorker(QObject):
     def load_model(self, name_or_path: str) -> None:
         """Load a model (empty string: the configured one) and read its metadata."""
         self.model_load_started.emit(name_or_path)
+        warm_up = self.take_warm_up()
+        if warm_up is not None:
+            try:
+                warm_up()
+            except Exception:  # only a head start: the window imports it when it needs it
+                log.exception("warming up failed")
         try:
             warnings = self._load(name_or_path)
             self.gpu_supported = self.context.engine.gpu_offload_supported()
