@@ -438,14 +438,16 @@ def test_a_long_conversation_opens_at_its_newest_message_and_builds_older_ones_o
     assert [w.message.content for w in view.widgets][:2] == ["Question 0", "Answer 0:\n\n```python\nprint(0)\n```\n"]
 
 
-def test_the_markdown_warm_up_runs_once_before_the_first_load(qtbot, make_window):
-    window = make_window(wait_model=False)
+def test_the_markdown_warm_up_runs_once_before_the_first_load(qtbot, window):
+    # The window's own warm-up ran when its first load began.
+    assert window.client.worker.take_warm_up() is None
     ran = []
     window.client.worker.set_warm_up(lambda: ran.append(window.model_loading))
-    window.load_model(None)
-    qtbot.waitUntil(lambda: window.context.engine.loaded and not window.model_loading, timeout=120_000)
-    # It ran on the engine's thread, as the load began (not beside it on a thread of its own).
+    with qtbot.waitSignal(window.model_ready, timeout=120_000):
+        window.load_model(None)
+    # It ran on the engine's thread, as the load began (not beside it on a thread of its own)...
     assert ran == [True] and window.client.worker.take_warm_up() is None
-    window.load_model(None)
-    qtbot.waitUntil(lambda: not window.model_loading, timeout=120_000)
+    # ...and once.
+    with qtbot.waitSignal(window.model_ready, timeout=120_000):
+        window.load_model(None)
     assert ran == [True]

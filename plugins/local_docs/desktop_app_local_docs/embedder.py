@@ -41,6 +41,7 @@ class Embedder:
         self._model: Any = None
         self._lock = threading.Lock()
         self._use = threading.Lock()
+        self._chunking: _OneAtATime | None = None
 
     @property
     def model(self) -> Any:
@@ -72,8 +73,18 @@ class Embedder:
 
     @property
     def tokenizer(self) -> Any:
-        """The model's tokenizer (chunks are measured in its tokens), one caller at a time."""
-        return _OneAtATime(self.model.tokenizer, self._use)
+        """A tokenizer of the model's own (chunks are measured in its tokens), one caller at a time.
+
+        A copy, with a lock of its own: chunking the next files never waits for an embedding
+        under way, so an indexing run reads and chunks while the model embeds.
+        """
+        model = self.model  # takes self._lock itself
+        with self._lock:
+            if self._chunking is None:
+                import copy
+
+                self._chunking = _OneAtATime(copy.deepcopy(model.tokenizer), threading.Lock())
+            return self._chunking
 
     @property
     def max_tokens(self) -> int:

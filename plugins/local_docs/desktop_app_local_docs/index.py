@@ -16,6 +16,7 @@ import os
 import stat
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -292,13 +293,37 @@ class DocsIndex:
         unreachable: list[str] = []
         files = list(self._walk(roots, report, unreachable))
         known = self.books.files(name)
-        present = set()
+        present: set[str] = set()
         pending: list[PreparedFile] = []
+        with _Embedding(self.embedder) as embedding:
+            try:
+                self._index_files(name, store, files, known, present, pending, report, embedding, started,
+                                  progress, cancel)
+            finally:
+                # What was read is kept, cancelled or not: the last batches are embedded and stored.
+                self._flush(store, pending, report, embedding)
+                self._store_embedded(store, embedding.finish(), report)
+        if not report.cancelled:
+            for path in set(known) - present:
+                if not _under_any(path, roots):
+                    continue  # another instance's folder, on a shared collection: theirs to keep up to date
+                if _under_any(path, unreachable):
+                    continue  # not seen because its folder could not be read, not because it is gone
+                store.remove_file(path)
+                report.removed += 1
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _index_files(self, name: str, store: CollectionStore, files: list[Path], known: dict[str, Any],
+                     present: set[str], pending: list[PreparedFile], report: IndexReport,
+                     embedding: _Embedding, started: float, progress: Callable[[Progress], None] | None,
+                     cancel: threading.Event | None) -> None:
+        """Check, read and chunk each file; batches of chunks go to the embedding thread."""
         pending_chunks = 0
         for number, path in enumerate(files, 1):
             if cancel is not None and cancel.is_set():
                 report.cancelled = True
-                break
+                return
             key = str(path)
             present.add(key)
             old = known.get(key)
@@ -333,25 +358,13 @@ class DocsIndex:
                         pending.append(prepared)
                         pending_chunks += len(prepared.chunks)
                     if pending_chunks >= FLUSH_CHUNKS or len(pending) >= FLUSH_FILES:
-                        self._flush(store, pending, report)
+                        self._flush(store, pending, report, embedding)
                         pending_chunks = 0
             if progress is not None:
                 elapsed = time.perf_counter() - started
                 rate = report.chunks / elapsed if elapsed > 0 else 0.0
                 eta = elapsed / number * (len(files) - number) if number else None
                 progress(Progress(number, len(files), report.chunks, key, rate, eta))
-        self._flush(store, pending, report)
-        if not report.cancelled:
-            for path in set(known) - present:
-                if not _under_any(path, roots):
-                    continue  # another instance's folder, on a shared collection: theirs to keep up to date
-                if _under_any(path, unreachable):
-                    continue  # not seen because its folder could not be read, not because it is gone
-                store.remove_file(path)
-                report.removed += 1
-        report.seconds = time.perf_counter() - started
-        return report
-
     def _prepare_file(self, store: CollectionStore, path: Path, st: os.stat_result, digest: str,
                       report: IndexReport) -> PreparedFile | None:
         """Read and chunk one file; None when it is skipped (recorded with the reason)."""
@@ -369,20 +382,32 @@ class DocsIndex:
         ids = store.chunk_ids_for(key, digest, [c.text for c in chunks])
         return PreparedFile(key, st.st_size, st.st_mtime, digest, chunks, ids)
 
-    def _flush(self, store: CollectionStore, pending: list[PreparedFile], report: IndexReport) -> None:
-        """Embed the chunks of several files in one go (bigger batches run faster), then store each file."""
-        if not pending:
+    def _flush(self, store: CollectionStore, pending: list[PreparedFile], report: IndexReport,
+               embedding: _Embedding) -> None:
+        """Embed the chunks of several files in one go (bigger batches run faster) on the embedding
+        thread, and store the batch before it meanwhile: the next files are read and chunked
+        while the model embeds these."""
+        if pending:
+            batch = list(pending)
+            pending.clear()
+            texts = [c.text for file in batch for c in file.chunks]
+            embedding.start(batch, texts)
+        self._store_embedded(store, embedding.previous(), report)
+
+    def _store_embedded(self, store: CollectionStore, done: tuple[list[PreparedFile], Future] | None,
+                        report: IndexReport) -> None:
+        """Store each file of an embedded batch (waits for its embeddings)."""
+        if done is None:
             return
-        texts = [c.text for file in pending for c in file.chunks]
-        embeddings = self.embedder.encode(texts) if texts else []
+        files, future = done
+        embeddings = future.result()
         stall = stall_marker(report.indexed)
         position = 0
-        for file in pending:
+        for file in files:
             store.put_file(file, embeddings[position:position + len(file.chunks)], stall=stall)
             position += len(file.chunks)
             report.indexed += 1
             report.chunks += len(file.ids)
-        pending.clear()
         store.commit()
 
     def _skip(self, store: CollectionStore, key: str, reason: str, report: IndexReport,
@@ -449,11 +474,55 @@ class DocsIndex:
                  if len(t) > 2 and t not in STOP_WORDS]
         if not terms:
             return []
-        return self.books.keyword(name, " OR ".join(f'"{t}"' for t in terms), limit)
+        return self.books.keyword(name, terms, limit)
 
     def close(self) -> None:
         """Close the bookkeeping database."""
         self.books.close()
+
+
+class _Embedding:
+    """The embedding thread of one indexing run: one batch embeds while the run reads the next.
+
+    ``start`` hands a batch over; the batch it displaces (embedded or nearly) comes back from
+    ``previous`` to be stored, and the last one from ``finish``.
+    """
+
+    def __init__(self, embedder: Any):
+        self._embedder = embedder
+        self._pool: ThreadPoolExecutor | None = None
+        self._running: tuple[list[PreparedFile], Future] | None = None
+        self._displaced: tuple[list[PreparedFile], Future] | None = None
+
+    def __enter__(self) -> _Embedding:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def start(self, files: list[PreparedFile], texts: list[str]) -> None:
+        """Embed ``texts`` (the chunks of ``files``, in order) on the embedding thread."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="parley-embed")
+        future: Future = self._pool.submit(self._embedder.encode, texts) if texts else _done([])
+        self._displaced, self._running = self._running, (files, future)
+
+    def previous(self) -> tuple[list[PreparedFile], Future] | None:
+        """The batch started before the last one, not stored yet (once)."""
+        displaced, self._displaced = self._displaced, None
+        return displaced
+
+    def finish(self) -> tuple[list[PreparedFile], Future] | None:
+        """The last batch started, not stored yet (once)."""
+        running, self._running = self._running, None
+        return running
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def _under_any(path: str, roots: list[str]) -> bool:
