@@ -443,20 +443,20 @@ class ChatView(QScrollArea):
 
     @Slot(int, int)
     def _on_range_changed(self, _low: int, high: int) -> None:
+        # The layout settles in several steps: the view stays at the same distance from the
+        # bottom through all of them, until the user scrolls.
         if self._from_bottom is not None:
-            keep, self._from_bottom = self._from_bottom, None
-            self._settling = True  # not the user scrolling up: build nothing before the first paint
-            try:
-                self.verticalScrollBar().setValue(high - keep)
-            finally:
-                self._settling = False
+            self._scroll_to(high - self._from_bottom)
         if self._older and self.verticalScrollBar().value() < self.viewport().height():
             self._fill_timer.start()
 
     @Slot(int)
     def _on_scrolled(self, value: int) -> None:
         # Near the top: the older messages come in before the user reaches the edge.
-        if self._older and not self._settling and value < self.viewport().height():
+        if self._settling:
+            return  # moved by the view itself, not the user
+        self._from_bottom = None  # where the user scrolled to rules now
+        if self._older and value < self.viewport().height():
             self._show_older()
 
     def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False,
@@ -548,4 +548,12 @@ class ChatView(QScrollArea):
 
     def scroll_to_bottom(self) -> None:
         """Scroll to the newest message once the layout has settled."""
-        QTimer.singleShot(0, lambda: self.verticalScrollBar().setValue(self.verticalScrollBar().maximum()))
+        QTimer.singleShot(0, lambda: self._scroll_to(self.verticalScrollBar().maximum()))
+
+    def _scroll_to(self, value: int) -> None:
+        """Move the view without it counting as the user's scrolling (see _on_scrolled)."""
+        self._settling = True
+        try:
+            self.verticalScrollBar().setValue(value)
+        finally:
+            self._settling = False

@@ -414,7 +414,7 @@ def test_a_configured_model_that_fails_at_start_gives_way_to_the_built_in_one(qt
 
 
 def test_a_long_conversation_opens_at_its_newest_message_and_builds_older_ones_on_scrolling(qtbot, window):
-    from desktop_app.ui.chat_view import FIRST_SHOWN
+    from desktop_app.ui.chat_view import FILL_DELAY_MS, FIRST_SHOWN
 
     store = window.context.store
     conversation = store.create_conversation("Long")
@@ -428,6 +428,9 @@ def test_a_long_conversation_opens_at_its_newest_message_and_builds_older_ones_o
     assert view.widgets[-1].message.content.startswith("Answer 59")
     bar = view.verticalScrollBar()
     qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=5_000)
+    # ...and stays there while the layout settles and more messages are built above.
+    qtbot.wait(FILL_DELAY_MS * 4)
+    assert bar.value() == bar.maximum() and view.widgets[-1].message.content.startswith("Answer 59")
     # Scrolling up builds older ones above.
     shown = len(view.widgets)
     bar.setValue(0)

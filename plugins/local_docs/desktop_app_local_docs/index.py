@@ -365,6 +365,7 @@ class DocsIndex:
                 rate = report.chunks / elapsed if elapsed > 0 else 0.0
                 eta = elapsed / number * (len(files) - number) if number else None
                 progress(Progress(number, len(files), report.chunks, key, rate, eta))
+
     def _prepare_file(self, store: CollectionStore, path: Path, st: os.stat_result, digest: str,
                       report: IndexReport) -> PreparedFile | None:
         """Read and chunk one file; None when it is skipped (recorded with the reason)."""
