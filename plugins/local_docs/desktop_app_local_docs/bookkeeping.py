@@ -223,9 +223,10 @@ class Bookkeeping:
     def keyword(self, name: str, terms: list[str], limit: int) -> list[tuple]:
         """(id, path, page, heading, text) of the chunks holding any of ``terms``, best first (BM25).
 
-        In an index of COMMON_TERMS_FROM chunks or more, terms found in more than half of them are left out: BM25 gives them no weight
-        (FTS5 clamps their IDF to 1e-6), yet ranking every chunk they match cost 60 ms of a
-        search over 10,000 chunks. When only such terms remain, there is no keyword hit.
+        In an index of COMMON_TERMS_FROM chunks or more, terms found in more than half of them
+        are left out: BM25 gives them no weight (FTS5 clamps their IDF to 1e-6), yet ranking
+        every chunk they match cost 60 ms of a search over 10,000 chunks. When only such terms
+        remain, there is no keyword hit.
         """
         with self._lock:
             changes = self.db.total_changes

@@ -260,3 +260,29 @@ def test_loading_the_embedder_leaves_the_model_hub_online():
               "assert not c.HF_HUB_OFFLINE\n")
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+
+
+def test_keyword_search_leaves_out_terms_in_most_chunks_of_a_large_index(tmp_path):
+    from desktop_app_local_docs.bookkeeping import COMMON_TERMS_FROM, Bookkeeping
+
+    books = Bookkeeping(tmp_path / "docs.db")
+    rows = [(f"c{i}", "notes", f"/notes/{i}.txt", 0, "", 0, f"harbour report number {i}"
+             + (" ferry timetable" if i == 7 else "")) for i in range(COMMON_TERMS_FROM + 10)]
+
+    def insert(part):
+        with books.transaction():
+            books.db.executemany("INSERT INTO chunks(id, collection, path, page, heading, start, text)"
+                                 " VALUES (?, ?, ?, ?, ?, ?, ?)", part)
+
+    insert(rows[:5])
+    # A small index keeps every term: "harbour" (in every chunk) still finds chunks.
+    assert len(books.keyword("notes", ["harbour"], 3)) == 3
+    insert(rows[5:])
+    # A large one leaves it out: it carries no BM25 weight, and ranking every chunk is slow.
+    assert books.keyword("notes", ["harbour"], 3) == []
+    # A rare term still finds its chunk, ranked first, with the common one beside it.
+    assert [r[0] for r in books.keyword("notes", ["harbour", "ferry"], 3)] == ["c7"]
+    # A term written with an accent (folded in the index) is kept, not mistaken for a missing one.
+    insert([("x1", "notes", "/notes/x.txt", 0, "", 0, "café opening hours")])
+    assert [r[0] for r in books.keyword("notes", ["café"], 3)] == ["x1"]
+    books.close()
