@@ -438,8 +438,12 @@ class ChatView(QScrollArea):
     def _fill_view(self) -> None:
         # Messages too short to fill the view, or a view left at its top (where scrolling up
         # moves nothing, so no scroll event comes): build more.
-        if self._older and self.verticalScrollBar().value() < self.viewport().height():
+        if self._near_top(self.verticalScrollBar().value()):
             self._show_older()
+
+    def _near_top(self, value: int) -> bool:
+        """Whether older messages wait to be built and the view at ``value`` is within a screen of the top."""
+        return bool(self._older) and value < self.viewport().height()
 
     @Slot(int, int)
     def _on_range_changed(self, _low: int, high: int) -> None:
@@ -447,7 +451,7 @@ class ChatView(QScrollArea):
         # bottom through all of them, until the user scrolls.
         if self._from_bottom is not None:
             self._scroll_to(high - self._from_bottom)
-        if self._older and self.verticalScrollBar().value() < self.viewport().height():
+        if self._near_top(self.verticalScrollBar().value()):
             self._fill_timer.start()
 
     @Slot(int)
@@ -456,7 +460,7 @@ class ChatView(QScrollArea):
         if self._settling:
             return  # moved by the view itself, not the user
         self._from_bottom = None  # where the user scrolled to rules now
-        if self._older and value < self.viewport().height():
+        if self._near_top(value):
             self._show_older()
 
     def add_message(self, message: Message, siblings: list[int] | None = None, last: bool = False,
