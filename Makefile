@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.parley-installed
 TORCH_SPEC ?= torch==2.13.0
 JOBS   := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-slow install lint bench bench-native native native-dir screenshots clean
+.PHONY: run test test-slow install lint bench bench-gpu bench-native native native-dir screenshots clean
 
 run: $(STAMP)
 	$(VENV)/bin/parley
@@ -69,6 +69,22 @@ bench: $(STAMP) bench-native
 	$(PY) benchmarks/tool_loop.py
 	$(PY) benchmarks/lora.py
 	$(PY) benchmarks/server.py
+
+# The engine and batching benchmarks with every layer on an NVIDIA GPU. llama-cpp-python is
+# built with CUDA into a venv of its own, and llama-bench and llama-server likewise: CMAKE_ARGS
+# is part of the build caches' key, so the CPU builds are kept. Not part of `make test`.
+GPU_VENV      ?= .venv-gpu
+GPU_CMAKE_ARGS ?= -DGGML_CUDA=on
+bench-gpu:
+	@command -v nvcc >/dev/null 2>&1 || { echo "make bench-gpu builds llama.cpp with CUDA and needs NVIDIA's CUDA toolkit: nvcc is not on PATH. Install the toolkit (or add its bin folder to PATH) and run it again; make bench measures the CPU build."; exit 1; }
+	@nvidia-smi -L >/dev/null 2>&1 || { echo "make bench-gpu needs an NVIDIA GPU and its driver: nvidia-smi finds none on this machine. make bench measures the CPU build."; exit 1; }
+	$(MAKE) VENV=$(GPU_VENV) CMAKE_ARGS="$(GPU_CMAKE_ARGS)" install native
+	$(GPU_VENV)/bin/python -c "from desktop_app.core.engine import Engine; import sys; sys.exit(0 if Engine.gpu_offload_supported() else 'The CUDA build of llama-cpp-python cannot offload layers: see the build output above.')"
+	$(MAKE) VENV=$(GPU_VENV) CMAKE_ARGS="$(GPU_CMAKE_ARGS)" bench-gpu-run
+
+bench-gpu-run:
+	$(PY) benchmarks/engine_throughput.py
+	$(PY) benchmarks/parallel.py
 
 # Renders the window with a real conversation, light and dark, into docs/.
 screenshots: $(STAMP)

@@ -37,6 +37,8 @@ from desktop_app.core.settings import Settings  # noqa: E402
 from desktop_app.core.store import Store  # noqa: E402
 from tests.native_tools import find_native_tool  # noqa: E402
 
+from offload import describe, engine_layers, native_layers  # noqa: E402  (benchmarks/ is on the path)
+
 PROMPT = "Write a long, detailed essay about the history of the Roman Empire."
 CTX = 2048
 
@@ -79,7 +81,7 @@ def native_speed(model: Path, threads: int, tokens: int, repetitions: int, depth
         return None
     out = subprocess.run(
         [str(bench), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(tokens), "-fa", "1",
-         "-d", str(depth), "-r", str(repetitions), "-o", "json"],
+         "-d", str(depth), "-r", str(repetitions), "-ngl", native_layers(), "-o", "json"],
         capture_output=True, text=True, check=True,
     ).stdout
     return float(json.loads(out)[0]["avg_ts"])
@@ -154,20 +156,22 @@ def main() -> None:
 
     model = default_model_path()
     threads = physical_cores()
-    print(f"model {model.name}, {threads} threads, greedy, {args.tokens} tokens, median of {args.runs} runs")
+    print(f"model {model.name}, {threads} threads, {describe()}, greedy, {args.tokens} tokens, "
+          f"median of {args.runs} runs")
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.load(Path(tmp) / "settings.toml")
         settings.set("generation.temperature", 0.0)
         store = Store(Path(tmp) / "conversations.db")
         engine = Engine()
-        engine.load(model, LoadConfig(context_length=CTX, threads=threads, flash_attention=True))
+        engine.load(model, LoadConfig(context_length=CTX, threads=threads, flash_attention=True,
+                                      gpu_layers=engine_layers()))
         service = ChatService(store, engine, settings)
 
         import llama_cpp
 
         llm = llama_cpp.Llama(model_path=str(model), n_ctx=CTX, n_threads=threads, flash_attn=True,
-                              n_threads_batch=threads, n_batch=512, verbose=False)
+                              n_threads_batch=threads, n_batch=512, n_gpu_layers=engine_layers(), verbose=False)
 
         # Each round runs all five back to back, in alternating order, so that a drift in the
         # machine's speed (several percent within a minute here) hits each alike; the ratios

@@ -10,6 +10,9 @@ Three figures, each a ratio within one run, on the built-in model with the same 
    forced to write the same number of tokens) against llama.cpp's ``llama-server --parallel 4``
    on the same prompts, threads and context (goal >= 0.9x). llama-server is built by ``make native``.
 3. One stream against ``llama-bench``'s generation speed after a prompt of the same length (goal >= 0.95x).
+4. The strategy lab's grid (three candidates on the arithmetic set's held-out items): a run that
+   writes its answers together against the same run answered one at a time, with how many of
+   their verdicts agree (answers written together can differ in a rare token).
 
 Run: ``.venv/bin/python benchmarks/parallel.py [--rounds N] [--tokens N] [--questions N]``
 """
@@ -150,6 +153,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="tokens each concurrent stream writes")
     parser.add_argument("--single-rounds", type=int, default=9, help="rounds of one stream against llama-bench")
     parser.add_argument("--questions", type=int, default=6, help="arithmetic questions for self-consistency")
+    parser.add_argument("--grid-items", type=int, default=8, help="held-out items of the lab grid")
     args = parser.parse_args()
     os.environ.setdefault("PARLEY_LOAD_PLUGINS", "")
 
@@ -162,9 +166,10 @@ def main() -> None:
 
     model = default_model_path()
     threads = physical_cores()
-    gpu = Engine.gpu_offload_supported()
-    layers = -1 if gpu else 0
-    print(f"model {model.name}, {threads} threads, {'GPU build: all layers offloaded' if gpu else 'CPU'}, "
+    from offload import describe, engine_layers, native_layers
+
+    layers = engine_layers()
+    print(f"model {model.name}, {threads} threads, {describe()}, "
           f"context {CONTEXT}, {args.rounds} rounds", flush=True)
 
     with tempfile.TemporaryDirectory() as home:
@@ -179,7 +184,7 @@ def main() -> None:
         command[command.index("-t") + 1] = str(threads)
         command[command.index("-c") + 1] = str(CONTEXT)
         command[command.index("-np") + 1] = str(STREAMS)
-        command += ["-ngl", "999" if gpu else "0", "-b", "512", "-ub", "512", "-fa", "on"]
+        command += ["-ngl", native_layers(), "-b", "512", "-ub", "512", "-fa", "on"]
         server.start()
         rows = []
         try:
@@ -256,6 +261,7 @@ def main() -> None:
             context.load_model(None)
             strategy_times(context, task_set, items[:1])  # warm-up
             results[parallel] = [strategy_times(context, task_set, items) for _ in range(args.rounds)]
+        grid = lab_grid(context, task_set, args.grid_items, args.rounds, Path(home) / "runs")
         context.close()
         for parallel, label in ((8, "batched"), (1, "one at a time")):
             for r in results[parallel]:
@@ -265,6 +271,37 @@ def main() -> None:
         serial = statistics.median(r["self"] / r["chain"] for r in results[1])
         print(f"ratio self-consistency (N=5) / one chain-of-thought answer, batched: {batched:.2f}x  (goal <= 2.0x)")
         print(f"ratio self-consistency (N=5) / one chain-of-thought answer, one sample at a time: {serial:.2f}x")
+        for together, alone, agree, answers in grid:
+            print(f"  lab grid of {answers} answers: together {together:6.1f} s, one at a time {alone:6.1f} s, "
+                  f"{agree} of {answers} verdicts the same")
+        print(f"ratio lab grid one at a time / together: {statistics.median(a / t for t, a, _, _ in grid):.2f}x "
+              "(the speed-up of writing the grid's answers together)")
+
+
+def lab_grid(context, task_set, count: int, rounds: int, folder: Path) -> list[tuple[float, float, int, int]]:
+    """Wall time of one lab run (zero-shot, few-shot and chain-of-thought on ``count`` held-out
+    items) with its answers written together and one at a time, and how many verdicts agree."""
+    from desktop_app_lab.candidates import parse_candidates
+    from desktop_app_lab.runner import run_lab
+    from desktop_app_lab.runs import RunStore
+
+    context.settings.set("model.parallel", 8)
+    context.load_model(None)
+    lab = context.plugin_context("lab")
+    store = RunStore(folder)
+    task_set.items = task_set.train + task_set.test[:count]
+    candidates = parse_candidates(["zero, few:2, chain"])
+    rows = []
+    for round_ in range(rounds):
+        times, verdicts = {}, {}
+        for batched in ((True, False) if round_ % 2 == 0 else (False, True)):
+            start = time.perf_counter()
+            run = run_lab(lab, store.create(task_set, candidates, model="benchmark", batched=batched))
+            times[batched] = time.perf_counter() - start
+            verdicts[batched] = {(r["candidate"], r["item"]): r["passed"] for r in run.results}
+        agree = sum(verdicts[True].get(key) == passed for key, passed in verdicts[False].items())
+        rows.append((times[True], times[False], agree, len(verdicts[False])))
+    return rows
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -190,6 +191,7 @@ class ChatService:
         parent_id: int | None | type[...] = ...,
         plugin_options: dict[str, dict[str, Any]] | None = None,
         approve_tool: Approver | None = None,
+        stop: threading.Event | None = None,
     ) -> TurnFinished | TurnFailed:
         """Store ``text`` as the user's message and answer it.
 
@@ -198,11 +200,16 @@ class ChatService:
         the generation settings for this turn; ``plugin_options`` (per plugin name) reach the
         plugins as ``turn.plugin_options``. ``approve_tool(call, tool)`` asks the user whether
         a tool call may run (without it, calls that need approval are refused).
+
+        ``stop``, when given and the engine writes several answers at once, stops this turn
+        alone, and the turn's answer joins the batch being written with its own adapters (so
+        turns from several threads are written together). Otherwise the engine's shared Stop
+        (``engine.cancel()``) ends it.
         """
         if not text.strip():
             raise ValueError("The message is empty.")
         user = self.store.add_message(conversation_id, "user", text, parent_id=parent_id)
-        return self._run(user, on_event, options, plugin_options, approve_tool)
+        return self._run(user, on_event, options, plugin_options, approve_tool, stop=stop)
 
     def regenerate(
         self,
@@ -267,7 +274,9 @@ class ChatService:
                 if message.role in ("user", "assistant") and message.content:
                     self.store.add_message(conversation.id, message.role, message.content)
 
-            with StopWatch(self.engine, stop) as watch:
+            # With a batching engine the turn has a Stop of its own; otherwise the shared one is used.
+            batched = self.batches()
+            with StopWatch(self.engine, None if batched else stop) as watch:
                 streamed: list[str] = []
 
                 def on_event(event: ChatEvent) -> None:
@@ -286,7 +295,8 @@ class ChatService:
                         if on_token is not None and len(text) > len(said) and text.startswith(said):
                             on_token(text[len(said):])
 
-                outcome = self.send(conversation.id, messages[-1].content, on_event, options=overrides)
+                outcome = self.send(conversation.id, messages[-1].content, on_event, options=overrides,
+                                    stop=stop if batched else None)
             message = outcome.message
             stored = self.store.get_trace(message.id) if message is not None else None
             trace = [TraceEntry.from_dict(e) for e in (stored or {}).get("entries", [])]
@@ -312,7 +322,11 @@ class ChatService:
         plugin_options: dict[str, dict[str, Any]] | None = None,
         approve_tool: Approver | None = None,
         another: bool = False,
+        stop: threading.Event | None = None,
     ) -> TurnFinished | TurnFailed:
+        # A turn with a Stop of its own joins the engine's batch; one without uses the shared Stop.
+        own_stop = stop if stop is not None and self.batches() else None
+        generate_once = partial(self._generate_once, cancel=own_stop)
         conversation = self.store.get_conversation(user.conversation_id)
         earlier = self.store.history(user.conversation_id, user.parent_id) if user.parent_id else []
         options = self.default_options()
@@ -361,17 +375,18 @@ class ChatService:
                      on_token: Callable[[str], None] | None = on_token) -> TurnResult:
             if t.tools:
                 template = self.engine.chat_template
-                loop = ToolLoop(self._generate_once, template.source if template else None, self.hooks,
-                                approve_tool, on_event, self.engine.cancel_event)
+                loop = ToolLoop(generate_once, template.source if template else None, self.hooks,
+                                approve_tool, on_event, own_stop or self.engine.cancel_event,
+                                consume=own_stop is None)
                 return loop.run(t, options or t.options, on_token)
-            return self._generate_once(t, options, on_token)
+            return generate_once(t, options, on_token)
 
         def many(t: Turn, options: Sequence[GenerationOptions],
                  on_result: Callable[[int, TurnResult], bool] | None = None,
                  show: int | None = 0) -> list[TurnResult]:
             if t.tools or len(options) > getattr(self.engine, "parallel", 0) or len(options) < 2:
                 return self._generate_serially(generate, t, options, on_result)
-            return self._generate_together(t, options, on_result, show, on_token)
+            return self._generate_together(t, options, on_result, show, on_token, own_stop)
 
         # Strategies show progress (e.g. "sample 2 of 5") through the same stream as tokens.
         generate.emit = on_progress  # type: ignore[attr-defined]
@@ -390,8 +405,8 @@ class ChatService:
             message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, EngineError):
                 log.exception("turn failed")
-            partial = getattr(exc, "partial", "") or writer.text
-            self.store.update_message(answer.id, content=partial, status="error", stats={"error": message})
+            kept = getattr(exc, "partial", "") or writer.text
+            self.store.update_message(answer.id, content=kept, status="error", stats={"error": message})
             # What the plugins added is kept, so the prompt inspector can show why it failed.
             self.store.save_trace(answer.id, "", [e.as_dict() for e in turn.trace])
             failed = TurnFailed(message, self.store.get_message(answer.id))
@@ -423,14 +438,31 @@ class ChatService:
                 finally:
                     current_plugin.reset(token)
 
+    def batches(self) -> bool:
+        """Whether the engine writes answers from several threads in one batch (each with its
+        own Stop and adapters)."""
+        return int(getattr(self.engine, "parallel", 1) or 1) > 1 and hasattr(self.engine, "answers")
+
     def _apply_adapters(self, turn: Turn) -> None:
-        """Apply the turn's adapters; one that cannot be read (e.g. deleted meanwhile) is left
-        out with a note in the trace, and the answer goes on without it."""
+        """Make the turn's adapters the engine's active ones (see :meth:`_usable_adapters`)."""
         try:
             self.engine.set_adapters(turn.adapters)
             return
         except EngineError as exc:
             first_error = str(exc)
+        self.engine.set_adapters(self._usable_adapters(turn, first_error))
+
+    def _usable_adapters(self, turn: Turn, error: str | None = None) -> list[Any]:
+        """The turn's adapters that can be read. One that cannot (e.g. deleted meanwhile) is left
+        out with a note in the trace, and the answer goes on without it; EngineError when none
+        of them can be read. ``error`` is a failure already seen (the adapters are checked)."""
+        if error is None:
+            try:
+                for adapter in turn.adapters:
+                    self.engine.load_adapter(adapter.path)  # cached: a no-op once read
+                return list(turn.adapters)
+            except EngineError as exc:
+                error = str(exc)
         usable = []
         for adapter in turn.adapters:
             try:
@@ -440,8 +472,17 @@ class ChatService:
                 turn.trace.append(TraceEntry("core", "note", f"Answered without the LoRA adapter "
                                                              f"{adapter.name}: {exc}"))
         if len(usable) == len(turn.adapters):
-            raise EngineError(first_error)
-        self.engine.set_adapters(usable)
+            raise EngineError(error)
+        return usable
+
+    def _engine_request(self, turn: Turn, cancel: threading.Event | None) -> dict[str, Any]:
+        """How this turn's answer asks the engine for its Stop and adapters: its own (it joins
+        the batch), or, without ``cancel``, the shared Stop and the active adapters."""
+        if cancel is None:
+            # The turn's LoRA adapters (none unless a plugin added some); a no-op when unchanged.
+            self._apply_adapters(turn)
+            return {}
+        return {"cancel": cancel, "adapters": self._usable_adapters(turn)}
 
     @staticmethod
     def _generate_serially(generate: Callable[..., TurnResult], turn: Turn, options: Sequence[GenerationOptions],
@@ -457,12 +498,13 @@ class ChatService:
 
     def _generate_together(self, turn: Turn, options: Sequence[GenerationOptions],
                            on_result: Callable[[int, TurnResult], bool] | None, show: int | None,
-                           on_token: Callable[[str], None] | None) -> list[TurnResult]:
+                           on_token: Callable[[str], None] | None,
+                           cancel: threading.Event | None = None) -> list[TurnResult]:
         """The answers of ``generate.many`` written in one batch, the prompt evaluated once;
         answer ``show`` streams to ``on_token`` as it is written."""
-        self._apply_adapters(turn)
+        own = self._engine_request(turn, cancel)
         keep = 1 + len(turn.tool_exchange)
-        request = self.engine.answers(turn.messages(), list(options), None, keep)
+        request = self.engine.answers(turn.messages(), list(options), None, keep, **own)
         results: list[TurnResult | None] = [None] * len(options)
         failure: EngineError | None = None
         for index, event in request.events():
@@ -487,13 +529,14 @@ class ChatService:
 
     def _generate_once(self, turn: Turn, options: GenerationOptions | None,
                        on_token: Callable[[str], None] | None,
-                       tools: list[dict[str, Any]] | None = None) -> TurnResult:
-        """One streamed pass through the engine; raises EngineError (with ``partial``) on failure."""
-        # The turn's LoRA adapters (none unless a plugin added some); a no-op when unchanged.
-        self._apply_adapters(turn)
+                       tools: list[dict[str, Any]] | None = None, *,
+                       cancel: threading.Event | None = None) -> TurnResult:
+        """One streamed pass through the engine; raises EngineError (with ``partial``) on failure.
+        ``cancel``: the turn's own Stop (see :meth:`send`)."""
+        own = self._engine_request(turn, cancel)
         # The question and this turn's tool exchange stay together when history is left out.
         keep = 1 + len(turn.tool_exchange)
-        for event in self.engine.stream_chat(turn.messages(), options or turn.options, tools, keep):
+        for event in self.engine.stream_chat(turn.messages(), options or turn.options, tools, keep, **own):
             if isinstance(event, TokenEvent):
                 if on_token is not None:
                     on_token(event.text)

@@ -640,9 +640,19 @@ class PluginContext:
         self-consistency) streams its samples and its progress lines to ``on_progress`` instead,
         and its answer reaches ``on_token`` in one piece when it has chosen; its words about the
         answer (how the samples voted) are in ``note``, not in ``text``.
+
+        When the model writes several answers at once (``model.parallel``), the turn runs on
+        the calling thread and its answer joins the batch being written, so turns asked from
+        several threads (the window's chat, the API, the lab) are written together; ``stop``
+        then ends this turn alone.
         """
-        return self._runner.run(lambda: self._app.run_turn(list(messages), setup or {}, options, on_token,
-                                                           stop, store, on_progress=on_progress))
+        def turn() -> TurnRun:
+            return self._app.run_turn(list(messages), setup or {}, options, on_token, stop, store,
+                                      on_progress=on_progress)
+
+        if self._batches():
+            return self._runner.here(turn)
+        return self._runner.run(turn)
 
 
 class StopWatch:

@@ -134,6 +134,7 @@ class ToolLoop:
         approver: Approver | None,
         on_event: Callable[[Any], None],
         cancelled: threading.Event | None = None,
+        consume: bool = True,
     ):
         self.generate_once = generate_once
         self.template_source = template_source
@@ -141,6 +142,9 @@ class ToolLoop:
         self.approver = approver
         self.on_event = on_event
         self.cancelled = cancelled
+        #: Whether a Stop seen between tool calls is used up (the engine's shared one), or left
+        #: set (a turn's own, which its caller owns).
+        self.consume = consume
 
     def run(self, turn: Turn, options: GenerationOptions, on_token: Callable[[str], None] | None) -> TurnResult:
         """Generate ``turn``'s answer, running the tools it calls; returns the final answer."""
@@ -229,7 +233,8 @@ class ToolLoop:
             if self.cancelled is not None and self.cancelled.is_set():
                 # Stopped while a tool ran: this generation consumes the Stop, and the answer
                 # is what was shown, never the calls' JSON.
-                self.cancelled.clear()
+                if self.consume:
+                    self.cancelled.clear()
                 result = TurnResult("", "cancelled", result.stats, result.prompt)
                 break
         stats = dict(result.stats)

@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--paraphrases", action="store_true",
                    help="also answer with each paraphrased instruction of the set (prompt sensitivity)")
     p.add_argument("--model", help="the model to answer with (default: the one the settings choose)")
+    p.add_argument("--one-at-a-time", action="store_true",
+                   help="answer one item at a time: slower, but greedy answers are reproducible to the token "
+                        "(answers written together can differ in a rare token)")
     p.add_argument("--report", type=Path, metavar="HTML", help="write the HTML report here when done")
     p.set_defaults(handler=run_tasks)
     p = lab.add_parser("resume", help="finish a stopped or interrupted run")
@@ -179,7 +182,8 @@ def run_tasks(args, context) -> int:
     for warning in context.load_model(args.model):
         print(f"parley: warning: {warning}", file=sys.stderr)
     model = context.model.path.name if context.model.path else ""
-    run = state.runs.create(task_set, candidates, model=model, paraphrases=args.paraphrases)
+    run = state.runs.create(task_set, candidates, model=model, paraphrases=args.paraphrases,
+                            batched=not args.one_at_a_time)
     print(f"Run {run.id}: {len(candidates)} candidates on {len(task_set.test)} held-out items of "
           f"{task_set.name!r} with {model or 'no model'}.", file=sys.stderr)
     return _run_and_report(context, run, args.report)

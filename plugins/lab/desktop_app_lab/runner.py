@@ -3,11 +3,18 @@
 Each answer is a real turn (``context.run_turn``): the candidate's template, examples and
 strategy, the documents plugin's retrieval, LoRA adapters and tools all apply as in a chat. The
 answer is judged at once and appended to the run, so a run that is stopped (or crashes) resumes
-where it was: what was judged is not asked again, and with greedy decoding and fixed seeds the
-resumed run's scores are the uninterrupted run's.
+where it was: what was judged is not asked again. With greedy decoding and fixed seeds, a run
+that answers one at a time (``run.batched`` off) resumes to the uninterrupted run's scores.
 
 Runs block the calling thread for minutes: the window runs them in a task, the command line in
 the foreground. ``stop`` (a threading.Event) ends a run between two answers, or mid-answer.
+
+When the model writes several answers at once (``context.model.parallel``), that many answers
+are asked at a time, each from a thread of its own: their turns share the engine's batch, so
+a grid of candidates and items takes a fraction of the time it takes one answer after another.
+Each answer's latency is then its time in that batch. Answers written together can differ from
+one-at-a-time answers in a rare token (the rounding of the batch's arithmetic depends on what
+else is in it), so their scores match a one-at-a-time run's closely, not to the token.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -182,6 +190,60 @@ def _result(candidate: Candidate, item: TaskItem, variant: int | None, turn: Any
     }
 
 
+class _InFlight:
+    """The answers being written, at most as many as the model writes at once, each asked from
+    a thread of its own so that their turns share the engine's batch. Each has one Stop, set
+    when the run is stopped or fails, so that none outlives the run."""
+
+    def __init__(self, context: PluginContext, stop: threading.Event, batched: bool = True):
+        self.context, self.stop, self.batched = context, stop, batched
+        self.halt = threading.Event()
+        self.pending: dict[Future, Any] = {}
+        self.pool = ThreadPoolExecutor(max_workers=self.width(), thread_name_prefix="parley-lab")
+
+    def width(self) -> int:
+        """How many answers are asked at once: as many as the loaded model writes together
+        (one for a run that answers one at a time)."""
+        return max(1, self.context.model.parallel) if self.batched else 1
+
+    def ask(self, job: Any, messages: list[ChatMessage], setup: dict[str, Any], options: dict[str, Any]) -> None:
+        """Start one answer; ``job`` comes back with it to :meth:`collect`'s ``record``."""
+        def answer() -> tuple[Any, float]:
+            started = time.perf_counter()
+            turn = self.context.run_turn(messages, setup=setup, options=options, stop=self.halt)
+            return turn, time.perf_counter() - started
+
+        self.pending[self.pool.submit(answer)] = job
+
+    def make_room(self, record: Callable[[Any, Any, float], None]) -> None:
+        """Wait until another answer may start, recording those that end meanwhile."""
+        while len(self.pending) >= self.width():
+            self.collect(record, everything=False)
+
+    def collect(self, record: Callable[[Any, Any, float], None], everything: bool) -> None:
+        """Pass the answers that are written to ``record(job, turn, latency)``: at least one, or
+        all of them. A stopped answer is not recorded (resuming asks it again); the error of
+        an answer that raised is raised here."""
+        while self.pending:
+            if self.stop.is_set():
+                self.halt.set()
+            finished, _ = wait(list(self.pending), timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = self.pending.pop(future)
+                turn, latency = future.result()
+                if turn.finish_reason == "cancelled" or self.stop.is_set():
+                    self.halt.set()
+                    continue
+                record(job, turn, latency)
+            if finished and not everything:
+                return
+
+    def close(self) -> None:
+        """End the answers still being written (after a failure they are not needed) and the threads."""
+        self.halt.set()
+        self.pool.shutdown(wait=True)
+
+
 def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress], None] | None = None,
             stop: threading.Event | None = None) -> Run:
     """Answer and judge everything the run still lacks; returns the run (status "finished",
@@ -210,6 +272,17 @@ def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress
     original_model = context.model.path
     prepare = _Preparation(context, run, task_set, lambda text: tell(text), stop)
     current_model: str | None = None
+    written = _InFlight(context, stop, run.batched)
+
+    def record(job: tuple[Candidate, TaskItem, int | None, dict[str, Any], str], turn: Any, latency: float) -> None:
+        nonlocal count
+        candidate, item, variant, setup, label = job
+        _check_model(context, candidate, run)
+        result = _result(candidate, item, variant, turn, latency, setup, task_set, judge)
+        run.record(result)
+        count += 1
+        tell(f"{label}: {'right' if result['passed'] else 'wrong'}", candidate.name, item.id, result)
+
     try:
         judge = make_judge(context, task_set)
         tool_names = sorted(context.tools()) if any(c.all_tools for c in run.candidates) else []
@@ -219,6 +292,7 @@ def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress
             if (candidate.name, item.id, variant) in done:
                 continue
             if (candidate.model or None) != current_model:
+                written.collect(record, everything=True)  # the answers on the model before come first
                 if candidate.model or current_model is not None:
                     tell(f"Loading {candidate.model or 'the run’s model'}…", candidate.name)
                     context.load_model(candidate.model or str(original_model))
@@ -227,20 +301,13 @@ def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress
             setup, options = build_setup(candidate, task_set, instruction=instruction,
                                          collection=prepare.collection(candidate),
                                          trained_adapter=prepare.adapter(candidate), tool_names=tool_names)
+            written.make_room(record)
             if stop.is_set():
                 break
             label = f"{candidate.name}: {item.id}" + (f" (instruction {variant + 1})" if variant is not None else "")
             tell(f"Answering {label}", candidate.name, item.id)
-            started = time.perf_counter()
-            turn = context.run_turn([ChatMessage("user", item.input)], setup=setup, options=options, stop=stop)
-            latency = time.perf_counter() - started
-            if turn.finish_reason == "cancelled" or stop.is_set():
-                break  # a stopped answer is not judged: resuming asks it again
-            _check_model(context, candidate, run)
-            result = _result(candidate, item, variant, turn, latency, setup, task_set, judge)
-            run.record(result)
-            count += 1
-            tell(f"{label}: {'right' if result['passed'] else 'wrong'}", candidate.name, item.id, result)
+            written.ask((candidate, item, variant, setup, label), [ChatMessage("user", item.input)], setup, options)
+        written.collect(record, everything=True)
         if not stop.is_set() and task_set.judge_labels and not run.judge:
             _measure_judge(context, run, task_set, tell)
         if stop.is_set():
@@ -261,6 +328,7 @@ def run_lab(context: PluginContext, run: Run, *, on_progress: Callable[[Progress
         run.status, run.message = "failed", f"The run failed unexpectedly ({type(exc).__name__}: {exc}); " \
                                             "resume to try again, and please report it."
     finally:
+        written.close()
         if current_model is not None and original_model is not None:
             try:
                 context.load_model(str(original_model))

@@ -51,6 +51,10 @@ class Run:
     paraphrases: bool = False
     #: The candidate whose instruction is paraphrased (default: the first).
     sensitivity_candidate: str = ""
+    #: Answer several items at once in the engine's batch (much faster). Batched greedy answers
+    #: can differ from one-at-a-time answers in a rare token (floating-point rounding depends on
+    #: the batch), so a run that must be reproducible to the token answers one at a time.
+    batched: bool = True
     status: str = "new"
     message: str = ""
     #: What the run made before answering, kept so a resumed run reuses it (e.g. the
@@ -77,7 +81,7 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         """What run.json keeps (not the results, which have their own file)."""
         return {"id": self.id, "created": self.created, "task_set": self.task_set_name, "model": self.model,
-                "seed": self.seed, "paraphrases": self.paraphrases,
+                "seed": self.seed, "paraphrases": self.paraphrases, "batched": self.batched,
                 "sensitivity_candidate": self.sensitivity_candidate, "status": self.status,
                 "message": self.message, "prepared": self.prepared, "judge": self.judge,
                 "candidates": [c.to_dict() | {"description": c.describe()} for c in self.candidates]}
@@ -141,7 +145,8 @@ class RunStore:
         self.folder = Path(folder)
 
     def create(self, task_set: TaskSet, candidates: list[Candidate], *, model: str = "",
-               paraphrases: bool = False, sensitivity_candidate: str = "", judge: str = "") -> Run:
+               paraphrases: bool = False, sensitivity_candidate: str = "", judge: str = "",
+               batched: bool = True) -> Run:
         """A new run folder with its copy of the task set; nothing answered yet."""
         if not candidates:
             raise TaskSetError("A run needs at least one candidate.")
@@ -166,7 +171,7 @@ class RunStore:
         run = Run(id=run_id, folder=folder, created=time.strftime("%Y-%m-%dT%H:%M:%S"), task_set_name=task_set.name,
                   candidates=list(candidates), model=model, seed=task_set.seed, paraphrases=paraphrases,
                   sensitivity_candidate=sensitivity_candidate or (candidates[0].name if paraphrases else ""),
-                  judge=judge)
+                  judge=judge, batched=batched)
         save_task_set(task_set, run.task_set_file)
         run.save()
         return run
@@ -212,6 +217,7 @@ class RunStore:
                    task_set_name=str(data.get("task_set", "")), candidates=candidates,
                    model=str(data.get("model") or ""), seed=seed, paraphrases=bool(data.get("paraphrases")),
                    sensitivity_candidate=str(data.get("sensitivity_candidate") or ""), status=status,
+                   batched=bool(data.get("batched", True)),
                    message=str(data.get("message") or ""), prepared=prepared,
                    judge=str(data.get("judge") or ""), results=_read_results(folder / "results.jsonl"))
 

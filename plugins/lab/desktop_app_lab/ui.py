@@ -103,6 +103,12 @@ class LabWindow(QDialog):
         self.paraphrases.setToolTip("Also answer with each of the set's other wordings of its instruction, to see "
                                     "how much the score moves when only the wording changes")
         left_layout.addWidget(self.paraphrases)
+        self.batched = QCheckBox("Answer several items at once")
+        self.batched.setChecked(True)
+        self.batched.setToolTip("Write several answers together in one batch, which is much faster. Answers "
+                                "written together can differ from one-at-a-time answers in a rare word; untick "
+                                "for a run that is reproducible to the word.")
+        left_layout.addWidget(self.batched)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.start_run)
@@ -298,7 +304,8 @@ class LabWindow(QDialog):
         try:
             task_set = self.task_set()
             run = self.runs.create(task_set, candidates, model=self.context.model.path.name,
-                                   paraphrases=self.paraphrases.isChecked() and self.paraphrases.isEnabled())
+                                   paraphrases=self.paraphrases.isChecked() and self.paraphrases.isEnabled(),
+                                   batched=self.batched.isChecked())
         except ParleyError as exc:
             self.status.setText(str(exc))
             return None

@@ -1,5 +1,6 @@
 """Runs on the built-in model: every answer kept with its trace and verdict, a stopped run resumed
-to the same scores as one never stopped, and the benchmark's chat loop agreeing with the lab."""
+to the same scores as one never stopped, answers written together in the engine's batch, and the
+benchmark's chat loop agreeing with the lab."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def test_a_stopped_run_resumes_to_the_scores_of_a_run_never_stopped(lab, tmp_pat
     store = RunStore(tmp_path / "runs")
     context = lab.plugin_context("lab")
 
-    whole = run_lab(context, store.create(task_set, candidates, model="m"))
+    # One at a time: answers written together may differ in a rare token, which is not the point here.
+    whole = run_lab(context, store.create(task_set, candidates, model="m", batched=False))
     assert whole.status == "finished" and len(whole.results) == 6
 
     stop = threading.Event()
@@ -46,7 +48,8 @@ def test_a_stopped_run_resumes_to_the_scores_of_a_run_never_stopped(lab, tmp_pat
             if len(seen) == 4:
                 stop.set()
 
-    part = run_lab(context, store.create(task_set, candidates, model="m"), on_progress=progress, stop=stop)
+    part = run_lab(context, store.create(task_set, candidates, model="m", batched=False), on_progress=progress,
+                   stop=stop)
     assert part.status == "stopped" and len(part.results) == 4 and "resume" in part.message
     assert [p.done for p in seen] == [1, 2, 3, 4] and seen[0].total == 6
     resumed = run_lab(context, store.get(part.id))  # read back from disk, as after a restart
@@ -65,6 +68,34 @@ def test_a_stopped_run_resumes_to_the_scores_of_a_run_never_stopped(lab, tmp_pat
     assert task_set.item(record["item"]).input in record["prompt"]
 
 
+def test_a_run_writes_its_answers_together_and_a_stopped_one_finishes_each_answer_once(lab, tmp_path):
+    task_set = small_arithmetic(tmp_path, test=3)
+    candidates = parse_candidates(["zero, few:2"])
+    store = RunStore(tmp_path / "runs")
+    context = lab.plugin_context("lab")
+    scheduler = lab.engine._loaded.scheduler
+    scheduler.widest = 0
+    assert context.model.parallel >= 6
+
+    stop = threading.Event()
+    seen = []
+
+    def progress(p):
+        if p.result is not None:
+            seen.append(p)
+            stop.set()  # the others are being written meanwhile: they end, and are not judged
+
+    part = run_lab(context, store.create(task_set, candidates, model="m"), on_progress=progress, stop=stop)
+    assert scheduler.widest >= 2  # answers were decoded in the same steps
+    assert part.status == "stopped" and len(part.results) == 1 and [p.done for p in seen] == [1]
+    resumed = run_lab(context, store.get(part.id))
+    assert resumed.status == "finished" and len(resumed.results) == 6
+    asked = [(r["candidate"], r["item"]) for r in resumed.results]
+    assert len(set(asked)) == 6  # every answer once: the one judged before the stop was not asked again
+    assert all(r["finish_reason"] != "cancelled" and r["tokens"] > 0 and r["answer"] for r in resumed.results)
+    assert {(r.candidate, r.n) for r in summarise(resumed).rows} == {(c.name, 3) for c in candidates}
+
+
 def test_the_benchmarks_chat_loop_scores_what_the_lab_scores(lab, tmp_path):
     sys.path.insert(0, str(ROOT))
     try:
@@ -73,7 +104,9 @@ def test_the_benchmarks_chat_loop_scores_what_the_lab_scores(lab, tmp_path):
         sys.path.remove(str(ROOT))
     task_set = small_arithmetic(tmp_path, test=3)
     candidates = parse_candidates(["zero, chain"])
-    run = run_lab(lab.plugin_context("lab"), RunStore(tmp_path / "runs").create(task_set, candidates, model="m"))
+    # The benchmark asks one question at a time, so the run does too (to compare them token for token).
+    run = run_lab(lab.plugin_context("lab"), RunStore(tmp_path / "runs").create(task_set, candidates, model="m",
+                                                                                 batched=False))
     for candidate in candidates:
         measured = measure(lab, task_set, candidate, task_set.test)
         lab_says = {r["item"]: (r["passed"], r["extracted"]) for r in run.latest() if r["candidate"] == candidate.name}
