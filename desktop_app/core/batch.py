@@ -490,7 +490,15 @@ class Scheduler:
         # The lead evaluates the prompt: the free place whose cache shares the longest start with it.
         lead = max(free, key=lambda s: (_common(s.tokens, tokens), -s.used))
         common = min(_common(lead.tokens, tokens), len(tokens) - 1)
-        if common == 0 or not llama.llama_memory_seq_rm(self.memory, lead.seq_id, common, -1):
+        donor, shared = self._donor(tokens, lead)
+        if shared > common:
+            # Another place holds a longer start of this prompt (an answer being written to the
+            # same system prompt and examples, say): its cells are shared, not evaluated again.
+            llama.llama_memory_seq_rm(self.memory, lead.seq_id, -1, -1)
+            llama.llama_memory_seq_cp(self.memory, donor.seq_id, lead.seq_id, 0, shared)
+            lead.tokens[:] = tokens[:shared]
+            common = shared
+        elif common == 0 or not llama.llama_memory_seq_rm(self.memory, lead.seq_id, common, -1):
             llama.llama_memory_seq_rm(self.memory, lead.seq_id, -1, -1)
             common = 0
         del lead.tokens[common:]
@@ -515,6 +523,18 @@ class Scheduler:
             return
         with self._cond:
             self._active.append(request)
+
+    def _donor(self, tokens: Sequence[int], lead: _Slot) -> tuple[_Slot | None, int]:
+        """The place besides ``lead`` whose cache shares the longest start with ``tokens``, and
+        how many tokens of it can be shared (never the whole prompt: its last token is evaluated
+        for the logits of the first answer token)."""
+        best, length = None, 0
+        for slot in self.slots:
+            if slot is not lead and slot.tokens:
+                n = min(_common(slot.tokens, tokens), len(tokens) - 1)
+                if n > length:
+                    best, length = slot, n
+        return best, length
 
     def _trim_idle(self) -> None:
         """Idle places give their cache back when an answer starts (call after choosing its places).

@@ -197,3 +197,24 @@ def test_idle_places_give_their_cells_back_when_an_answer_starts(engine):
     assert [len(slot.tokens) > 0 for slot in scheduler.slots].count(True) == 1
     # ...and the follow-up found its own answer's place: only the new message was evaluated.
     assert done.stats.prompt_tokens_evaluated < done.stats.prompt_tokens / 2
+
+
+def test_a_prompt_that_starts_like_one_being_answered_shares_its_cells(engine):
+    # The same system prompt and examples (a lab candidate's items, an API client's requests):
+    # the second answer evaluates only what differs, while the first is still being written.
+    examples = [SYSTEM] + [m for i in range(6) for m in (ChatMessage("user", f"What is {i} plus {i}?"),
+                                                           ChatMessage("assistant", f"{i} plus {i} is {2 * i}."))]
+    engine.clear_cache()
+    first = engine.answers(examples + [ChatMessage("user", "Sing.")],
+                           [GenerationOptions(temperature=0, max_tokens=1000, grammar=ENDLESS)])
+    events = first.events()
+    for _, event in events:
+        if isinstance(event, TokenEvent):
+            break  # the first prompt is in the cache, and its answer is being written
+    done = collect(engine.answers(examples + [ChatMessage("user", "Is the sky blue?")], [forced("yes")]))[1][0]
+    assert done.text == "yes"
+    assert done.stats.prompt_tokens > 100 and done.stats.prompt_tokens_evaluated < 20
+    first.give_up(0)
+    for _, event in events:
+        pass
+    assert event.finish_reason == "cancelled"
