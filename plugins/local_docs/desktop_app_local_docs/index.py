@@ -402,13 +402,9 @@ class DocsIndex:
             return
         files, future = done
         embeddings = future.result()
-        stall = stall_marker(report.indexed)
-        position = 0
-        for file in files:
-            store.put_file(file, embeddings[position:position + len(file.chunks)], stall=stall)
-            position += len(file.chunks)
-            report.indexed += 1
-            report.chunks += len(file.ids)
+        store.put_files(files, embeddings, stall=stall_marker(report.indexed))
+        report.indexed += len(files)
+        report.chunks += sum(len(file.ids) for file in files)
         store.commit()
 
     def _skip(self, store: CollectionStore, key: str, reason: str, report: IndexReport,

@@ -360,6 +360,13 @@ class ServerStore:
         self.books.put_file(self.name, row, [ChunkRow(i, file.path, c.page, c.heading, c.start, c.text)
                                              for i, c in zip(file.ids, file.chunks)])
 
+    def put_files(self, files: list[PreparedFile], embeddings: list[list[float]], stall: str | None = None) -> None:
+        """One file after another: each file's record on the server follows its own chunks."""
+        position = 0
+        for file in files:
+            self.put_file(file, embeddings[position:position + len(file.chunks)], stall=stall)
+            position += len(file.chunks)
+
     def mark_skipped(self, path: str, reason: str, size: int | None, mtime: float | None, digest: str) -> None:
         """The record says skipped first (readers stop trusting the file's chunks), then they go."""
         row = FileRow(path, size, mtime, digest, "skipped", reason, 0, uuid.uuid4().hex)

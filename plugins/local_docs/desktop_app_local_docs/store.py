@@ -17,8 +17,8 @@ from typing import Any, Protocol
 __all__ = ["CollectionStore", "PreparedFile", "VectorHit", "STALL_FOR_TEST_ENV", "import_chromadb", "stall_for_test"]
 
 #: Test-only, never set otherwise: when this environment variable names a file, a run creates
-#: that file and stalls half-way through storing its second batch (one file's vectors written,
-#: its row not), so a test can kill it at exactly that point, however fast the machine.
+#: that file and stalls half-way through storing its second batch (its files' vectors written,
+#: their rows not), so a test can kill it at exactly that point, however fast the machine.
 STALL_FOR_TEST_ENV = "PARLEY_DOCS_TEST_STALL_FILE"
 
 
@@ -64,6 +64,10 @@ class CollectionStore(Protocol):
 
     def put_file(self, file: PreparedFile, embeddings: list[list[float]], stall: str | None = None) -> None:
         """Store one file's chunks, then mark it indexed; a run stopped in between redoes the file."""
+
+    def put_files(self, files: list[PreparedFile], embeddings: list[list[float]], stall: str | None = None) -> None:
+        """:meth:`put_file` for several files (``embeddings``: their chunks' in order), as one
+        write where the store can: a run stopped in between redoes them all."""
 
     def mark_skipped(self, path: str, reason: str, size: int | None, mtime: float | None, digest: str) -> None:
         """Record that a file is not indexed, and why (any chunks it had are removed)."""

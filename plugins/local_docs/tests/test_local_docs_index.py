@@ -142,8 +142,8 @@ def test_an_interrupted_run_resumes_without_duplicates(tmp_path, corpus):
     add = subprocess.run([sys.executable, "-m", "desktop_app.cli", "docs", "add", "big", str(big), "--no-index"],
                          env=env, capture_output=True, text=True)
     assert add.returncode == 0, add.stderr
-    # The run stalls at a known point, half-way through storing its second batch of files (one
-    # file's vectors written, its row not), and is killed there: however fast or slow the machine.
+    # The run stalls at a known point, half-way through storing its second batch of files (their
+    # vectors written, their rows not), and is killed there: however fast or slow the machine.
     stalled, log = tmp_path / "stalled", tmp_path / "index.log"
     with log.open("wb") as output:  # a file, not a pipe nobody reads: the run must never block on it
         proc = subprocess.Popen([sys.executable, "-m", "desktop_app.cli", "docs", "index", "big"],
