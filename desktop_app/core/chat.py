@@ -454,8 +454,9 @@ class ChatService:
 
     def _usable_adapters(self, turn: Turn, error: str | None = None) -> list[Any]:
         """The turn's adapters that can be read. One that cannot (e.g. deleted meanwhile) is left
-        out with a note in the trace, and the answer goes on without it; EngineError when none
-        of them can be read. ``error`` is a failure already seen (the adapters are checked)."""
+        out with a note in the trace, and the answer goes on without it. ``error`` is a failure
+        already seen with all of them; it is raised (EngineError) when each reads on its own, as
+        the failure was then not about reading one."""
         if error is None:
             try:
                 for adapter in turn.adapters:

@@ -25,6 +25,11 @@ def test_import_run_report_and_apply_from_the_command_line(paths, tmp_path, caps
     assert main(["lab", "report", "latest"]) == 0 and "★" in capsys.readouterr().out
     assert main(["lab", "apply", "latest", "zero", "--name", "Sums, plainly"]) == 0
     assert "Saved the template 'Sums, plainly', now the default" in capsys.readouterr().out
+    from desktop_app_lab import state
+
+    assert state.runs.get("latest").batched  # answers written together by default
+    assert main(["lab", "run", str(small.path), "-c", "zero", "--one-at-a-time"]) == 0
+    assert "zero-shot" in capsys.readouterr().out and state.runs.get("latest").batched is False
 
 
 def test_bad_input_gets_a_message_a_person_can_act_on(paths, tmp_path, capsys):

@@ -35,6 +35,9 @@ def test_a_run_keeps_its_answers_and_its_own_copy_of_the_task_set(tmp_path):
     assert len(again.task_set().test) == 40 and again.model == "m.gguf"
     assert store.get(run.id[:10]).id == run.id and store.get("latest").id == run.id
     assert [r.id for r in store.list()] == [run.id]
+    assert again.batched  # answers written together unless the run asks for one at a time
+    alone = store.create(load_task_set(SETS / "arithmetic.json"), parse_candidates("zero"), batched=False)
+    assert store.get(alone.id).batched is False
 
 
 def test_a_line_torn_by_a_crash_is_asked_again_not_fatal(tmp_path):
