@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.parley-installed
 TORCH_SPEC ?= torch==2.13.0
 JOBS   := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-slow install lint bench bench-gpu bench-native native native-dir screenshots clean
+.PHONY: run test test-slow install lint bench bench-gpu bench-gpu-run bench-native native native-dir screenshots clean
 
 run: $(STAMP)
 	$(VENV)/bin/parley

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 from desktop_app_lab.candidates import parse_candidates
@@ -85,7 +86,17 @@ def test_a_run_writes_its_answers_together_and_a_stopped_one_finishes_each_answe
             seen.append(p)
             stop.set()  # the others are being written meanwhile: they end, and are not judged
 
-    part = run_lab(context, store.create(task_set, candidates, model="m"), on_progress=progress, stop=stop)
+    run = store.create(task_set, candidates, model="m")
+    runner = threading.Thread(target=run_lab, args=(context, run), kwargs={"on_progress": progress, "stop": stop})
+    # The six answers reach the engine while it is held, so they start together whatever the timing.
+    with scheduler.exclusive():
+        runner.start()
+        deadline = time.monotonic() + 300  # only a guard against a run that never gets there
+        while scheduler.answering < 6 and runner.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert scheduler.answering == 6
+    runner.join(300)
+    part = store.get(run.id)
     assert scheduler.widest >= 2  # answers were decoded in the same steps
     assert part.status == "stopped" and len(part.results) == 1 and [p.done for p in seen] == [1]
     resumed = run_lab(context, store.get(part.id))
