@@ -125,6 +125,9 @@ def _facts(title: str, task_set: TaskSet, run: Mapping[str, Any], judge_agreemen
                      f"{len(task_set.train)} train)"),
         ("Model", run.get("model") or "the loaded model"),
         ("Seed", run.get("seed")),
+        ("Answers written", None if "batched" not in run else
+         "several at once, in one batch (each may differ from a one-at-a-time answer in a rare token)"
+         if run["batched"] else "one at a time (reproducible to the token)"),
         ("Date", str(run.get("created") or "").replace("T", " ")),
         ("Run", run.get("id")),
         ("Status", " — ".join(str(x) for x in (run.get("status"), run.get("message")) if x)),

@@ -45,15 +45,18 @@ def _results(task_set: TaskSet) -> list[dict]:
     return found
 
 
+RUN = {"id": "2026-12-03-0600-sums", "created": "2026-12-03T06:00:00", "model": "SmolLM2-135M.gguf",
+       "seed": 17, "status": "finished", "message": "30 answers judged.",
+       "candidates": [{"name": "zero-shot", "description": "answers directly"}]}
+
+
 def _render(task_set: TaskSet, results: list[dict], **overrides) -> str:
     rows = scorecard(results, CANDIDATES)
     front = pareto_front(rows)
     found = sensitivity(results, "zero-shot")
     arguments = dict(
         title="Strategy lab: <Sums>", task_set=task_set,
-        run={"id": "2026-12-03-0600-sums", "created": "2026-12-03T06:00:00", "model": "SmolLM2-135M.gguf",
-             "seed": 17, "status": "finished", "message": "30 answers judged.",
-             "candidates": [{"name": "zero-shot", "description": "answers directly"}]},
+        run=RUN,
         rows=rows, front=front, best_name=best(rows), disagreements=disagreements(results, CANDIDATES),
         items={i.id: i for i in task_set.items},
         answers={(r["candidate"], r["item"]): r for r in results if r.get("variant") is None},
@@ -77,6 +80,9 @@ def test_the_report_is_one_self_contained_page():
     assert not any(b"http" in image for image in images)  # not even in the PNGs' metadata
     assert "<script" not in html.lower() and "<link" not in html.lower()
     assert "SmolLM2-135M.gguf" in html and "2026-12-03 06:00:00" in html and "number" in html
+    assert "Answers written" not in html  # a run kept before the option existed does not say
+    assert "one at a time (reproducible to the token)" in _render(task_set, _results(task_set),
+                                                                  run=dict(RUN, batched=False))
 
 
 def test_everything_from_the_task_set_and_the_model_is_escaped():
