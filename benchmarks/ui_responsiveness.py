@@ -102,7 +102,7 @@ def _conversation(context, title: str, turns: int):
 def _open(window, monitor, conversation_id: int) -> tuple[float, float, float]:
     """Open a conversation as a click does: seconds to its first paint, then seconds until every
     message is built while the user scrolls to the top, and the worst stall meanwhile."""
-    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtCore import QEvent, QEventLoop, QObject, QTimer
     from PySide6.QtWidgets import QApplication
 
     painted: list[float] = []
@@ -122,11 +122,21 @@ def _open(window, monitor, conversation_id: int) -> tuple[float, float, float]:
     window.show_conversation(conversation_id)
     while not painted and time.perf_counter() - start < 30:
         QApplication.processEvents()
-    # Older messages are built as the user scrolls up to them: scroll to the top until all are.
+    # Older messages are built as the user scrolls up to them: scroll to the top until all are,
+    # one scroll per turn of the event loop, as a wheel's events come (a loop of our own that
+    # called processEvents once per scroll would starve the heartbeat's timer, not the user).
     bar = window.chat_view.verticalScrollBar()
-    while window.chat_view.loading:
+    loop = QEventLoop()
+
+    def scroll_up() -> None:
+        if not window.chat_view.loading:
+            loop.quit()
+            return
         bar.setValue(0)
-        QApplication.processEvents()
+        QTimer.singleShot(0, scroll_up)
+
+    QTimer.singleShot(0, scroll_up)
+    loop.exec()
     filled = time.perf_counter() - start
     for _ in range(3):
         QApplication.processEvents()
