@@ -15,7 +15,7 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 from desktop_app.core.turn import ChatMessage, GenerationOptions
 
-__all__ = ["Backend", "BackendModel", "missing_backend_members"]
+__all__ = ["Backend", "BackendModel", "missing_backend_members", "writes_together"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,12 @@ class Backend(Protocol):
     # writes several answers at once: ``parallel`` (how many), ``answers(messages, options_list,
     # tools, keep_last, cancel=, adapters=)`` and ``stream_chat(..., cancel=, adapters=)`` safe
     # to call from several threads (see desktop_app.core.engine.Engine).
+
+
+def writes_together(backend: Any) -> bool:
+    """Whether ``backend`` has a model loaded and writes answers asked from several threads in
+    one batch, each with its own Stop and adapters (the optional ``parallel`` and ``answers``)."""
+    return bool(backend.loaded) and int(getattr(backend, "parallel", 1) or 1) > 1 and hasattr(backend, "answers")
 
 
 def missing_backend_members(backend: Any) -> list[str]:

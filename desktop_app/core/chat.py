@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from desktop_app.core.backend import writes_together
 from desktop_app.core.engine import DoneEvent, Engine, ErrorEvent, TokenEvent
 from desktop_app.core.errors import EngineError, ModelFileError
 from desktop_app.core.model_settings import resolve_model_settings
@@ -441,7 +442,7 @@ class ChatService:
     def batches(self) -> bool:
         """Whether the engine writes answers from several threads in one batch (each with its
         own Stop and adapters)."""
-        return int(getattr(self.engine, "parallel", 1) or 1) > 1 and hasattr(self.engine, "answers")
+        return writes_together(self.engine)
 
     def _apply_adapters(self, turn: Turn) -> None:
         """Make the turn's adapters the engine's active ones (see :meth:`_usable_adapters`)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from desktop_app.core.backend import writes_together
 from desktop_app.core.client_tools import ToolReply, prepare_tool_reply
 from desktop_app.core.engine import DoneEvent, ErrorEvent, TokenEvent
 from desktop_app.core.errors import EngineError, ParleyError
@@ -578,7 +579,7 @@ class PluginContext:
 
     def _batches(self) -> bool:
         """Whether the loaded model writes answers from several threads together."""
-        return self.model.parallel > 1 and hasattr(self._engine, "answers")
+        return writes_together(self._engine)
 
     def _complete_here(self, reply: Any, stop: threading.Event | None, adapters: Iterable[Any]) -> TurnResult:
         """:meth:`complete` on the calling thread, joining the engine's batch."""

@@ -81,16 +81,7 @@ class EmbeddedStore:
     def put_file(self, file: PreparedFile, embeddings: list[list[float]], stall: str | None = None) -> None:
         """Old chunks go first; the new ones are written before the file is marked done, so a
         run stopped half-way redoes this file (same ids) instead of leaving a mix."""
-        self.remove_file(file.path)
-        if file.ids:
-            self.vectors.upsert(ids=file.ids, embeddings=embeddings, documents=[c.text for c in file.chunks],
-                                metadatas=[{"path": file.path, "page": c.page or 0, "heading": c.heading or "",
-                                            "start": c.start} for c in file.chunks])
-        stall_for_test(stall)
-        self.books.put_file(self.name, FileRow(file.path, file.size, file.mtime, file.digest, "indexed",
-                                               chunks=len(file.ids)),
-                            [ChunkRow(i, file.path, c.page, c.heading, c.start, c.text)
-                             for i, c in zip(file.ids, file.chunks)])
+        self.put_files([file], embeddings, stall)
 
     def put_files(self, files: list[PreparedFile], embeddings: list[list[float]], stall: str | None = None) -> None:
         """Several files in one write to chroma and one transaction of ``docs.db``: a call to
